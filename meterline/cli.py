@@ -1,0 +1,234 @@
+"""The ``meterline`` command: one entry point, thin wrappers over the packages."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meterline.errors import MeterlineError
+
+app = typer.Typer(
+    name="meterline",
+    help="Usage metering for AI products: CloudEvents in, exact priced meters in ClickHouse out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data folder (env METERLINE_DATA_DIR).")
+]
+
+
+def _settings(**overrides: Any) -> Any:
+    from meterline.config import load_settings
+
+    try:
+        return load_settings(**overrides)
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def dev(
+    demo: Annotated[bool, typer.Option(help="Feed realistic demo traffic and show live meters.")] = False,
+    port: Annotated[int | None, typer.Option(help="Gateway port.")] = None,
+    data_dir: DataDir = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Gateway + processor on this machine, no servers: embedded log + chDB."""
+    _logging(verbose)
+    settings = _settings(port=port, data_dir=data_dir, log="embedded", store="chdb")
+    from meterline.serve import serve
+
+    logging.getLogger("meterline").warning(
+        "OPEN MODE: no API keys configured, every request is accepted as tenant %r "
+        "(for local development only)",
+        settings.tenant,
+    )
+
+    def started(url: str) -> None:
+        console.print(f"[bold green]meterline dev[/] is running at [bold]{url}[/]")
+        console.print(f"data folder: {settings.data_dir.resolve()}")
+        console.print("send an event:")
+        console.print(_example_curl(url), highlight=False, soft_wrap=True)
+        console.print('query meters:  meterline sql "SELECT subject, model, sum(events), '
+                      'sum(cost_usd) FROM usage_meters GROUP BY ALL"', highlight=False)
+        if demo:
+            from meterline.demo import DemoTraffic
+
+            DemoTraffic(url).start()
+            threading.Thread(target=_live_meters, args=(settings,), daemon=True).start()
+
+    try:
+        serve(settings, on_started=started)
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _example_curl(url: str) -> str:
+    event = {
+        "specversion": "1.0",
+        "id": "chatcmpl-123",
+        "source": "/my/app",
+        "type": "io.meterline.usage.tokens",
+        "subject": "customer-42",
+        "time": "2025-01-01T12:00:00.000Z",
+        "data": {"provider": "openai", "model": "gpt-4o", "feature": "chat",
+                 "input_tokens": 1200, "output_tokens": 300},
+    }
+    return (
+        f"  curl -sS {url}/v1/events -H 'content-type: application/cloudevents+json' "
+        f"-d '{orjson.dumps(event).decode()}'"
+    )
+
+
+def _live_meters(settings: Any) -> None:
+    from meterline.instance import Instance
+
+    query = (
+        "SELECT subject, sum(events) AS events, sum(input_tokens) AS input_tokens, "
+        "sum(output_tokens) AS output_tokens, sum(images) AS images, "
+        "toString(sum(cost_usd)) AS cost_usd, toString(sum(price_usd)) AS price_usd, "
+        "sum(unpriced_events) AS unpriced FROM usage_meters GROUP BY subject ORDER BY subject"
+    )
+    stop = threading.Event()
+    while not stop.wait(5.0):
+        instance = Instance.find(settings.data_dir)
+        if instance is None:
+            continue
+        try:
+            body = _remote_sql(instance, query, "JSONCompact", settings.database)
+        except MeterlineError:
+            continue
+        console.print(_table(orjson.loads(body), title="usage_meters (demo, every 5 s)"))
+
+
+def _remote_sql(instance: Any, query: str, fmt: str, database: str) -> bytes:
+    import httpx
+
+    try:
+        response = httpx.post(
+            f"{instance.url}/v1/sql",
+            params={"format": fmt},
+            content=query.encode(),
+            headers={"authorization": f"Bearer {instance.token}", "x-database": database},
+            timeout=60,
+        )
+    except httpx.HTTPError as exc:
+        raise MeterlineError(f"cannot reach the running instance at {instance.url}: {exc}") from exc
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise MeterlineError(detail)
+    return response.content
+
+
+def _table(result: dict[str, Any], title: str | None = None) -> Table:
+    table = Table(title=title)
+    for column in result["meta"]:
+        numeric = any(t in column["type"] for t in ("Int", "Decimal", "Float"))
+        table.add_column(column["name"], justify="right" if numeric else "left")
+    for row in result["data"]:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    return table
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL; tables resolve in the meterline database.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+    data_dir: DataDir = None,
+) -> None:
+    """Run SQL against the configured store (through the running instance if there is one)."""
+    formats = {"table": "JSONCompact", "csv": "CSVWithNames", "json": "JSONEachRow"}
+    if fmt not in formats:
+        err.print(f"[red]error:[/red] --format must be one of {', '.join(formats)}")
+        raise typer.Exit(2)
+    settings = _settings(data_dir=data_dir)
+    from meterline.instance import Instance
+
+    instance = Instance.find(settings.data_dir) if settings.store == "chdb" else None
+    try:
+        if instance is not None:
+            body = _remote_sql(instance, query, formats[fmt], settings.database)
+        else:
+            from meterline import runtime
+
+            sink = runtime.build_sink(settings)
+            try:
+                sink.migrate(settings.billing_timezone)
+                body = sink.query_raw(query, formats[fmt])
+            finally:
+                sink.close()
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if fmt == "table":
+        console.print(_table(orjson.loads(body)))
+    else:
+        sys.stdout.write(body.decode("utf-8"))
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Create or update meterline's tables and views (idempotent)."""
+    settings = _settings(data_dir=data_dir)
+    from meterline import runtime
+
+    try:
+        sink = runtime.build_sink(settings)
+        sink.migrate(settings.billing_timezone)
+        sink.close()
+        runtime.ensure_topics(settings)
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"database {settings.database!r} is up to date ({settings.store})")
+
+
+@app.command()
+def gateway(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the HTTP gateway only (scale it out behind a load balancer)."""
+    _logging(verbose)
+    settings = _settings()
+    from meterline.serve import serve
+
+    serve(settings, processor=False, sql_endpoint=False)
+
+
+@app.command()
+def processor(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the processor only (one consumer-group member)."""
+    _logging(verbose)
+    settings = _settings()
+    from meterline.serve import serve
+
+    serve(settings, gateway=False, sql_endpoint=False)
+
+
+def main() -> None:
+    app()
+
+if __name__ == "__main__":
+    main()

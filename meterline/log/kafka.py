@@ -1,0 +1,292 @@
+"""Apache Kafka through confluent-kafka (librdkafka).
+
+Producer settings are the contract from DESIGN §3.3: idempotent, ``acks=all``,
+``murmur2_random`` (the Java client's partitioner, so every client puts a key in
+the same partition), compression on. The consumer commits only explicitly,
+after the sink has written a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from meterline.errors import LogUnavailable
+from meterline.log.base import LogAdmin, LogConsumer, LogProducer, OutMessage, Record
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(bootstrap: str, timeout_s: float, extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        # librdkafka gives up (and reports the failure) after this; the gateway
+        # has already answered 503 by then and the client retries with the same
+        # id, so a late success only makes a copy that the dedupe drops.
+        "message.timeout.ms": int(timeout_s * 1000),
+        **extra,
+    }
+
+
+class KafkaProducer(LogProducer):
+    def __init__(
+        self, bootstrap: str, topic: str, timeout_s: float = 10.0, extra: Mapping[str, Any] = {}
+    ) -> None:
+        self.topic = topic
+        self._timeout_s = timeout_s
+        self._producer = Producer(producer_config(bootstrap, timeout_s, extra))
+        self._closed = threading.Event()
+        # Delivery reports are served by poll(); a dedicated thread keeps them
+        # flowing without tying the event loop to librdkafka's timing.
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        if not messages:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        state = {"remaining": len(messages), "error": None}
+
+        def finish() -> None:
+            if done.done():
+                return
+            if state["error"] is not None:
+                done.set_exception(LogUnavailable(f"Kafka refused an event: {state['error']}"))
+            else:
+                done.set_result(None)
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            # Runs on the poll thread: touch only plain state, hand back to the loop.
+            if err is not None and state["error"] is None:
+                state["error"] = err
+            state["remaining"] -= 1  # type: ignore[operator]
+            if state["remaining"] == 0 or err is not None:
+                loop.call_soon_threadsafe(finish)
+
+        deadline = time.monotonic() + self._timeout_s
+        produce = self._producer.produce
+        for message in messages:
+            while True:
+                try:
+                    produce(
+                        self.topic,
+                        value=message.value,
+                        key=message.key,
+                        headers=list(message.headers),
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    # Local queue full: Kafka is slow or away. Wait, bounded by the deadline.
+                    if time.monotonic() > deadline:
+                        raise LogUnavailable("Kafka producer queue is full", retry_after=2.0) from None
+                    await asyncio.sleep(0.01)
+                except KafkaException as exc:
+                    raise LogUnavailable(f"Kafka produce failed: {exc}") from exc
+        try:
+            await asyncio.wait_for(done, max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            raise LogUnavailable("Kafka did not acknowledge in time", retry_after=2.0) from None
+
+    def publish_sync(self, messages: Sequence[OutMessage]) -> None:
+        errors: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                errors.append(err)
+
+        for message in messages:
+            while True:
+                try:
+                    self._producer.produce(
+                        self.topic,
+                        value=message.value,
+                        key=message.key,
+                        headers=list(message.headers),
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self._producer.flush(1.0)
+        if self._producer.flush(self._timeout_s) > 0:
+            raise LogUnavailable("Kafka did not acknowledge in time")
+        if errors:
+            raise LogUnavailable(f"Kafka refused a message: {errors[0]}")
+
+    def ready(self) -> bool:
+        try:
+            self._producer.list_topics(self.topic, timeout=2.0)
+        except KafkaException:
+            return False
+        return True
+
+    def close(self) -> None:
+        remaining = self._producer.flush(self._timeout_s)
+        if remaining:
+            log.error("closing Kafka producer with %d undelivered messages", remaining)
+        self._closed.set()
+        self._poller.join(timeout=1.0)
+
+
+class KafkaConsumer(LogConsumer):
+    """A consumer-group member (cooperative-sticky) that never auto-commits."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        extra: Mapping[str, Any] = {},
+    ) -> None:
+        self.topic = topic
+        self._revoked: set[int] = set()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "max.poll.interval.ms": 300_000,
+                "session.timeout.ms": 30_000,
+                "fetch.min.bytes": 1,
+                **extra,
+            }
+        )
+        self._consumer.subscribe(
+            [topic], on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Called inside poll(). Records of these partitions still waiting in the
+        # processor must be dropped uncommitted: the new owner re-reads them.
+        self._revoked.update(tp.partition for tp in partitions)
+
+    def take_revoked(self) -> set[int]:
+        revoked, self._revoked = self._revoked, set()
+        return revoked
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        messages = self._consumer.consume(max_records, timeout_s)
+        out = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(err)
+            out.append(
+                Record(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    tuple(msg.headers() or ()),
+                    msg.timestamp()[1],
+                )
+            )
+        return out
+
+    def commit(self, next_offsets: Mapping[int, int]) -> None:
+        self._consumer.commit(
+            offsets=[TopicPartition(self.topic, p, o) for p, o in next_offsets.items()],
+            asynchronous=False,
+        )
+
+    def seek(self, next_offsets: Mapping[int, int]) -> None:
+        for partition, offset in next_offsets.items():
+            self._consumer.seek(TopicPartition(self.topic, partition, offset))
+
+    def assignment(self) -> list[int]:
+        return [tp.partition for tp in self._consumer.assignment()]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaAdmin(LogAdmin):
+    def __init__(self, bootstrap: str, extra: Mapping[str, Any] = {}) -> None:
+        self._bootstrap = bootstrap
+        self._extra = dict(extra)
+        self._admin = AdminClient({"bootstrap.servers": bootstrap, **self._extra})
+
+    def ensure_topic(self, topic: str, partitions: int, replication: int = 1) -> None:
+        metadata = self._admin.list_topics(timeout=10)
+        if topic in metadata.topics and not metadata.topics[topic].error:
+            return
+        futures = self._admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=replication)]
+        )
+        for future in futures.values():
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+    def _probe(self) -> Consumer:
+        return Consumer(
+            {"bootstrap.servers": self._bootstrap, "group.id": "meterline-admin", **self._extra}
+        )
+
+    def _partitions(self, topic: str) -> list[int]:
+        metadata = self._admin.list_topics(topic, timeout=10)
+        return sorted(metadata.topics[topic].partitions)
+
+    def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:
+        probe = self._probe()
+        try:
+            parts = [TopicPartition(topic, p, timestamp_ms) for p in self._partitions(topic)]
+            found = probe.offsets_for_times(parts, timeout=10)
+            ends = self.end_offsets(topic)
+            return {
+                tp.partition: ends[tp.partition] if tp.offset in (OFFSET_END, -1) else tp.offset
+                for tp in found
+            }
+        finally:
+            probe.close()
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        probe = self._probe()
+        try:
+            return {
+                p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in self._partitions(topic)
+            }
+        finally:
+            probe.close()
+
+    def committed(self, topic: str, group: str) -> dict[int, int]:
+        probe = Consumer({"bootstrap.servers": self._bootstrap, "group.id": group, **self._extra})
+        try:
+            parts = [TopicPartition(topic, p) for p in self._partitions(topic)]
+            return {tp.partition: tp.offset for tp in probe.committed(parts, timeout=10) if tp.offset >= 0}
+        finally:
+            probe.close()

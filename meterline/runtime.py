@@ -1,0 +1,108 @@
+"""Build the parts once from the settings and hand them out (no globals).
+
+Imports of the heavy optional packages (confluent-kafka, chdb, clickhouse-connect)
+happen here, inside functions, so the emitter SDK installs without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from meterline.config import Settings
+from meterline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from meterline.log.base import LogAdmin, LogConsumer, LogProducer
+    from processor.decode import DeadLetter
+    from processor.pricing.base import PriceBook
+    from sinks.base import Sink
+
+
+def _need(extra: str, exc: ImportError) -> ConfigError:
+    return ConfigError(f"{exc.name} is not installed: run \"pip install 'meterline[{extra}]'\"")
+
+
+def dlq_topic(settings: Settings) -> str:
+    return f"{settings.topic}.dlq"
+
+
+def build_admin(settings: Settings) -> LogAdmin:
+    if settings.log == "kafka":
+        try:
+            from meterline.log.kafka import KafkaAdmin
+        except ImportError as exc:
+            raise _need("server", exc) from exc
+        return KafkaAdmin(settings.kafka_bootstrap_servers, settings.kafka_extra)
+    from meterline.log.embedded import EmbeddedAdmin
+
+    return EmbeddedAdmin(settings.embedded_log_path)
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the event topic and its DLQ if missing (never re-partitions)."""
+    admin = build_admin(settings)
+    admin.ensure_topic(settings.topic, settings.partitions, settings.replication_factor)
+    admin.ensure_topic(dlq_topic(settings), 1, settings.replication_factor)
+
+
+def build_producer(settings: Settings, topic: str | None = None) -> LogProducer:
+    topic = topic or settings.topic
+    if settings.log == "kafka":
+        from meterline.log.kafka import KafkaProducer
+
+        return KafkaProducer(
+            settings.kafka_bootstrap_servers, topic, settings.produce_timeout_s, settings.kafka_extra
+        )
+    from meterline.log.embedded import EmbeddedProducer
+
+    return EmbeddedProducer(settings.embedded_log_path, topic, settings.produce_timeout_s)
+
+
+def build_consumer(settings: Settings, partitions: Sequence[int] | None = None) -> LogConsumer:
+    if settings.log == "kafka":
+        from meterline.log.kafka import KafkaConsumer
+
+        return KafkaConsumer(
+            settings.kafka_bootstrap_servers,
+            settings.topic,
+            settings.consumer_group,
+            settings.kafka_extra,
+        )
+    from meterline.log.embedded import EmbeddedConsumer
+
+    return EmbeddedConsumer(
+        settings.embedded_log_path, settings.topic, settings.consumer_group, partitions
+    )
+
+
+def build_sink(settings: Settings) -> Sink:
+    if settings.store == "clickhouse":
+        try:
+            from sinks.clickhouse_sink import ClickHouseSink
+        except ImportError as exc:
+            raise _need("server", exc) from exc
+        return ClickHouseSink(settings.clickhouse_url, settings.database)
+    try:
+        from sinks.chdb_sink import ChdbSink
+    except ImportError as exc:
+        raise _need("server", exc) from exc
+    return ChdbSink(settings.chdb_path, settings.database)
+
+
+def build_price_book(settings: Settings) -> PriceBook:
+    from processor.pricing.catalog import CatalogPriceBook
+
+    return CatalogPriceBook()
+
+
+class LogDeadLetters:
+    """Dead letters to ``<topic>.dlq`` in the same log, with reason and origin headers."""
+
+    def __init__(self, producer: LogProducer) -> None:
+        self._producer = producer
+
+    def publish(self, letters: Sequence[DeadLetter]) -> None:
+        from processor.runner import dead_letter_message
+
+        self._producer.publish_sync([dead_letter_message(letter) for letter in letters])

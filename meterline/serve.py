@@ -1,0 +1,128 @@
+"""Start the gateway and/or the processor in this process and stop them cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+import uvicorn
+
+from ingest.app import Gateway, create_app
+from meterline import runtime
+from meterline.config import Settings
+from meterline.instance import Instance
+from processor.runner import Processor
+from sinks.base import Sink
+
+log = logging.getLogger("meterline")
+
+
+class ProcessorThread:
+    """The processor loop on a thread; ``stop()`` finishes the current batch first."""
+
+    def __init__(self, settings: Settings, sink: Sink) -> None:
+        self._stop = threading.Event()
+        self.processor = Processor(
+            runtime.build_consumer(settings),
+            sink,
+            runtime.build_price_book(settings),
+            runtime.LogDeadLetters(runtime.build_producer(settings, runtime.dlq_topic(settings))),
+            batch_max_events=settings.batch_max_events,
+            batch_max_wait_s=settings.batch_max_wait_s,
+            dedupe_cache_ids=settings.dedupe_cache_ids,
+        )
+        self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
+        self.failed: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.processor.run(self._stop)
+        except BaseException as exc:  # a bug: say so loudly, never die silently
+            self.failed = exc
+            log.exception("processor stopped on an unexpected error")
+            os._exit(70)  # offsets of the failed batch are uncommitted: a restart re-reads it
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+
+def serve(
+    settings: Settings,
+    *,
+    gateway: bool = True,
+    processor: bool = True,
+    sql_endpoint: bool = True,
+    on_started: Callable[[str], None] | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM. The shutdown order flushes before it closes."""
+    runtime.ensure_topics(settings)
+    sink: Sink | None = None
+    if processor or sql_endpoint:
+        sink = runtime.build_sink(settings)
+        sink.migrate(settings.billing_timezone)
+    worker = ProcessorThread(settings, sink) if processor and sink is not None else None
+    if worker:
+        worker.start()
+    if not gateway:
+        stop = threading.Event()
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if worker:
+                worker.stop()
+            if sink:
+                sink.close()
+        return
+
+    producer = runtime.build_producer(settings)
+    token = Instance.new_token() if sql_endpoint and sink is not None else None
+
+    def shutdown() -> None:
+        # 1. stop accepting (uvicorn did), 2. flush the producer, 3. finish the
+        # processor's batch, 4. release the store. Reversing 3 and 4 would
+        # fail the last insert and leave it to be re-read on the next start.
+        Instance.remove(settings.data_dir)
+        producer.close()
+        if worker:
+            worker.stop()
+        if sink:
+            sink.close()
+
+    app = create_app(
+        Gateway(
+            producer,
+            tenant=settings.tenant,
+            max_body_bytes=settings.max_body_bytes,
+            max_event_bytes=settings.max_event_bytes,
+            max_batch_events=settings.max_batch_events,
+            sink=sink if sql_endpoint else None,
+            sql_token=token,
+        ),
+        on_shutdown=[shutdown],
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    )
+
+    def announce() -> None:
+        # Write the address card only once the socket accepts connections.
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.started:
+            port = settings.port or server.servers[0].sockets[0].getsockname()[1]
+            url = f"http://{settings.host}:{port}"
+            if token:
+                Instance(url, os.getpid(), token).write(settings.data_dir)
+            if on_started:
+                on_started(url)
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    server.run()

@@ -1,0 +1,54 @@
+"""Drop events already stored, keyed by (tenant, source, id).
+
+Two layers, both durable-safe:
+
+1. A bounded in-memory set of keys this process has itself written. A key is
+   added only AFTER its insert returned, so "seen" here always means "stored"
+   (OpenMeter's Redis dedupe could say "seen" for a row that never landed).
+2. The ``usage_event_ids`` table in ClickHouse, filled by the same INSERT as
+   the events: the source of truth, so restarts need no other store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import islice
+
+from sinks.base import EventKey, Sink
+
+
+class Deduplicator:
+    def __init__(self, sink: Sink, capacity: int = 200_000) -> None:
+        self._sink = sink
+        self._capacity = capacity
+        self._recent: dict[EventKey, None] = {}  # insertion-ordered: oldest first
+
+    def new_indexes(self, keys: Sequence[EventKey]) -> tuple[list[int], int, int]:
+        """Indexes of keys that are new, plus counts of (in-batch, stored) duplicates.
+
+        Within the batch the first occurrence (lowest offset) wins.
+        """
+        first: dict[EventKey, int] = {}
+        in_batch = 0
+        for index, key in enumerate(keys):
+            if key in first:
+                in_batch += 1
+            else:
+                first[key] = index
+        unknown = [key for key in first if key not in self._recent]
+        cached = len(first) - len(unknown)
+        stored = self._sink.stored_keys(unknown) if unknown else set()
+        new = sorted(first[key] for key in unknown if key not in stored)
+        return new, in_batch, cached + len(stored)
+
+    def remember(self, keys: Iterable[EventKey]) -> None:
+        """Call only after the insert of these keys returned successfully."""
+        if self._capacity <= 0:
+            return
+        recent = self._recent
+        for key in keys:
+            recent[key] = None
+        overflow = len(recent) - self._capacity
+        if overflow > 0:
+            for key in list(islice(recent, overflow)):
+                del recent[key]

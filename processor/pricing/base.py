@@ -1,0 +1,42 @@
+"""The price-book interface."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from decimal import Decimal
+
+from schemas.usage import _UsageData
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """The outcome of pricing one event.
+
+    ``priced`` is False when no rule matched: the event is still stored (with
+    zero money and the flag), counted, and can be re-priced by a replay. We
+    never guess a price.
+    """
+
+    cost_usd: Decimal
+    price_usd: Decimal
+    priced: bool
+    matched_model: str = ""
+
+
+UNPRICED = Priced(ZERO, ZERO, False, "")
+
+
+class PriceBook(abc.ABC):
+    """Prices events. Implementations must be pure functions of their inputs and
+    their version, so a replay with the same version reproduces the same money."""
+
+    version: str
+
+    @abc.abstractmethod
+    def price(
+        self, event_type: str, usage: _UsageData | None, time_ms: int, subject: str = ""
+    ) -> Priced:
+        """Price one event that happened at ``time_ms`` (epoch ms, UTC)."""

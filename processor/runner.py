@@ -1,0 +1,228 @@
+"""The processor loop: log -> decode -> dedupe -> price -> ClickHouse -> commit.
+
+Checkpoint order for every batch (the ``# Step N.`` markers below match):
+
+1. Decode and validate every record. Records that cannot be events become dead
+   letters; they never block the partition.
+2. Drop duplicates: inside the batch, against this process's recent keys, then
+   against ``usage_event_ids`` in ClickHouse.
+3. Price the new events (cached price resolution, Decimal arithmetic).
+4. Publish dead letters to the DLQ and wait for its acknowledgement.
+   Crash after this: the batch is read again and the DLQ gets a second copy
+   (same original topic/partition/offset headers, so it is recognisable).
+5. Insert the new events in ONE statement; the materialized views update the
+   dedupe index and the meters from the same INSERT.
+   Crash after this: the batch is read again, step 2 finds every id stored and
+   inserts nothing; a retry of the identical batch is also absorbed by the
+   insert_deduplication_token.
+6. Commit the next offsets to the log.
+   Crash before this: as above, nothing is lost or counted twice.
+7. Remember the inserted keys in memory (a cache only, never the truth).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from meterline.errors import MeterlineError, StoreError
+from meterline.log.base import (
+    DLQ_REASON_HEADER,
+    LogConsumer,
+    OutMessage,
+    Record,
+)
+from processor import metrics
+from processor.decode import DeadLetter, Decoded, decode
+from processor.dedupe import Deduplicator
+from processor.pricing.base import PriceBook
+from processor.rows import EventColumns
+from sinks.base import EventKey, Sink
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterSink:
+    """Where dead letters go: a log topic (Kafka DLQ topic or embedded DLQ topic)."""
+
+    def publish(self, letters: Sequence[DeadLetter]) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class BatchResult:
+    records: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    unpriced: int = 0
+    next_offsets: dict[int, int] = field(default_factory=dict)
+
+
+def dead_letter_message(letter: DeadLetter) -> OutMessage:
+    record = letter.record
+    headers = (
+        *record.headers,
+        (DLQ_REASON_HEADER, letter.reason.encode()),
+        ("meterline-dlq-detail", letter.detail[:1000].encode("utf-8", "replace")),
+        ("meterline-original-topic", record.topic.encode()),
+        ("meterline-original-partition", str(record.partition).encode()),
+        ("meterline-original-offset", str(record.offset).encode()),
+    )
+    return OutMessage(record.key or b"", record.value, headers)
+
+
+class Processor:
+    def __init__(
+        self,
+        consumer: LogConsumer,
+        sink: Sink,
+        price_book: PriceBook,
+        dead_letters: DeadLetterSink,
+        *,
+        batch_max_events: int = 20_000,
+        batch_max_wait_s: float = 0.5,
+        dedupe_cache_ids: int = 200_000,
+    ) -> None:
+        self._consumer = consumer
+        self._sink = sink
+        self._price_book = price_book
+        self._dead_letters = dead_letters
+        self._dedupe = Deduplicator(sink, dedupe_cache_ids)
+        self._batch_max_events = batch_max_events
+        self._batch_max_wait_s = batch_max_wait_s
+        self.totals = BatchResult()
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll and process until ``stop`` is set; the current batch is finished first."""
+        pending: list[Record] = []
+        started = 0.0
+        while not stop.is_set():
+            budget = self._batch_max_events - len(pending)
+            records = self._consumer.poll(min(budget, 10_000), 0.1)
+            revoked = self._consumer.take_revoked()
+            if revoked and pending:
+                # Not ours any more: drop uncommitted, the new owner reads them again.
+                pending = [r for r in pending if r.partition not in revoked]
+            if records:
+                if not pending:
+                    started = time.monotonic()
+                pending.extend(records)
+            due = pending and (
+                len(pending) >= self._batch_max_events
+                or time.monotonic() - started >= self._batch_max_wait_s
+            )
+            if due:
+                self._process_with_retry(pending, stop)
+                pending = []
+        if pending:
+            self._process_with_retry(pending, stop)
+
+    def _process_with_retry(self, records: list[Record], stop: threading.Event) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self.process_batch(records)
+                return
+            except (MeterlineError, OSError) as exc:
+                metrics.STORE_RETRIES.inc()
+                if stop.is_set():
+                    # Not committed: the next start reads this batch again.
+                    log.warning("stopping with an unwritten batch (will be re-read): %s", exc)
+                    return
+                log.error("batch of %d records failed, retrying in %.1fs: %s", len(records), delay, exc)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def process_batch(self, records: list[Record]) -> BatchResult:
+        result = BatchResult(records=len(records))
+        metrics.EVENTS_READ.inc(len(records))
+        metrics.BATCH_SIZE.observe(len(records))
+        for record in records:
+            end = result.next_offsets.get(record.partition, -1)
+            result.next_offsets[record.partition] = max(end, record.offset + 1)
+
+        # Step 1. Decode and validate; invalid records become dead letters.
+        good: list[Decoded] = []
+        dead: list[DeadLetter] = []
+        for record in records:
+            item = decode(record)
+            (good if isinstance(item, Decoded) else dead).append(item)  # type: ignore[arg-type]
+
+        # Step 2. Drop duplicates (in batch, recent, stored).
+        keys: list[EventKey] = [
+            (d.tenant, d.event.envelope.source, d.event.envelope.id) for d in good
+        ]
+        new_indexes, in_batch, stored_dupes = self._dedupe.new_indexes(keys)
+        result.duplicates = in_batch + stored_dupes
+
+        # Step 3. Price the new events.
+        now_ms = int(time.time() * 1000)
+        columns = EventColumns()
+        price_book = self._price_book
+        version = price_book.version
+        for index in new_indexes:
+            item = good[index]
+            priced = price_book.price(
+                item.event.envelope.type, item.event.usage, item.time_ms, item.event.envelope.subject or ""
+            )
+            if not priced.priced:
+                result.unpriced += 1
+                metrics.EVENTS_UNPRICED.labels(item.event.envelope.type).inc()
+            columns.add(item, priced, version, now_ms)
+
+        # Step 4. Dead letters first: once offsets are committed they must be in the DLQ.
+        if dead:
+            self._dead_letters.publish(dead)
+            result.dead = len(dead)
+            for letter in dead:
+                metrics.EVENTS_DEAD.labels(letter.reason).inc()
+                log.warning(
+                    "dead letter %s/%d/%d: %s (%s)",
+                    letter.record.topic, letter.record.partition, letter.record.offset,
+                    letter.reason, letter.detail[:200],
+                )
+
+        # Step 5. One INSERT; the views derive ids and meters from it.
+        if len(columns):
+            token = "-".join(
+                f"{records[0].topic}:{p}:{o}" for p, o in sorted(result.next_offsets.items())
+            ) + f"-n{len(records)}"
+            began = time.perf_counter()
+            self._sink.insert_events(columns.columns, token)
+            metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
+            result.stored = len(columns)
+            now_s = time.time()
+            for ingested in columns.columns["ingested_at"]:
+                metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - ingested / 1000))
+
+        # Step 6. Commit: only now is the batch done as far as the log knows.
+        try:
+            self._consumer.commit(result.next_offsets)
+        except Exception as exc:  # noqa: BLE001 - e.g. partitions lost in a rebalance
+            # The rows are stored; whoever reads these offsets again is
+            # stopped by step 2. Losing the commit costs only re-reading.
+            log.warning("offset commit failed (batch is stored, will be re-read): %s", exc)
+
+        # Step 7. Cache the keys we now know are stored.
+        self._dedupe.remember(keys[i] for i in new_indexes)
+        metrics.EVENTS_STORED.inc(result.stored)
+        if result.duplicates:
+            metrics.EVENTS_DUPLICATE.labels("batch").inc(in_batch)
+            metrics.EVENTS_DUPLICATE.labels("stored").inc(stored_dupes)
+        self._accumulate(result)
+        return result
+
+    def _accumulate(self, result: BatchResult) -> None:
+        t = self.totals
+        t.records += result.records
+        t.stored += result.stored
+        t.duplicates += result.duplicates
+        t.dead += result.dead
+        t.unpriced += result.unpriced
+
+
+__all__ = ["BatchResult", "DeadLetterSink", "Processor", "StoreError", "dead_letter_message"]

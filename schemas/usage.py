@@ -1,0 +1,170 @@
+"""The ``data`` of each meterline event type.
+
+Token semantics are meterline's own and fixed, whatever the provider reports
+(the provider adapters normalise into them):
+
+- ``input_tokens`` counts ALL prompt tokens, cached ones included (OpenAI's
+  ``prompt_tokens`` and Gemini's ``promptTokenCount`` already do; for Anthropic
+  add ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` to
+  ``input_tokens``).
+- ``cache_read_tokens``, ``cache_write_tokens`` (5-minute) and
+  ``cache_write_1h_tokens`` are the parts of ``input_tokens`` read from or
+  written to the prompt cache; ``input_audio_tokens`` is the audio part.
+- ``output_tokens`` counts ALL generated tokens, reasoning included (Gemini:
+  ``candidatesTokenCount + thoughtsTokenCount``); ``reasoning_tokens`` and
+  ``output_audio_tokens`` are parts of it.
+
+Unknown fields are rejected rather than ignored: a typo such as ``inputTokens``
+would otherwise bill zero tokens without anyone noticing.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+MAX_METADATA_KEYS = 32
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 1024
+MAX_TOKENS = 10**12  # far above any real request; catches unit mix-ups (bytes, µs)
+MAX_SIGNIFICANT_FLOAT_DIGITS = 15  # every decimal of <= 15 significant digits survives a double
+
+
+class EventType(StrEnum):
+    """CloudEvents ``type`` values meterline prices and meters natively."""
+
+    TOKENS = "io.meterline.usage.tokens"
+    IMAGE = "io.meterline.usage.image"
+    UNITS = "io.meterline.usage.units"
+    CHARGE = "io.meterline.usage.charge"
+
+
+def _exact_decimal(value: Any) -> Any:
+    """Money and quantities must arrive exactly.
+
+    JSON numbers are parsed as binary doubles by fast parsers; a number with
+    more than 15 significant digits may already have been changed by that
+    parse, so we refuse it and ask for a string instead of billing a rounded
+    amount. Strings are parsed with ``Decimal`` and are always exact.
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a number or a decimal string, not a boolean")
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa = text.lower().split("e")[0].replace("-", "").replace(".", "").lstrip("0")
+        if len(mantissa) > MAX_SIGNIFICANT_FLOAT_DIGITS or text in ("inf", "-inf", "nan"):
+            raise ValueError(
+                "has more than 15 significant digits as a JSON number; send it as a string"
+            )
+        return Decimal(text)
+    if isinstance(value, str):
+        if not value or value.strip() != value:
+            raise ValueError("must be a decimal string such as '12.50'")
+    return value
+
+
+ExactDecimal = Annotated[
+    Decimal,
+    BeforeValidator(_exact_decimal),
+    Field(max_digits=38, decimal_places=12, allow_inf_nan=False),
+]
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
+Name = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Label = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class _UsageData(BaseModel):
+    """Fields every usage type shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    feature: Label = Field("", description="Product feature that consumed it (e.g. 'chat').")
+    user: Label = Field("", description="End user inside the customer, if known.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"Free-form labels: at most {MAX_METADATA_KEYS} keys of "
+        f"<= {MAX_METADATA_KEY_CHARS} chars, values <= {MAX_METADATA_VALUE_CHARS} chars.",
+    )
+
+    @model_validator(mode="after")
+    def _bounded_metadata(self) -> _UsageData:
+        if len(self.metadata) > MAX_METADATA_KEYS:
+            raise ValueError(f"metadata has more than {MAX_METADATA_KEYS} keys")
+        for key, value in self.metadata.items():
+            if not key or len(key) > MAX_METADATA_KEY_CHARS:
+                raise ValueError(f"metadata key {key[:80]!r} must be 1-{MAX_METADATA_KEY_CHARS} chars")
+            if len(value) > MAX_METADATA_VALUE_CHARS:
+                raise ValueError(f"metadata value of {key!r} exceeds {MAX_METADATA_VALUE_CHARS} chars")
+        return self
+
+
+class TokenUsage(_UsageData):
+    """LLM token usage for one provider response (type ``io.meterline.usage.tokens``)."""
+
+    provider: Name = Field(description="Provider id as in genai-prices: openai, anthropic, google...")
+    model: Name = Field(description="The model the provider reported, e.g. 'gpt-4o-2024-08-06'.")
+    input_tokens: TokenCount = Field(0, description="All prompt tokens, cached ones included.")
+    output_tokens: TokenCount = Field(0, description="All generated tokens, reasoning included.")
+    cache_read_tokens: TokenCount = Field(0, description="Part of input read from the cache.")
+    cache_write_tokens: TokenCount = Field(0, description="Part of input written (5-minute TTL).")
+    cache_write_1h_tokens: TokenCount = Field(0, description="Part of input written (1-hour TTL).")
+    reasoning_tokens: TokenCount = Field(0, description="Part of output spent on reasoning.")
+    input_audio_tokens: TokenCount = Field(0, description="Part of input that was audio.")
+    output_audio_tokens: TokenCount = Field(0, description="Part of output that was audio.")
+    estimated: bool = Field(
+        False, description="True when counted locally (tiktoken), not reported by the provider."
+    )
+    service_tier: Label = Field("", description="Provider service tier (batch, flex, priority).")
+
+    @model_validator(mode="after")
+    def _parts_within_totals(self) -> TokenUsage:
+        cached = self.cache_read_tokens + self.cache_write_tokens + self.cache_write_1h_tokens
+        if cached + self.input_audio_tokens > self.input_tokens:
+            raise ValueError(
+                "cache_read_tokens + cache_write_tokens + cache_write_1h_tokens + "
+                "input_audio_tokens exceed input_tokens (input_tokens counts cached tokens too)"
+            )
+        if self.reasoning_tokens + self.output_audio_tokens > self.output_tokens:
+            raise ValueError(
+                "reasoning_tokens + output_audio_tokens exceed output_tokens "
+                "(output_tokens counts reasoning tokens too)"
+            )
+        return self
+
+
+class ImageUsage(_UsageData):
+    """Generated images (type ``io.meterline.usage.image``)."""
+
+    provider: Name
+    model: Name
+    images: int = Field(ge=1, le=10_000, strict=True, description="Images generated.")
+    size: Label = Field("", description="e.g. '1024x1024'.")
+    quality: Label = Field("", description="e.g. 'standard', 'hd', 'low', 'high'.")
+
+
+class UnitsUsage(_UsageData):
+    """A quantity of a custom unit: pages, API calls, seconds... (``io.meterline.usage.units``)."""
+
+    unit: Name = Field(description="What is counted: 'page', 'api_call', 'second'...")
+    quantity: ExactDecimal = Field(Decimal(1), ge=0, description="How many; default 1.")
+    provider: Label = ""
+    model: Label = ""
+
+
+class ChargeUsage(_UsageData):
+    """A fixed, one-off amount (``io.meterline.usage.charge``)."""
+
+    amount: ExactDecimal = Field(ge=0, description="The amount, exact; send it as a string.")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")
+    description: Label = ""
+
+
+USAGE_MODELS: dict[str, type[_UsageData]] = {
+    EventType.TOKENS.value: TokenUsage,
+    EventType.IMAGE.value: ImageUsage,
+    EventType.UNITS.value: UnitsUsage,
+    EventType.CHARGE.value: ChargeUsage,
+}

@@ -1,0 +1,107 @@
+"""A ClickHouse server (or cluster) through clickhouse-connect.
+
+Same SQL as the chDB sink; only the transport differs. Network failures raise
+``StoreUnavailable`` so the processor pauses and retries instead of dropping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from meterline.errors import StoreError, StoreUnavailable
+from sinks import ddl
+from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, EventKey, Sink
+
+_TIME_COLUMNS = ("time", "ingested_at", "processed_at")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ClickHouseSink(Sink):
+    def __init__(self, url: str, database: str = "meterline", timeout_s: float = 30.0) -> None:
+        self.database = database
+        parts = urlsplit(url)
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=parts.hostname,
+                port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                username=unquote(parts.username or "default"),
+                password=unquote(parts.password or ""),
+                secure=parts.scheme == "https",
+                # Keep inserts well below Kafka's max.poll.interval.ms (300 s).
+                send_receive_timeout=timeout_s,
+                settings={
+                    "output_format_json_quote_decimals": 1,
+                    "output_format_json_quote_64bit_integers": 1,
+                },
+            )
+        except OperationalError as exc:
+            raise StoreUnavailable(f"ClickHouse at {parts.hostname} is unreachable: {exc}") from exc
+        # Unqualified table names in users' SQL resolve in meterline's database.
+        self._command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self._client.database = database
+
+    def migrate(self, billing_timezone: str = "UTC") -> None:
+        for statement in ddl.statements(self.database, billing_timezone):
+            self._command(statement)
+
+    def _command(self, sql: str, **kwargs: Any) -> Any:
+        try:
+            return self._client.command(sql, **kwargs)
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except DatabaseError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
+        if not keys:
+            return set()
+        try:
+            result = self._client.query(
+                f"SELECT tenant, source, id FROM {self.database}.usage_event_ids "
+                "WHERE id IN %(ids)s",
+                parameters={"ids": sorted({k[2] for k in keys})},
+            )
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except DatabaseError as exc:
+            raise StoreError(str(exc)) from exc
+        wanted = set(keys)
+        return {tuple(row) for row in result.result_rows if tuple(row) in wanted}  # type: ignore[misc]
+
+    def insert_events(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
+        data = []
+        for name in EVENT_COLUMNS:
+            values = columns[name]
+            if name in _TIME_COLUMNS:
+                # timedelta keeps the milliseconds exact (a float division would not).
+                values = [_EPOCH + timedelta(milliseconds=ms) for ms in values]
+            data.append(values)
+        try:
+            self._client.insert(
+                f"{self.database}.usage_events",
+                data,
+                column_names=list(EVENT_COLUMNS),
+                column_oriented=True,
+                settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
+            )
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except DatabaseError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def query_raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
+        try:
+            return bytes(self._client.raw_query(sql, fmt=fmt))
+        except OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except DatabaseError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()
