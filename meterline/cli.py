@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meterline import cli_price
 from meterline.errors import MeterlineError
 
 app = typer.Typer(
@@ -225,6 +226,10 @@ def processor(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False)
     from meterline.serve import serve
 
     serve(settings, gateway=False, sql_endpoint=False)
+
+
+# Commands that live in their own modules register themselves here.
+cli_price.register(app)
 
 
 def main() -> None:

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         description="Tenant written with events while API keys are not configured (open mode).",
     )
 
+    # --- pricing --------------------------------------------------------------------------
+    price_book: Path | None = Field(
+        None, description="Local price book (YAML) on top of the genai-prices catalog."
+    )
+
     # --- processor ------------------------------------------------------------------------
     batch_max_events: int = Field(20_000, ge=1, le=1_000_000, description="Most events per insert.")
     batch_max_wait_s: float = Field(
