@@ -209,6 +209,27 @@ def migrate(data_dir: DataDir = None) -> None:
 
 
 @app.command()
+def run(
+    port: Annotated[int | None, typer.Option(help="Gateway port.")] = None,
+    data_dir: DataDir = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Gateway + processor in one process, with the configured log and store (env METERLINE_*)."""
+    _logging(verbose)
+    settings = _settings(port=port, data_dir=data_dir)
+    from meterline.serve import serve
+
+    def started(url: str) -> None:
+        console.print(f"meterline is running at {url} (log={settings.log}, store={settings.store})")
+
+    try:
+        serve(settings, on_started=started)
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def gateway(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run the HTTP gateway only (scale it out behind a load balancer)."""
     _logging(verbose)
