@@ -41,7 +41,14 @@ from sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
-SQL_FORMATS = {"JSONCompact", "JSONEachRow", "CSVWithNames", "TSVWithNames", "PrettyCompact", "JSON"}
+SQL_FORMATS = {
+    "JSONCompact",
+    "JSONEachRow",
+    "CSVWithNames",
+    "TSVWithNames",
+    "PrettyCompact",
+    "JSON",
+}
 
 
 class Gateway:

@@ -6,9 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("meterline_gateway_requests_total", "HTTP requests answered", ["status"])
 EVENTS_ACCEPTED = Counter("meterline_gateway_events_accepted_total", "Events durably logged")
-EVENTS_REJECTED = Counter(
-    "meterline_gateway_events_rejected_total", "Events refused", ["reason"]
-)
+EVENTS_REJECTED = Counter("meterline_gateway_events_rejected_total", "Events refused", ["reason"])
 PRODUCE_SECONDS = Histogram(
     "meterline_gateway_produce_seconds",
     "Time until the log acknowledged a request's events",

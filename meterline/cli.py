@@ -49,7 +49,9 @@ def _logging(verbose: bool) -> None:
 
 @app.command()
 def dev(
-    demo: Annotated[bool, typer.Option(help="Feed realistic demo traffic and show live meters.")] = False,
+    demo: Annotated[
+        bool, typer.Option(help="Feed realistic demo traffic and show live meters.")
+    ] = False,
     port: Annotated[int | None, typer.Option(help="Gateway port.")] = None,
     data_dir: DataDir = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -70,8 +72,11 @@ def dev(
         console.print(f"data folder: {settings.data_dir.resolve()}")
         console.print("send an event:")
         console.print(_example_curl(url), highlight=False, soft_wrap=True)
-        console.print('query meters:  meterline sql "SELECT subject, model, sum(events), '
-                      'sum(cost_usd) FROM usage_meters GROUP BY ALL"', highlight=False)
+        console.print(
+            'query meters:  meterline sql "SELECT subject, model, sum(events), '
+            'sum(cost_usd) FROM usage_meters GROUP BY ALL"',
+            highlight=False,
+        )
         if demo:
             from meterline.demo import DemoTraffic
 
@@ -93,8 +98,13 @@ def _example_curl(url: str) -> str:
         "type": "io.meterline.usage.tokens",
         "subject": "customer-42",
         "time": "2025-01-01T12:00:00.000Z",
-        "data": {"provider": "openai", "model": "gpt-4o", "feature": "chat",
-                 "input_tokens": 1200, "output_tokens": 300},
+        "data": {
+            "provider": "openai",
+            "model": "gpt-4o",
+            "feature": "chat",
+            "input_tokens": 1200,
+            "output_tokens": 300,
+        },
     }
     return (
         f"  curl -sS {url}/v1/events -H 'content-type: application/cloudevents+json' "
@@ -255,6 +265,7 @@ cli_price.register(app)
 
 def main() -> None:
     app()
+
 
 if __name__ == "__main__":
     main()

@@ -97,7 +97,9 @@ def make_event(rng: random.Random) -> dict[str, Any]:
 class DemoTraffic:
     """Posts a batch every ``interval_s`` until stopped."""
 
-    def __init__(self, url: str, interval_s: float = 0.5, per_batch: int = 40, seed: int = 7) -> None:
+    def __init__(
+        self, url: str, interval_s: float = 0.5, per_batch: int = 40, seed: int = 7
+    ) -> None:
         self._url = url.rstrip("/") + "/v1/events"
         self._interval_s = interval_s
         self._per_batch = per_batch

@@ -52,7 +52,10 @@ def build_producer(settings: Settings, topic: str | None = None) -> LogProducer:
         from meterline.log.kafka import KafkaProducer
 
         return KafkaProducer(
-            settings.kafka_bootstrap_servers, topic, settings.produce_timeout_s, settings.kafka_extra
+            settings.kafka_bootstrap_servers,
+            topic,
+            settings.produce_timeout_s,
+            settings.kafka_extra,
         )
     from meterline.log.embedded import EmbeddedProducer
 

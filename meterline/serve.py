@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 
@@ -71,8 +72,11 @@ def serve(
         worker.start()
     if not gateway:
         stop = threading.Event()
+        # SIGTERM (docker stop, Kubernetes) finishes the batch in flight before exiting.
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            stop.wait()
+            while not stop.wait(1.0):
+                pass
         except KeyboardInterrupt:
             pass
         finally:
@@ -109,7 +113,9 @@ def serve(
         on_shutdown=[shutdown],
     )
     server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+        )
     )
 
     def announce() -> None:

@@ -10,7 +10,6 @@ import orjson
 from meterline.log.base import TENANT_HEADER, Record
 from schemas.envelope import ValidEvent, parse_event
 
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 

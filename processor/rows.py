@@ -13,8 +13,8 @@ import orjson
 
 from processor.decode import Decoded
 from processor.pricing.base import Priced
-from sinks.base import EVENT_COLUMNS
 from schemas.usage import ChargeUsage, ImageUsage, TokenUsage, UnitsUsage
+from sinks.base import EVENT_COLUMNS
 
 ONE = Decimal(1)
 ZERO = Decimal(0)
@@ -74,7 +74,12 @@ class EventColumns:
             images, image_size, image_quality = usage.images, usage.size, usage.quality
             quantity = Decimal(usage.images)
         elif isinstance(usage, UnitsUsage):
-            provider, model, unit, quantity = usage.provider, usage.model, usage.unit, usage.quantity
+            provider, model, unit, quantity = (
+                usage.provider,
+                usage.model,
+                usage.unit,
+                usage.quantity,
+            )
         elif isinstance(usage, ChargeUsage):
             unit, amount, currency = "charge", usage.amount, usage.currency
         else:
@@ -111,4 +116,6 @@ class EventColumns:
         c["ingested_at"].append(record.timestamp_ms)
         c["processed_at"].append(now_ms)
         c["metadata"].append(dict(usage.metadata) if usage is not None else {})
-        c["data"].append(record.value.decode("utf-8") if record.value else orjson.dumps(item.event.raw).decode())
+        c["data"].append(
+            record.value.decode("utf-8") if record.value else orjson.dumps(item.event.raw).decode()
+        )

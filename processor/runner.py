@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from meterline.errors import MeterlineError, StoreError
 from meterline.log.base import (
@@ -45,11 +46,14 @@ from sinks.base import EventKey, Sink
 log = logging.getLogger(__name__)
 
 
-class DeadLetterSink:
-    """Where dead letters go: a log topic (Kafka DLQ topic or embedded DLQ topic)."""
+class DeadLetterSink(Protocol):
+    """Where dead letters go: a log topic (Kafka DLQ topic or embedded DLQ topic).
 
-    def publish(self, letters: Sequence[DeadLetter]) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    ``publish`` returns only once every letter is durable: offsets are
+    committed right after, and a letter lost here would be lost for good.
+    """
+
+    def publish(self, letters: Sequence[DeadLetter]) -> None: ...
 
 
 @dataclass
@@ -133,7 +137,9 @@ class Processor:
                     # Not committed: the next start reads this batch again.
                     log.warning("stopping with an unwritten batch (will be re-read): %s", exc)
                     return
-                log.error("batch of %d records failed, retrying in %.1fs: %s", len(records), delay, exc)
+                log.error(
+                    "batch of %d records failed, retrying in %.1fs: %s", len(records), delay, exc
+                )
                 stop.wait(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -167,7 +173,10 @@ class Processor:
         for index in new_indexes:
             item = good[index]
             priced = price_book.price(
-                item.event.envelope.type, item.event.usage, item.time_ms, item.event.envelope.subject or ""
+                item.event.envelope.type,
+                item.event.usage,
+                item.time_ms,
+                item.event.envelope.subject or "",
             )
             if not priced.priced:
                 result.unpriced += 1
@@ -182,15 +191,21 @@ class Processor:
                 metrics.EVENTS_DEAD.labels(letter.reason).inc()
                 log.warning(
                     "dead letter %s/%d/%d: %s (%s)",
-                    letter.record.topic, letter.record.partition, letter.record.offset,
-                    letter.reason, letter.detail[:200],
+                    letter.record.topic,
+                    letter.record.partition,
+                    letter.record.offset,
+                    letter.reason,
+                    letter.detail[:200],
                 )
 
         # Step 5. One INSERT; the views derive ids and meters from it.
         if len(columns):
-            token = "-".join(
-                f"{records[0].topic}:{p}:{o}" for p, o in sorted(result.next_offsets.items())
-            ) + f"-n{len(records)}"
+            token = (
+                "-".join(
+                    f"{records[0].topic}:{p}:{o}" for p, o in sorted(result.next_offsets.items())
+                )
+                + f"-n{len(records)}"
+            )
             began = time.perf_counter()
             self._sink.insert_events(columns.columns, token)
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
@@ -202,7 +217,7 @@ class Processor:
         # Step 6. Commit: only now is the batch done as far as the log knows.
         try:
             self._consumer.commit(result.next_offsets)
-        except Exception as exc:  # noqa: BLE001 - e.g. partitions lost in a rebalance
+        except Exception as exc:
             # The rows are stored; whoever reads these offsets again is
             # stopped by step 2. Losing the commit costs only re-reading.
             log.warning("offset commit failed (batch is stored, will be re-read): %s", exc)

@@ -29,9 +29,7 @@ _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
 _BAD_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MEDIA_JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json(?:\s*;.*)?$", re.IGNORECASE)
 
@@ -105,7 +103,8 @@ class CloudEvent(BaseModel):
         for name, value in (self.model_extra or {}).items():
             if not _EXTENSION_NAME.match(name):
                 raise ValueError(
-                    f"extension attribute name {name[:40]!r} must be 1-20 lowercase letters or digits"
+                    f"extension attribute name {name[:40]!r} must be 1-20 lowercase "
+                    "letters or digits"
                 )
             if isinstance(value, bool):
                 continue

@@ -60,9 +60,8 @@ def _exact_decimal(value: Any) -> Any:
                 "has more than 15 significant digits as a JSON number; send it as a string"
             )
         return Decimal(text)
-    if isinstance(value, str):
-        if not value or value.strip() != value:
-            raise ValueError("must be a decimal string such as '12.50'")
+    if isinstance(value, str) and (not value or value.strip() != value):
+        raise ValueError("must be a decimal string such as '12.50'")
     return value
 
 
@@ -95,16 +94,22 @@ class _UsageData(BaseModel):
             raise ValueError(f"metadata has more than {MAX_METADATA_KEYS} keys")
         for key, value in self.metadata.items():
             if not key or len(key) > MAX_METADATA_KEY_CHARS:
-                raise ValueError(f"metadata key {key[:80]!r} must be 1-{MAX_METADATA_KEY_CHARS} chars")
+                raise ValueError(
+                    f"metadata key {key[:80]!r} must be 1-{MAX_METADATA_KEY_CHARS} chars"
+                )
             if len(value) > MAX_METADATA_VALUE_CHARS:
-                raise ValueError(f"metadata value of {key!r} exceeds {MAX_METADATA_VALUE_CHARS} chars")
+                raise ValueError(
+                    f"metadata value of {key!r} exceeds {MAX_METADATA_VALUE_CHARS} chars"
+                )
         return self
 
 
 class TokenUsage(_UsageData):
     """LLM token usage for one provider response (type ``io.meterline.usage.tokens``)."""
 
-    provider: Name = Field(description="Provider id as in genai-prices: openai, anthropic, google...")
+    provider: Name = Field(
+        description="Provider id as in genai-prices: openai, anthropic, google..."
+    )
     model: Name = Field(description="The model the provider reported, e.g. 'gpt-4o-2024-08-06'.")
     input_tokens: TokenCount = Field(0, description="All prompt tokens, cached ones included.")
     output_tokens: TokenCount = Field(0, description="All generated tokens, reasoning included.")

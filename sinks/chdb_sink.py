@@ -73,7 +73,7 @@ class ChdbSink(Sink):
         if not keys:
             return set()
         # chDB's Python() table function finds `lookup` by name in this frame.
-        lookup = {
+        lookup = {  # noqa: F841 - read by chDB's Python(lookup) below
             "tenant": [k[0] for k in keys],
             "source": [k[1] for k in keys],
             "id": [k[2] for k in keys],
@@ -96,7 +96,7 @@ class ChdbSink(Sink):
 
     def insert_events(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
         # chDB's Python() table function finds `rows` by name in this frame.
-        rows = {
+        rows = {  # noqa: F841 - read by chDB's Python(rows) below
             name: (
                 [orjson.dumps(v).decode() for v in columns[name]]
                 if kind is dict

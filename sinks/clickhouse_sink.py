@@ -72,7 +72,11 @@ class ClickHouseSink(Sink):
         except DatabaseError as exc:
             raise StoreError(str(exc)) from exc
         wanted = set(keys)
-        return {tuple(row) for row in result.result_rows if tuple(row) in wanted}  # type: ignore[misc]
+        return {
+            (row[0], row[1], row[2])
+            for row in result.result_rows
+            if (row[0], row[1], row[2]) in wanted
+        }
 
     def insert_events(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
         data = []

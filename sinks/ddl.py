@@ -16,7 +16,11 @@ def statements(database: str, billing_timezone: str = "UTC") -> list[str]:
     """
     out: list[str] = []
     files = sorted(
-        (f for f in resources.files("schemas").joinpath("sql").iterdir() if f.name.endswith(".sql")),
+        (
+            f
+            for f in resources.files("schemas").joinpath("sql").iterdir()
+            if f.name.endswith(".sql")
+        ),
         key=lambda f: f.name,
     )
     for file in files:

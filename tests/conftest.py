@@ -17,6 +17,12 @@ from tests.support.stack import MeterlineProcess
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests run on asyncio (mark them with ``pytest.mark.anyio``)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     with kafka_broker() as bootstrap:
         yield bootstrap
@@ -35,7 +41,9 @@ def meterline_factory(tmp_path: Path) -> Iterator[MeterlineFactory]:
     started: list[MeterlineProcess] = []
 
     def start(data_dir: Path | None = None, **env: str) -> MeterlineProcess:
-        proc = MeterlineProcess(data_dir or tmp_path / "data", {k.upper(): v for k, v in env.items()})
+        proc = MeterlineProcess(
+            data_dir or tmp_path / "data", {k.upper(): v for k, v in env.items()}
+        )
         started.append(proc)
         return proc.start()
 
@@ -47,7 +55,9 @@ def meterline_factory(tmp_path: Path) -> Iterator[MeterlineFactory]:
 @pytest.fixture
 def embedded_stack(meterline_factory: MeterlineFactory) -> MeterlineProcess:
     """Gateway + processor on the embedded log and chDB, in a fresh data folder."""
-    return meterline_factory(METERLINE_LOG="embedded", METERLINE_STORE="chdb", METERLINE_PARTITIONS="4")
+    return meterline_factory(
+        METERLINE_LOG="embedded", METERLINE_STORE="chdb", METERLINE_PARTITIONS="4"
+    )
 
 
 @pytest.fixture

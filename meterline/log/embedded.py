@@ -297,9 +297,10 @@ class EmbeddedConsumer(LogConsumer):
         out: list[Record] = []
         order = self._assigned[self._next :] + self._assigned[: self._next]
         self._next = (self._next + 1) % max(1, len(self._assigned))
-        per_partition = max(1, max_records // max(1, len(order)))
+        # Fill from the partitions in turn; the start rotates each call, so no
+        # partition starves behind a busy one.
         for partition in order:
-            budget = min(per_partition, max_records - len(out))
+            budget = max_records - len(out)
             if budget <= 0:
                 break
             rows = self._conn.execute(

@@ -23,12 +23,20 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from meterline.errors import LogUnavailable
-from meterline.log.base import LogAdmin, LogConsumer, LogProducer, OutMessage, Record
+from meterline.log.base import Headers, LogAdmin, LogConsumer, LogProducer, OutMessage, Record
 
 log = logging.getLogger(__name__)
+
+
+def _headers(raw: Any) -> Headers:
+    """confluent-kafka gives a list of (name, value) pairs, or None."""
+    if not raw:
+        return ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items)
 
 
 def producer_config(bootstrap: str, timeout_s: float, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,7 +66,9 @@ class KafkaProducer(LogProducer):
         self._closed = threading.Event()
         # Delivery reports are served by poll(); a dedicated thread keeps them
         # flowing without tying the event loop to librdkafka's timing.
-        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
+        self._poller = threading.Thread(
+            target=self._poll_loop, name="kafka-producer-poll", daemon=True
+        )
         self._poller.start()
 
     def _poll_loop(self) -> None:
@@ -70,22 +80,23 @@ class KafkaProducer(LogProducer):
             return
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        state = {"remaining": len(messages), "error": None}
+        remaining = [len(messages)]
+        errors: list[KafkaError] = []
 
         def finish() -> None:
             if done.done():
                 return
-            if state["error"] is not None:
-                done.set_exception(LogUnavailable(f"Kafka refused an event: {state['error']}"))
+            if errors:
+                done.set_exception(LogUnavailable(f"Kafka refused an event: {errors[0]}"))
             else:
                 done.set_result(None)
 
         def on_delivery(err: KafkaError | None, _msg: object) -> None:
             # Runs on the poll thread: touch only plain state, hand back to the loop.
-            if err is not None and state["error"] is None:
-                state["error"] = err
-            state["remaining"] -= 1  # type: ignore[operator]
-            if state["remaining"] == 0 or err is not None:
+            if err is not None:
+                errors.append(err)
+            remaining[0] -= 1
+            if remaining[0] == 0 or err is not None:
                 loop.call_soon_threadsafe(finish)
 
         deadline = time.monotonic() + self._timeout_s
@@ -104,7 +115,9 @@ class KafkaProducer(LogProducer):
                 except BufferError:
                     # Local queue full: Kafka is slow or away. Wait, bounded by the deadline.
                     if time.monotonic() > deadline:
-                        raise LogUnavailable("Kafka producer queue is full", retry_after=2.0) from None
+                        raise LogUnavailable(
+                            "Kafka producer queue is full", retry_after=2.0
+                        ) from None
                     await asyncio.sleep(0.01)
                 except KafkaException as exc:
                     raise LogUnavailable(f"Kafka produce failed: {exc}") from exc
@@ -179,9 +192,7 @@ class KafkaConsumer(LogConsumer):
                 **extra,
             }
         )
-        self._consumer.subscribe(
-            [topic], on_revoke=self._on_revoke, on_lost=self._on_revoke
-        )
+        self._consumer.subscribe([topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called inside poll(). Records of these partitions still waiting in the
@@ -203,12 +214,12 @@ class KafkaConsumer(LogConsumer):
                 raise KafkaException(err)
             out.append(
                 Record(
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
+                    msg.topic() or self.topic,
+                    msg.partition() or 0,
+                    msg.offset() or 0,
                     msg.key(),
-                    msg.value(),
-                    tuple(msg.headers() or ()),
+                    msg.value() or b"",
+                    _headers(msg.headers()),
                     msg.timestamp()[1],
                 )
             )
@@ -287,6 +298,10 @@ class KafkaAdmin(LogAdmin):
         probe = Consumer({"bootstrap.servers": self._bootstrap, "group.id": group, **self._extra})
         try:
             parts = [TopicPartition(topic, p) for p in self._partitions(topic)]
-            return {tp.partition: tp.offset for tp in probe.committed(parts, timeout=10) if tp.offset >= 0}
+            return {
+                tp.partition: tp.offset
+                for tp in probe.committed(parts, timeout=10)
+                if tp.offset >= 0
+            }
         finally:
             probe.close()

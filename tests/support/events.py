@@ -120,7 +120,7 @@ def stored_totals(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict
 def totals_query(table: str) -> str:
     columns = ", ".join(f"sum({c}) AS {c}" for c in TOKEN_COLUMNS)
     if table == "usage_events":
-        return TOTALS_SQL.format(
-            columns=columns, table=table
-        ).replace("sum(events) AS events", "count() AS events")
+        return TOTALS_SQL.format(columns=columns, table=table).replace(
+            "sum(events) AS events", "count() AS events"
+        )
     return TOTALS_SQL.format(columns=columns, table=table)

@@ -60,8 +60,13 @@ class MeterlineProcess:
             time.sleep(0.1)
         raise TimeoutError(f"meterline did not start within {timeout_s}s; see {log.name}")
 
-    def post(self, events: Any, content_type: str = "application/cloudevents-batch+json",
-             body: bytes | None = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
+    def post(
+        self,
+        events: Any,
+        content_type: str = "application/cloudevents-batch+json",
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         content = body if body is not None else orjson.dumps(events)
         return httpx.post(
             f"{self.url}/v1/events",
@@ -82,7 +87,9 @@ class MeterlineProcess:
         response.raise_for_status()
         return [orjson.loads(line) for line in response.content.splitlines() if line.strip()]
 
-    def wait_until(self, check: Callable[[], bool], timeout_s: float = 60.0, what: str = "") -> None:
+    def wait_until(
+        self, check: Callable[[], bool], timeout_s: float = 60.0, what: str = ""
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if check():
@@ -106,7 +113,29 @@ class MeterlineProcess:
 
     def wait_processed(self, records: int, timeout_s: float = 60.0) -> None:
         """Until this process has read and finished at least ``records`` log records."""
-        self.wait_until(lambda: self.records_processed() >= records, timeout_s, f"{records} records")
+        self.wait_until(
+            lambda: self.records_processed() >= records, timeout_s, f"{records} records"
+        )
+
+    def lag(self) -> int:
+        """Records in the log not yet committed by the processor's group."""
+        from meterline import runtime
+        from meterline.config import load_settings
+
+        env = {
+            k[len("METERLINE_") :].lower(): v
+            for k, v in self.env.items()
+            if k.startswith("METERLINE_")
+        }
+        settings = load_settings(**env)
+        admin = runtime.build_admin(settings)
+        ends = admin.end_offsets(settings.topic)
+        committed = admin.committed(settings.topic, settings.consumer_group)
+        return sum(end - committed.get(p, 0) for p, end in ends.items())
+
+    def wait_caught_up(self, timeout_s: float = 60.0) -> None:
+        """Until the processor has committed everything in the log."""
+        self.wait_until(lambda: self.lag() == 0, timeout_s, "processor to catch up")
 
     def kill(self) -> None:
         """SIGKILL: no flush, no cleanup, as a crash would."""

@@ -1,0 +1,85 @@
+"""The chDB sink: idempotent migrations, exact decimals, dedup token, stored keys."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from sinks.base import EVENT_COLUMNS
+from sinks.chdb_sink import ChdbSink
+
+
+@pytest.fixture(scope="module")
+def sink(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    sink = ChdbSink(tmp_path_factory.mktemp("chdb") / "db", "mtest")
+    sink.migrate()
+    yield sink
+    sink.close()
+
+
+def columns(ids: list[str], cost: str = "0.000000000001") -> dict[str, list[Any]]:
+    defaults: dict[type, Any] = {str: "", int: 0, Decimal: Decimal(0), dict: {}}
+    cols = {name: [defaults[kind]] * len(ids) for name, kind in EVENT_COLUMNS.items()}
+    cols["id"] = ids
+    cols["tenant"] = ["t"] * len(ids)
+    cols["source"] = ["/s"] * len(ids)
+    cols["subject"] = ["acme"] * len(ids)
+    cols["time"] = [1_735_689_600_123] * len(ids)
+    cols["input_tokens"] = [10] * len(ids)
+    cols["cost_usd"] = [Decimal(cost)] * len(ids)
+    cols["metadata"] = [{"k": "v"}] * len(ids)
+    return cols
+
+
+def test_migrate_is_idempotent(sink: ChdbSink) -> None:
+    sink.migrate()
+    sink.migrate("Europe/Paris")
+    tables = {
+        r["name"]
+        for r in sink.query_rows("SELECT name FROM system.tables WHERE database = 'mtest'")
+    }
+    assert {
+        "usage_events",
+        "usage_event_ids",
+        "usage_meters",
+        "usage_meters_hourly",
+        "usage_meters_daily",
+        "usage_meters_monthly",
+    } <= tables
+
+
+def test_insert_keeps_milliseconds_decimals_and_metadata(sink: ChdbSink) -> None:
+    sink.insert_events(columns(["a1"], "12345678901234567890.123456789012"), "tok-a1")
+    row = sink.query_rows(
+        "SELECT toString(time) AS t, cost_usd, metadata['k'] AS k FROM usage_events WHERE id = 'a1'"
+    )[0]
+    assert row == {
+        "t": "2025-01-01 00:00:00.123",
+        "cost_usd": Decimal("12345678901234567890.123456789012"),
+        "k": "v",
+    }
+
+
+def test_same_dedup_token_inserts_once_into_events_and_meters(sink: ChdbSink) -> None:
+    sink.insert_events(columns(["d1", "d2"]), "tok-d")
+    sink.insert_events(columns(["d1", "d2"]), "tok-d")
+    assert sink.scalar("SELECT count() FROM usage_events WHERE id IN ('d1', 'd2')") == 2
+    meters = sink.scalar(
+        "SELECT sum(input_tokens) FROM usage_meters WHERE subject = 'acme' "
+        "AND window_start = toDateTime('2025-01-01 00:00:00', 'UTC')"
+    )
+    events = sink.scalar(
+        "SELECT sum(input_tokens) FROM usage_events WHERE subject = 'acme' "
+        "AND toStartOfMinute(time) = toDateTime('2025-01-01 00:00:00', 'UTC')"
+    )
+    assert meters == events
+
+
+def test_stored_keys_finds_exactly_the_stored_identities(sink: ChdbSink) -> None:
+    sink.insert_events(columns(["k1"]), "tok-k1")
+    found = sink.stored_keys(
+        [("t", "/s", "k1"), ("t", "/other", "k1"), ("t2", "/s", "k1"), ("t", "/s", "k9")]
+    )
+    assert found == {("t", "/s", "k1")}
