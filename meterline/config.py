@@ -90,7 +90,17 @@ class Settings(BaseSettings):
         0.5, gt=0, le=60, description="Longest a polled event waits before its batch is written."
     )
     dedupe_cache_ids: int = Field(
-        1_000_000, ge=0, description="Recent (tenant, source, id) keys kept in memory per process."
+        200_000, ge=0, description="Recent (tenant, source, id) keys kept in memory per process."
+    )
+    dedupe_horizon_days: int = Field(
+        35,
+        ge=1,
+        le=3650,
+        description="Events older than this (event time) go to the DLQ: dedupe is only "
+        "guaranteed inside the horizon, so a billing system must not guess beyond it.",
+    )
+    workers: int = Field(
+        1, ge=1, le=64, description="Processor workers (consumer-group members) in this process."
     )
 
     @field_validator("clickhouse_url")
