@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from meterline import cli_price
+from meterline import cli_ops, cli_price
 from meterline.errors import MeterlineError
 
 app = typer.Typer(
@@ -261,6 +261,7 @@ def processor(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False)
 
 # Commands that live in their own modules register themselves here.
 cli_price.register(app)
+cli_ops.register(app)
 
 
 def main() -> None:
