@@ -94,9 +94,16 @@ def build_sink(settings: Settings) -> Sink:
 
 
 def build_price_book(settings: Settings) -> PriceBook:
-    from processor.pricing.catalog import CatalogPriceBook
+    """The pinned catalog plus the local price book when ``price_book`` is set.
 
-    return CatalogPriceBook()
+    The book is validated completely here, so a bad entry stops the processor at
+    start (PriceBookError names every bad entry) instead of mis-billing events.
+    """
+    from processor.pricing import BookPriceBook, CatalogPriceBook
+
+    if settings.price_book is None:
+        return CatalogPriceBook()
+    return BookPriceBook.from_file(settings.price_book)
 
 
 class LogDeadLetters:

@@ -1,11 +1,31 @@
 """Pricing: turn a usage event into provider cost and customer price, exactly.
 
-``PriceBook`` is the interface the processor calls once per event; ``CatalogPriceBook``
-prices LLM tokens from the pinned genai-prices catalog, resolving each
-(provider, model, effective period) once and caching it.
+``PriceBook`` is the interface the processor calls once per event.
+``BookPriceBook`` prices from the pinned genai-prices catalog plus an optional
+local price book (docs/pricing.md); ``CatalogPriceBook`` is the catalog alone.
+Modules: book (YAML model + validation), catalog (genai-prices lookup and
+effective dating), matching (name -> price), fast (cached price vectors),
+ratecard (customer prices), money (parsing, presentation rounding), bench.
 """
 
-from processor.pricing.base import Priced, PriceBook
-from processor.pricing.catalog import CatalogPriceBook
+from processor.pricing.base import PriceBook, Priced
+from processor.pricing.catalog import CATALOG_VERSION
+from processor.pricing.engine import BookPriceBook
+from processor.pricing.errors import PriceBookError
 
-__all__ = ["CatalogPriceBook", "PriceBook", "Priced"]
+
+class CatalogPriceBook(BookPriceBook):
+    """The catalog alone (no local book): tokens from genai-prices, USD charges at face value."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "")
+
+
+__all__ = [
+    "CATALOG_VERSION",
+    "BookPriceBook",
+    "CatalogPriceBook",
+    "PriceBook",
+    "PriceBookError",
+    "Priced",
+]

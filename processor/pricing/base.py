@@ -24,9 +24,10 @@ class Priced:
     price_usd: Decimal
     priced: bool
     matched_model: str = ""
+    reason: str = ""  # why unpriced: unknown_model, no_rule, unknown_currency, ... ("" when priced)
 
 
-UNPRICED = Priced(ZERO, ZERO, False, "")
+UNPRICED = Priced(ZERO, ZERO, False, "", "no_rule")
 
 
 class PriceBook(abc.ABC):

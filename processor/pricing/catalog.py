@@ -1,98 +1,167 @@
-"""LLM token prices from the genai-prices catalog, resolved once and cached.
+"""The genai-prices catalog: exact-first model lookup and effective-dated prices.
 
-``genai_prices.calc_price`` costs ~50-85 µs per call, mostly finding the model
-and its effective price. We resolve (provider, model) once, and the effective
-``ModelPrice`` once per model and UTC day (the catalog's price changes are
-dated), then only do the arithmetic per event.
+The catalog is pinned (requirements.lock) and its version is part of every
+row's price-book version, so a replay prices with the same numbers. Prices are
+never fetched at run time.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import genai_prices
-from genai_prices import Usage, data_snapshot
-from genai_prices.types import ConditionalPrice, ModelInfo, ModelPrice, StartDateConstraint
+from genai_prices import data_snapshot
+from genai_prices.types import (
+    ClauseEquals,
+    ClauseOr,
+    ConditionalPrice,
+    ModelInfo,
+    ModelPrice,
+    Provider,
+    TimeOfDateConstraint,
+)
 
-from processor.pricing.base import UNPRICED, ZERO, Priced, PriceBook
-from schemas.usage import ChargeUsage, EventType, TokenUsage, _UsageData
-
+CATALOG_VERSION = f"genai-prices=={genai_prices.__version__}"
+DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MISSING = object()
 
 
-def _only_dated(model: ModelInfo) -> bool:
-    """True when the model's price depends on the date only (not the time of day)."""
-    if not isinstance(model.prices, list):
-        return True
-    return all(
-        c.constraint is None or isinstance(c.constraint, StartDateConstraint)
-        for c in model.prices
-        if isinstance(c, ConditionalPrice)
-    )
+@dataclass(frozen=True, slots=True)
+class CatalogModel:
+    """A catalog model as found for a provider.
 
-
-class CatalogPriceBook(PriceBook):
-    """Prices token usage from genai-prices; USD instant charges at face value.
-
-    Images and custom units need a local price book (rules per model, size,
-    quality or unit); without one they are stored unpriced.
+    ``owned`` is False when the model came from a fallback provider (Azure
+    serving an OpenAI model): genai-prices then ignores request variants
+    (batch, service tier), and so do we, to price exactly as the catalog does.
     """
 
+    provider: Provider
+    info: ModelInfo
+    owned: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.id}/{self.info.id}"
+
+
+def _equals(match: Any) -> list[str]:
+    """The exact names in a model's match logic (top-level ``equals`` / ``or`` of equals)."""
+    if isinstance(match, ClauseEquals):
+        return [match.equals.lower()]
+    if isinstance(match, ClauseOr):
+        return [name for clause in match.or_ for name in _equals(clause)]
+    return []
+
+
+class Catalog:
+    """Finds catalog models: exact names first, then the catalog's own patterns."""
+
     def __init__(self) -> None:
-        self.version = f"genai-prices=={genai_prices.__version__}"
         self._snapshot = data_snapshot.get_snapshot()
-        self._models: dict[tuple[str, str], Any] = {}
-        self._prices: dict[tuple[str, str, date], ModelPrice] = {}
+        self._exact: dict[str, dict[str, ModelInfo]] = {}
+        for provider in self._snapshot.providers:
+            index: dict[str, ModelInfo] = {}
+            for info in provider.models:
+                for name in [info.id.lower(), *_equals(info.match)]:
+                    index.setdefault(name, info)  # first in catalog order, as genai-prices
+            self._exact[provider.id] = index
 
-    def _model(self, provider: str, model: str) -> tuple[Any, ModelInfo] | None:
-        key = (provider, model)
-        found = self._models.get(key, _MISSING)
-        if found is _MISSING:
-            try:
-                found = self._snapshot.find_provider_model(model, None, provider, None)
-            except LookupError:
-                found = None  # unknown: remembered too, so misses stay cheap
-            self._models[key] = found
-        return found  # type: ignore[return-value]
+    def provider(self, provider_id: str) -> Provider | None:
+        return data_snapshot.find_provider_by_id(self._snapshot.providers, provider_id)
 
-    def _model_price(self, provider: str, model: str, info: ModelInfo, when: datetime) -> ModelPrice:
-        if not _only_dated(info):
-            return info.get_prices(when)
-        key = (provider, model, when.date())
-        price = self._prices.get(key)
-        if price is None:
-            price = self._prices[key] = info.get_prices(when)
-        return price
+    def exact(self, provider_id: str, model: str) -> CatalogModel | None:
+        """A model whose id or one of whose exact names is ``model``."""
+        provider = self.provider(provider_id)
+        if provider is None:
+            return None
+        name = model.lower()
+        info = self._exact[provider.id].get(name)
+        if info is not None:
+            return CatalogModel(provider, info, True)
+        for fallback_id in provider.fallback_model_providers or ():
+            info = self._exact.get(fallback_id, {}).get(name)
+            if info is not None:
+                return CatalogModel(provider, info, False)
+        return None
 
-    def price(
-        self, event_type: str, usage: _UsageData | None, time_ms: int, subject: str = ""
-    ) -> Priced:
-        if isinstance(usage, TokenUsage):
-            return self._price_tokens(usage, time_ms)
-        if event_type == EventType.CHARGE and isinstance(usage, ChargeUsage):
-            if usage.currency == "USD":
-                return Priced(ZERO, usage.amount, True, "")
-        return UNPRICED
+    def pattern(self, provider_id: str, model: str) -> CatalogModel | None:
+        """genai-prices' full matching (prefixes, regexes the catalog maintainers wrote)."""
+        provider = self.provider(provider_id)
+        if provider is None:
+            return None
+        try:
+            found_provider, info = self._snapshot.find_provider_model(model, provider, None, None)
+        except LookupError:
+            return None
+        owned = any(info is candidate for candidate in found_provider.models)
+        return CatalogModel(found_provider, info, owned)
 
-    def _price_tokens(self, usage: TokenUsage, time_ms: int) -> Priced:
-        found = self._model(usage.provider, usage.model)
-        if found is None:
-            return UNPRICED
-        provider, info = found
-        when = _EPOCH + timedelta(milliseconds=time_ms)
-        model_price = self._model_price(usage.provider, usage.model, info, when)
-        calc = model_price.calc_price(
-            Usage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_tokens=usage.cache_read_tokens or None,
-                cache_write_tokens=(usage.cache_write_tokens + usage.cache_write_1h_tokens) or None,
-                input_audio_tokens=usage.input_audio_tokens or None,
-                output_audio_tokens=usage.output_audio_tokens or None,
-            )
-        )
-        cost = Decimal(calc["total_price"])
-        return Priced(cost, cost, True, f"{provider.id}/{info.id}")
+
+def price_context(service_tier: str) -> dict[str, str] | None:
+    """The genai-prices request context for a meterline ``service_tier``.
+
+    The catalog keys its variants as ``processing=batch`` (OpenAI, Anthropic,
+    Google, Mistral batch APIs), ``service_tier=flex|priority|...`` (OpenAI,
+    Google) and ``speed=fast`` (Anthropic). A variant matches only the keys it
+    names, so one context can carry all three spellings.
+    """
+    if not service_tier:
+        return None
+    tier = service_tier.lower()
+    context = {"service_tier": tier}
+    if tier == "batch":
+        context["processing"] = "batch"
+    if tier == "fast":
+        context["speed"] = "fast"
+    return context
+
+
+def _ms_of_day(value: time) -> int:
+    """Milliseconds after UTC midnight, rounded up: instant t is active iff t >= this."""
+    if value.tzinfo is not None:
+        value = datetime.combine(datetime(1970, 1, 1).date(), value).astimezone(UTC).time()
+    micros = ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond
+    return -(-micros // 1000)
+
+
+def _time_of_day_cuts(info: ModelInfo) -> list[int]:
+    constraints: list[Any] = []
+    if isinstance(info.prices, list):
+        constraints += [c.constraint for c in info.prices if isinstance(c, ConditionalPrice)]
+    constraints += [variant.constraint for variant in info.price_variants or ()]
+    cuts: set[int] = set()
+    for constraint in constraints:
+        if isinstance(constraint, TimeOfDateConstraint):
+            cuts.add(_ms_of_day(constraint.start_time) % DAY_MS)
+            cuts.add(_ms_of_day(constraint.end_time) % DAY_MS)
+    return sorted(cuts - {0})
+
+
+class CatalogTimeline:
+    """A catalog model's price as a function of time, in constant segments.
+
+    Catalog prices change at UTC dates (``StartDateConstraint``) and, for a few
+    models, at times of day (off-peak). So one UTC day, cut at those times of
+    day, always has one price; we hand out the segment so callers re-resolve
+    only when an event falls outside it.
+    """
+
+    def __init__(self, model: CatalogModel, service_tier: str) -> None:
+        self.model = model
+        self._context = price_context(service_tier) if model.owned else None
+        self._cuts = _time_of_day_cuts(model.info)
+
+    def segment(self, time_ms: int) -> tuple[int, int, ModelPrice]:
+        day = time_ms - time_ms % DAY_MS
+        start, end = day, day + DAY_MS
+        offset = time_ms - day
+        for cut in self._cuts:
+            if cut <= offset:
+                start = day + cut
+            else:
+                end = day + cut
+                break
+        when = _EPOCH + timedelta(milliseconds=start)
+        return start, end, self.model.info.get_prices(when, self._context)
