@@ -21,36 +21,60 @@ log = logging.getLogger("meterline")
 
 
 class ProcessorThread:
-    """The processor loop on a thread; ``stop()`` finishes the current batch first."""
+    """``settings.workers`` processor loops on threads; ``stop()`` finishes their batches.
+
+    With Kafka each worker is one consumer-group member (partitions are spread
+    by the group coordinator); with the embedded log, which has no coordinator,
+    worker i owns the partitions p with p % workers == i. Workers share the
+    sink (chDB allows one process per folder, so this is how chDB scales out).
+    """
 
     def __init__(self, settings: Settings, sink: Sink) -> None:
         self._stop = threading.Event()
-        self.processor = Processor(
-            runtime.build_consumer(settings),
-            sink,
-            runtime.build_price_book(settings),
-            runtime.LogDeadLetters(runtime.build_producer(settings, runtime.dlq_topic(settings))),
-            batch_max_events=settings.batch_max_events,
-            batch_max_wait_s=settings.batch_max_wait_s,
-            dedupe_cache_ids=settings.dedupe_cache_ids,
+        price_book = runtime.build_price_book(settings)
+        dead_letters = runtime.LogDeadLetters(
+            runtime.build_producer(settings, runtime.dlq_topic(settings))
         )
-        self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
-        self.failed: BaseException | None = None
+        self.processors = []
+        count = runtime.build_admin(settings).partitions(settings.topic)
+        for index in range(settings.workers):
+            partitions = None
+            if settings.log == "embedded" and settings.workers > 1:
+                partitions = [p for p in range(count) if p % settings.workers == index]
+            self.processors.append(
+                Processor(
+                    runtime.build_consumer(settings, partitions),
+                    sink,
+                    price_book,
+                    dead_letters,
+                    batch_max_events=settings.batch_max_events,
+                    batch_max_wait_s=settings.batch_max_wait_s,
+                    dedupe_cache_ids=settings.dedupe_cache_ids,
+                    dedupe_horizon_days=settings.dedupe_horizon_days,
+                )
+            )
+        self._threads = [
+            threading.Thread(target=self._run, args=(p,), name=f"processor-{i}", daemon=True)
+            for i, p in enumerate(self.processors)
+        ]
 
-    def _run(self) -> None:
+    def _run(self, processor: Processor) -> None:
         try:
-            self.processor.run(self._stop)
-        except BaseException as exc:  # a bug: say so loudly, never die silently
-            self.failed = exc
+            processor.run(self._stop)
+        except BaseException:  # a bug: say so loudly, never die silently
             log.exception("processor stopped on an unexpected error")
             os._exit(70)  # offsets of the failed batch are uncommitted: a restart re-reads it
+        finally:
+            processor.close()
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self._stop.set()
-        self._thread.join(timeout_s)
+        for thread in self._threads:
+            thread.join(timeout_s)
 
 
 def serve(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,6 +90,8 @@ class Processor:
         batch_max_events: int = 20_000,
         batch_max_wait_s: float = 0.5,
         dedupe_cache_ids: int = 200_000,
+        dedupe_horizon_days: int = 35,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._consumer = consumer
         self._sink = sink
@@ -98,6 +100,8 @@ class Processor:
         self._dedupe = Deduplicator(sink, dedupe_cache_ids)
         self._batch_max_events = batch_max_events
         self._batch_max_wait_s = batch_max_wait_s
+        self._horizon_ms = dedupe_horizon_days * 86_400_000
+        self._clock = clock
         self.totals = BatchResult()
 
     def run(self, stop: threading.Event) -> None:
@@ -151,12 +155,27 @@ class Processor:
             end = result.next_offsets.get(record.partition, -1)
             result.next_offsets[record.partition] = max(end, record.offset + 1)
 
-        # Step 1. Decode and validate; invalid records become dead letters.
+        # Step 1. Decode and validate; invalid records become dead letters, and
+        # so do events older than the dedupe horizon: we could no longer prove
+        # they are not duplicates, and a billing system must not guess.
         good: list[Decoded] = []
         dead: list[DeadLetter] = []
+        oldest_ms = int(self._clock() * 1000) - self._horizon_ms
         for record in records:
             item = decode(record)
-            (good if isinstance(item, Decoded) else dead).append(item)  # type: ignore[arg-type]
+            if isinstance(item, DeadLetter):
+                dead.append(item)
+            elif item.time_ms < oldest_ms:
+                dead.append(
+                    DeadLetter(
+                        record,
+                        "beyond_dedupe_horizon",
+                        f"event time is older than the {self._horizon_ms // 86_400_000}-day "
+                        "dedupe horizon",
+                    )
+                )
+            else:
+                good.append(item)
 
         # Step 2. Drop duplicates (in batch, recent, stored).
         keys: list[EventKey] = [
@@ -187,15 +206,20 @@ class Processor:
         if dead:
             self._dead_letters.publish(dead)
             result.dead = len(dead)
+            reasons: dict[str, list[DeadLetter]] = {}
             for letter in dead:
-                metrics.EVENTS_DEAD.labels(letter.reason).inc()
+                reasons.setdefault(letter.reason, []).append(letter)
+            for reason, letters in reasons.items():
+                metrics.EVENTS_DEAD.labels(reason).inc(len(letters))
+                first = letters[0].record
                 log.warning(
-                    "dead letter %s/%d/%d: %s (%s)",
-                    letter.record.topic,
-                    letter.record.partition,
-                    letter.record.offset,
-                    letter.reason,
-                    letter.detail[:200],
+                    "%d record(s) dead-lettered: %s, e.g. %s/%d/%d: %s",
+                    len(letters),
+                    reason,
+                    first.topic,
+                    first.partition,
+                    first.offset,
+                    letters[0].detail[:200],
                 )
 
         # Step 5. One INSERT; the views derive ids and meters from it.
@@ -229,7 +253,13 @@ class Processor:
             metrics.EVENTS_DUPLICATE.labels("batch").inc(in_batch)
             metrics.EVENTS_DUPLICATE.labels("stored").inc(stored_dupes)
         self._accumulate(result)
+        for partition, behind in self._consumer.lag().items():
+            metrics.LAG.labels(str(partition)).set(behind)
         return result
+
+    def close(self) -> None:
+        """Leave the group without committing anything more."""
+        self._consumer.close()
 
     def _accumulate(self, result: BatchResult) -> None:
         t = self.totals

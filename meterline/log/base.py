@@ -9,6 +9,7 @@ key, never the body) and the ingest time.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,23 @@ class LogConsumer(abc.ABC):
     def seek(self, next_offsets: Mapping[int, int]) -> None:
         """Restart reading at these offsets (used after a failed batch)."""
 
+    def keepalive(self) -> None:
+        """Stay a group member while the batch in hand cannot be written yet.
+
+        Kafka evicts a member that does not poll within ``max.poll.interval.ms``;
+        while the store is down the processor calls this between retries. It
+        must not return records (Kafka: all partitions are paused meanwhile).
+        Logs without group membership just wait a moment.
+        """
+        time.sleep(0.1)
+
+    def resume(self) -> None:  # noqa: B027 - optional hook, nothing to undo by default
+        """Undo ``keepalive``'s pause once the batch was written."""
+
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition, records between the read position and the log end."""
+        return {}
+
     def take_revoked(self) -> set[int]:
         """Partitions revoked or lost since the last call (their pending records must go)."""
         return set()
@@ -111,6 +129,10 @@ class LogAdmin(abc.ABC):
     @abc.abstractmethod
     def ensure_topic(self, topic: str, partitions: int, replication: int = 1) -> None:
         """Create the topic if missing; never change the partition count of an existing one."""
+
+    @abc.abstractmethod
+    def partitions(self, topic: str) -> int:
+        """How many partitions the topic has."""
 
     @abc.abstractmethod
     def offsets_for_time(self, topic: str, timestamp_ms: int) -> dict[int, int]:

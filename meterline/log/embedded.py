@@ -337,5 +337,12 @@ class EmbeddedConsumer(LogConsumer):
     def assignment(self) -> list[int]:
         return list(self._assigned)
 
+    def lag(self) -> dict[int, int]:
+        rows = self._conn.execute(
+            "SELECT partition, next_offset FROM partition_ends WHERE topic = ?", (self.topic,)
+        ).fetchall()
+        ends = {int(p): int(o) for p, o in rows}
+        return {p: max(0, ends.get(p, 0) - pos) for p, pos in self._positions.items()}
+
     def close(self) -> None:
         self._conn.close()

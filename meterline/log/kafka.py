@@ -199,6 +199,29 @@ class KafkaConsumer(LogConsumer):
         # processor must be dropped uncommitted: the new owner re-reads them.
         self._revoked.update(tp.partition for tp in partitions)
 
+    def keepalive(self) -> None:
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(assigned)
+        # Paused partitions return nothing; the call serves rebalance callbacks
+        # and resets the max.poll.interval.ms clock.
+        for msg in self._consumer.consume(1, 0.1):
+            if msg.error() is None:  # cannot happen while paused; never drop data silently
+                raise RuntimeError("record returned from a paused partition")
+
+    def resume(self) -> None:
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.resume(assigned)
+
+    def lag(self) -> dict[int, int]:
+        out = {}
+        for tp in self._consumer.position(self._consumer.assignment()):
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            if tp.offset >= 0 and high >= 0:
+                out[tp.partition] = max(0, high - tp.offset)
+        return out
+
     def take_revoked(self) -> set[int]:
         revoked, self._revoked = self._revoked, set()
         return revoked
@@ -266,6 +289,9 @@ class KafkaAdmin(LogAdmin):
         return Consumer(
             {"bootstrap.servers": self._bootstrap, "group.id": "meterline-admin", **self._extra}
         )
+
+    def partitions(self, topic: str) -> int:
+        return len(self._partitions(topic))
 
     def _partitions(self, topic: str) -> list[int]:
         metadata = self._admin.list_topics(topic, timeout=10)

@@ -60,7 +60,8 @@ def token_event(rng: random.Random, when: datetime, **overrides: Any) -> dict[st
 
 def make_events(n: int, seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    start = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    # Recent, inside the dedupe horizon; whole minutes so windows are predictable.
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     return [token_event(rng, start) for _ in range(n)]
 
 
