@@ -83,7 +83,7 @@ class EventColumns:
         elif isinstance(usage, ChargeUsage):
             unit, amount, currency = "charge", usage.amount, usage.currency
         else:
-            quantity = _custom_quantity(env.data)
+            quantity = _custom_quantity(item.event.raw.get("data"))
         c = self.columns
         c["tenant"].append(item.tenant)
         c["id"].append(env.id)

@@ -55,6 +55,26 @@ EVENT_COLUMNS: dict[str, type] = {
     "data": str,
 }
 
+# usage_meters: the group key and the summed columns (in DDL order).
+METER_KEYS = ("tenant", "window_start", "subject", "model", "feature", "provider", "type", "unit")
+METER_SUMS = (
+    "events",
+    "unpriced_events",
+    "estimated_events",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "images",
+    "quantity",
+    "cost_usd",
+    "price_usd",
+)
+
 # Settings every INSERT we rely on carries (DESIGN §4): synchronous, and block
 # dedup that also covers the materialized views' target tables.
 INSERT_SETTINGS: dict[str, Any] = {
@@ -74,11 +94,13 @@ class Sink(abc.ABC):
         """Apply the DDL in schemas/sql (idempotent)."""
 
     @abc.abstractmethod
-    def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
-        """Which of these event identities are already in usage_events."""
+    def stored_keys(self, keys: Sequence[EventKey], run: str | None = None) -> set[EventKey]:
+        """Which of these event identities are already in usage_events (or in the billing run)."""
 
     @abc.abstractmethod
-    def insert_events(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
+    def insert_events(
+        self, columns: Mapping[str, list[Any]], dedup_token: str, run: str | None = None
+    ) -> None:
         """Insert rows into usage_events in ONE statement; return once durable.
 
         The materialized views fill usage_event_ids and usage_meters from the
@@ -109,6 +131,11 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the engine (chDB: the data folder lock)."""
+
+
+def quote(value: str) -> str:
+    """A ClickHouse string literal (for values that cannot be bound as parameters)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _converter(ch_type: str) -> Any:

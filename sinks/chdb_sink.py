@@ -18,7 +18,7 @@ from chdb import session as chdb_session
 
 from meterline.errors import StoreError
 from sinks import ddl
-from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, EventKey, Sink
+from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, EventKey, Sink, quote
 
 _SETTINGS_SQL = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
 
@@ -69,7 +69,7 @@ class ChdbSink(Sink):
         for statement in ddl.statements(self.database, billing_timezone):
             self._run(statement)
 
-    def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
+    def stored_keys(self, keys: Sequence[EventKey], run: str | None = None) -> set[EventKey]:
         if not keys:
             return set()
         # chDB's Python() table function finds `lookup` by name in this frame.
@@ -80,9 +80,11 @@ class ChdbSink(Sink):
         }
         with self._lock:
             try:
+                table = "usage_event_ids" if run is None else "billing_run_events"
+                where_run = "" if run is None else f"run = {quote(run)} AND "
                 result = self._session.query(
-                    f"SELECT tenant, source, id FROM {self.database}.usage_event_ids "
-                    "WHERE id IN (SELECT id FROM Python(lookup)) "
+                    f"SELECT tenant, source, id FROM {self.database}.{table} "
+                    f"WHERE {where_run}id IN (SELECT id FROM Python(lookup)) "
                     "AND (tenant, source, id) IN (SELECT tenant, source, id FROM Python(lookup))",
                     "JSONCompactEachRow",
                 )
@@ -94,7 +96,9 @@ class ChdbSink(Sink):
             found.add((tenant, source, id_))
         return found
 
-    def insert_events(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
+    def insert_events(
+        self, columns: Mapping[str, list[Any]], dedup_token: str, run: str | None = None
+    ) -> None:
         # chDB's Python() table function finds `rows` by name in this frame.
         rows = {  # noqa: F841 - read by chDB's Python(rows) below
             name: (
@@ -106,13 +110,16 @@ class ChdbSink(Sink):
             )
             for name, kind in EVENT_COLUMNS.items()
         }
-        token = dedup_token.replace("'", "")
+        token = dedup_token
         with self._lock:
             try:
+                target, first = "usage_events", ""
+                if run is not None:
+                    target, first = "billing_run_events", f"{quote(run)} AS run, "
                 self._session.query(
-                    f"INSERT INTO {self.database}.usage_events SELECT {_INSERT_SELECT} "
+                    f"INSERT INTO {self.database}.{target} SELECT {first}{_INSERT_SELECT} "
                     f"FROM Python(rows) SETTINGS {_SETTINGS_SQL}, "
-                    f"insert_deduplication_token = '{token}'"
+                    f"insert_deduplication_token = {quote(token)}"
                 )
             except Exception as exc:
                 raise StoreError(f"insert into usage_events failed: {exc}") from exc

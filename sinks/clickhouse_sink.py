@@ -58,14 +58,16 @@ class ClickHouseSink(Sink):
         except DatabaseError as exc:
             raise StoreError(str(exc)) from exc
 
-    def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
+    def stored_keys(self, keys: Sequence[EventKey], run: str | None = None) -> set[EventKey]:
         if not keys:
             return set()
         try:
+            table = "usage_event_ids" if run is None else "billing_run_events"
+            where_run = "" if run is None else "run = %(run)s AND "
             result = self._client.query(
-                f"SELECT tenant, source, id FROM {self.database}.usage_event_ids "
-                "WHERE id IN %(ids)s",
-                parameters={"ids": sorted({k[2] for k in keys})},
+                f"SELECT tenant, source, id FROM {self.database}.{table} "
+                f"WHERE {where_run}id IN %(ids)s",
+                parameters={"ids": sorted({k[2] for k in keys}), "run": run or ""},
             )
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
@@ -78,8 +80,14 @@ class ClickHouseSink(Sink):
             if (row[0], row[1], row[2]) in wanted
         }
 
-    def insert_events(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
-        data = []
+    def insert_events(
+        self, columns: Mapping[str, list[Any]], dedup_token: str, run: str | None = None
+    ) -> None:
+        data: list[list[Any]] = []
+        names = list(EVENT_COLUMNS)
+        if run is not None:
+            data.append([run] * len(columns["id"]))
+            names.insert(0, "run")
         for name in EVENT_COLUMNS:
             values = columns[name]
             if name in _TIME_COLUMNS:
@@ -88,9 +96,9 @@ class ClickHouseSink(Sink):
             data.append(values)
         try:
             self._client.insert(
-                f"{self.database}.usage_events",
+                f"{self.database}.{'usage_events' if run is None else 'billing_run_events'}",
                 data,
-                column_names=list(EVENT_COLUMNS),
+                column_names=names,
                 column_oriented=True,
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 TENANT_HEADER = "meterline-tenant"
@@ -141,6 +141,12 @@ class LogAdmin(abc.ABC):
     @abc.abstractmethod
     def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition, the offset the next appended record will get."""
+
+    @abc.abstractmethod
+    def read_range(
+        self, topic: str, partition: int, start: int, end: int, batch: int = 10_000
+    ) -> Iterator[list[Record]]:
+        """Records with start <= offset < end of one partition, in batches (no group, no commit)."""
 
     @abc.abstractmethod
     def committed(self, topic: str, group: str) -> dict[int, int]:

@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -137,6 +137,25 @@ class EmbeddedAdmin(LogAdmin):
             ).fetchone()
             out[partition] = end if row[0] is None else int(row[0])
         return out
+
+    def read_range(
+        self, topic: str, partition: int, start: int, end: int, batch: int = 10_000
+    ) -> Iterator[list[Record]]:
+        position = start
+        while position < end:
+            rows = self._conn.execute(
+                "SELECT offset, key, value, headers, timestamp_ms FROM records "
+                "WHERE topic = ? AND partition = ? AND offset >= ? AND offset < ? "
+                "ORDER BY offset LIMIT ?",
+                (topic, partition, position, end, batch),
+            ).fetchall()
+            if not rows:
+                return
+            yield [
+                Record(topic, partition, offset, key, value, _decode_headers(headers), ts)
+                for offset, key, value, headers, ts in rows
+            ]
+            position = rows[-1][0] + 1
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         rows = self._conn.execute(

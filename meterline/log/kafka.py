@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -309,6 +309,57 @@ class KafkaAdmin(LogAdmin):
             }
         finally:
             probe.close()
+
+    def read_range(
+        self, topic: str, partition: int, start: int, end: int, batch: int = 10_000
+    ) -> Iterator[list[Record]]:
+        if start >= end:
+            return
+        reader = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": "meterline-replay",  # never commits: assign(), not subscribe()
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                **self._extra,
+            }
+        )
+        try:
+            reader.assign([TopicPartition(topic, partition, start)])
+            position = start
+            idle = 0
+            while position < end:
+                out: list[Record] = []
+                for msg in reader.consume(min(batch, end - position), 1.0):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            return  # the range was past the end (retention or truncation)
+                        raise KafkaException(err)
+                    offset = msg.offset() or 0
+                    if offset >= end:
+                        break
+                    out.append(
+                        Record(
+                            topic,
+                            partition,
+                            offset,
+                            msg.key(),
+                            msg.value() or b"",
+                            _headers(msg.headers()),
+                            msg.timestamp()[1],
+                        )
+                    )
+                if out:
+                    idle = 0
+                    position = out[-1].offset + 1
+                    yield out
+                else:
+                    idle += 1
+                    if idle > 30:
+                        raise LogUnavailable(f"no records from {topic}/{partition} for 30 s")
+        finally:
+            reader.close()
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         probe = self._probe()

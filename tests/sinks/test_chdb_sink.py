@@ -83,3 +83,21 @@ def test_stored_keys_finds_exactly_the_stored_identities(sink: ChdbSink) -> None
         [("t", "/s", "k1"), ("t", "/other", "k1"), ("t2", "/s", "k1"), ("t", "/s", "k9")]
     )
     assert found == {("t", "/s", "k1")}
+
+
+def test_verify_passes_on_consistent_data_and_catches_a_corrupted_meter(sink: ChdbSink) -> None:
+    from processor.verify import verify
+
+    start, end = 1_735_689_600_000, 1_735_689_660_000
+    sink.insert_events(columns(["v1", "v2"]), "tok-v")
+    assert verify(sink, start, end) == []
+    # Someone "fixes" a meter by hand: verify must name the group and the column.
+    sink.query_raw(
+        "INSERT INTO usage_meters (tenant, window_start, subject, input_tokens) "
+        "VALUES ('t', toDateTime('2025-01-01 00:00:00', 'UTC'), 'acme', 5)"
+    )
+    differences = verify(sink, start, end)
+    assert [(d.group["subject"], d.column, d.from_events, d.in_meters) for d in differences] == [
+        ("acme", "input_tokens", differences[0].from_events, differences[0].from_events + 5)
+    ]
+    assert differences[0].group["window_start"] == "2025-01-01 00:00:00"
