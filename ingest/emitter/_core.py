@@ -416,6 +416,7 @@ class Courier:
         spill = self.buffer.spill
         if (
             spill is None
+            or self.give_up_at is not None  # closing: spilled events wait for the next start
             or len(self.buffer) > self.buffer.max_items // 2
             or not spill.path.exists()
         ):
