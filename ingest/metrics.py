@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-REQUESTS = Counter("meterline_gateway_requests_total", "HTTP requests answered", ["status"])
+REQUESTS = Counter(
+    "meterline_gateway_requests_total", "HTTP requests answered", ["route", "status"]
+)
 EVENTS_ACCEPTED = Counter("meterline_gateway_events_accepted_total", "Events durably logged")
+# reason: invalid, too_large, log_unavailable (events refused after they were read).
 EVENTS_REJECTED = Counter("meterline_gateway_events_rejected_total", "Events refused", ["reason"])
+# Requests refused before their events were read: unauthorized, forbidden,
+# rate_limited, unsupported_media_type, body_too_large, malformed.
+REQUESTS_REJECTED = Counter(
+    "meterline_gateway_requests_rejected_total", "Requests refused before validation", ["reason"]
+)
 PRODUCE_SECONDS = Histogram(
     "meterline_gateway_produce_seconds",
     "Time until the log acknowledged a request's events",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -16,15 +17,24 @@ TITLES = {
     401: "Authentication required",
     403: "Forbidden",
     404: "Not found",
+    405: "Method not allowed",
     413: "Payload too large",
     415: "Unsupported media type",
+    422: "Unprocessable content",
     429: "Too many requests",
+    500: "Internal error",
+    501: "Not implemented",
     503: "Log unavailable",
 }
 
 
 class HTTPProblem(Exception):
-    """Raised inside a handler to answer with a problem document."""
+    """Raised inside a handler to answer with a problem document.
+
+    The body is RFC 9457 (``type``, ``title``, ``status``, ``detail``) plus
+    ``problems``: one ``{index?, field, code, message}`` per thing wrong, where
+    ``index`` is the event's position in a batch.
+    """
 
     def __init__(
         self,
@@ -33,6 +43,7 @@ class HTTPProblem(Exception):
         detail: str,
         problems: Sequence[Problem] = (),
         retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -40,6 +51,7 @@ class HTTPProblem(Exception):
         self.detail = detail
         self.problems = list(problems)
         self.retry_after = retry_after
+        self.headers = dict(headers or {})
 
     def response(self) -> Response:
         body: dict[str, Any] = {
@@ -50,9 +62,10 @@ class HTTPProblem(Exception):
         }
         if self.problems:
             body["problems"] = [p.as_dict() for p in self.problems]
-        headers = {}
+        headers = dict(self.headers)
         if self.retry_after is not None:
-            headers["Retry-After"] = str(max(1, round(self.retry_after)))
+            # Whole seconds, rounded up: a client that waits exactly this long must succeed.
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return Response(
             orjson.dumps(body), self.status, headers, media_type="application/problem+json"
         )

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from meterline import cli_ops, cli_price
+from meterline import cli_keys, cli_ops, cli_price
 from meterline.errors import MeterlineError
 
 app = typer.Typer(
@@ -58,14 +58,16 @@ def dev(
 ) -> None:
     """Gateway + processor on this machine, no servers: embedded log + chDB."""
     _logging(verbose)
-    settings = _settings(port=port, data_dir=data_dir, log="embedded", store="chdb")
+    # dev is local by definition: without METERLINE_API_KEYS_FILE it runs in open mode.
+    settings = _settings(port=port, data_dir=data_dir, log="embedded", store="chdb", open_mode=True)
     from meterline.serve import serve
 
-    logging.getLogger("meterline").warning(
-        "OPEN MODE: no API keys configured, every request is accepted as tenant %r "
-        "(for local development only)",
-        settings.tenant,
-    )
+    if settings.api_keys_file is None:
+        err.print(
+            f"[bold yellow]OPEN MODE[/]: no API keys configured (METERLINE_API_KEYS_FILE), "
+            f"every request is accepted as tenant {settings.tenant!r}. For local development "
+            "only: `meterline gateway` and `meterline run` refuse to start like this."
+        )
 
     def started(url: str) -> None:
         console.print(f"[bold green]meterline dev[/] is running at [bold]{url}[/]")
@@ -261,6 +263,7 @@ def processor(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False)
 
 # Commands that live in their own modules register themselves here.
 cli_price.register(app)
+cli_keys.register(app)
 cli_ops.register(app)
 
 

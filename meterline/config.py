@@ -78,6 +78,30 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
         description="Tenant written with events while API keys are not configured (open mode).",
     )
+    api_keys_file: Path | None = Field(
+        None,
+        description="YAML/JSON file of API keys: 'sha256:<hex of the key>' -> tenant or "
+        "{tenant, rate_limit, burst, scopes}. Create keys with `meterline keys new`.",
+    )
+    open_mode: bool = Field(
+        False,
+        description="Accept requests without API keys as tenant METERLINE_TENANT. Only for "
+        "local use; `meterline gateway`/`run` refuse to start without keys unless this is set.",
+    )
+    rate_limit_rps: float = Field(
+        0, ge=0, description="Default requests/s per API key (0 = unlimited); 429 above it."
+    )
+    rate_limit_burst: int = Field(
+        0, ge=0, description="Default burst per API key (0 = the rate, rounded up)."
+    )
+    webhook_origins: str = Field(
+        "*",
+        description="Comma-separated WebHook-Request-Origin values granted by the CloudEvents "
+        "webhook handshake (OPTIONS); '*' grants any (API keys still guard every POST).",
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Gateway log lines: 'json' (one object per line) or 'text'."
+    )
 
     # --- pricing --------------------------------------------------------------------------
     price_book: Path | None = Field(

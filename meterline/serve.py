@@ -11,8 +11,12 @@ from collections.abc import Callable
 import uvicorn
 
 from ingest.app import Gateway, create_app
+from ingest.auth import KeyStore
+from ingest.ratelimit import RateLimiter
+from ingest.requestlog import configure_logging
 from meterline import runtime
 from meterline.config import Settings
+from meterline.errors import ConfigError
 from meterline.instance import Instance
 from processor.runner import Processor
 from sinks.base import Sink
@@ -86,6 +90,20 @@ def serve(
     on_started: Callable[[str], None] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM. The shutdown order flushes before it closes."""
+    configure_logging(settings.log_format)
+    keys = KeyStore.from_file(settings.api_keys_file) if settings.api_keys_file else None
+    if gateway and keys is None and not settings.open_mode:
+        # Refuse rather than run an internet-facing gateway that bills whoever calls it.
+        raise ConfigError(
+            "METERLINE_API_KEYS_FILE is not set: create keys with `meterline keys new --tenant T`, "
+            "or set METERLINE_OPEN_MODE=true to accept every request as tenant "
+            f"{settings.tenant!r} (local use only)"
+        )
+    if gateway and keys is None:
+        log.warning(
+            "OPEN MODE: no API keys configured, every request is accepted as tenant %r",
+            settings.tenant,
+        )
     runtime.ensure_topics(settings)
     sink: Sink | None = None
     if processor or sql_endpoint:
@@ -133,6 +151,10 @@ def serve(
             max_batch_events=settings.max_batch_events,
             sink=sink if sql_endpoint else None,
             sql_token=token,
+            keys=keys,
+            limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
+            price_book=lambda: runtime.build_price_book(settings),
+            webhook_origins=[o.strip() for o in settings.webhook_origins.split(",") if o.strip()],
         ),
         on_shutdown=[shutdown],
     )

@@ -4,6 +4,18 @@ Why not the ``cloudevents`` SDK as validator: it invents missing ids and times,
 accepts invalid extension names and non-URI sources (DESIGN §7). A billing
 system must refuse those: a made-up id defeats dedupe, a made-up time moves
 usage into the wrong invoice.
+
+Two views of the same rules:
+
+- ``CloudEvent``, a pydantic model: the published JSON Schema and a validator
+  for callers who want a model.
+- ``check_envelope`` + ``Envelope``: the hot path of the gateway and the
+  processor. It applies the same checks (the same helper functions) in plain
+  Python, because a pydantic model costs ~5 µs per event and the gateway's
+  budget at 50k events/s is 20 µs for everything. Its problem codes are the
+  ones pydantic would report (``missing``, ``string_type``, ``literal_error``,
+  ``value_error``...), so both views answer alike; a test holds them together
+  on the conformance data.
 """
 
 from __future__ import annotations
@@ -11,9 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -23,6 +34,8 @@ from schemas.usage import USAGE_MODELS, _UsageData
 CONTEXT_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
 )
+# Members of the JSON form that are not extension attributes.
+RESERVED = CONTEXT_ATTRIBUTES | {"data", "data_base64"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 # RFC 3986 characters: unreserved, reserved and '%' (checked as pct-encoding below).
@@ -30,6 +43,10 @@ _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
 _BAD_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# RFC 2046 / RFC 9110 media type: type "/" subtype *( OWS ";" OWS name "=" value ).
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))*$")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 MEDIA_JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json(?:\s*;.*)?$", re.IGNORECASE)
 
@@ -67,6 +84,12 @@ def _rfc3339(value: str) -> str:
     return value
 
 
+def _media_type(value: str) -> str:
+    if not _MEDIA_TYPE.match(value):
+        raise ValueError("must be an RFC 2046 media type such as application/json")
+    return value
+
+
 NonEmpty = Annotated[str, Field(min_length=1, strict=True), AfterValidator(_string)]
 
 
@@ -86,7 +109,7 @@ class CloudEvent(BaseModel):
     type: NonEmpty
     subject: NonEmpty | None = Field(None, description="The customer being metered.")
     time: Annotated[NonEmpty, AfterValidator(_rfc3339)] | None = None
-    datacontenttype: NonEmpty | None = None
+    datacontenttype: Annotated[NonEmpty, AfterValidator(_media_type)] | None = None
     dataschema: Annotated[NonEmpty, AfterValidator(_absolute_uri)] | None = None
     data: Any = None
     data_base64: Annotated[str, Field(strict=True)] | None = None
@@ -101,40 +124,194 @@ class CloudEvent(BaseModel):
     @model_validator(mode="after")
     def _extensions_and_data(self) -> CloudEvent:
         for name, value in (self.model_extra or {}).items():
-            if not _EXTENSION_NAME.match(name):
-                raise ValueError(
-                    f"extension attribute name {name[:40]!r} must be 1-20 lowercase "
-                    "letters or digits"
-                )
-            if isinstance(value, bool):
-                continue
-            if isinstance(value, int):
-                if not INT32_MIN <= value <= INT32_MAX:
-                    raise ValueError(f"extension {name!r} is outside the 32-bit integer range")
-            elif isinstance(value, str):
-                if _CONTROL.search(value):
-                    raise ValueError(f"extension {name!r} must not contain control characters")
-            else:
-                raise ValueError(
-                    f"extension {name!r} must be a string, boolean or integer, "
-                    f"not {type(value).__name__}"
-                )
-        if self.data is not None and self.data_base64 is not None:
-            raise ValueError("data and data_base64 are mutually exclusive")
-        if self.data_base64 is not None:
-            try:
-                base64.b64decode(self.data_base64, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("data_base64 is not valid base64") from None
+            message = _extension_problem(name, value)
+            if message:
+                raise ValueError(message)
+        message = _data_problem(self.data, self.data_base64)
+        if message:
+            raise ValueError(message)
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class ValidEvent:
+def _extension_problem(name: str, value: Any) -> str | None:
+    if not _EXTENSION_NAME.match(name):
+        return f"extension attribute name {name[:40]!r} must be 1-20 lowercase letters or digits"
+    if value is None or value is True or value is False:
+        return None
+    kind = type(value)
+    if kind is int:
+        if not INT32_MIN <= value <= INT32_MAX:
+            return f"extension {name!r} is outside the 32-bit integer range"
+        return None
+    if kind is str:
+        if _CONTROL.search(value):
+            return f"extension {name!r} must not contain control characters"
+        return None
+    return f"extension {name!r} must be a string, boolean or integer, not {kind.__name__}"
+
+
+def _data_problem(data: Any, data_base64: str | None) -> str | None:
+    if data is not None and data_base64 is not None:
+        return "data and data_base64 are mutually exclusive"
+    if data_base64 is not None:
+        try:
+            base64.b64decode(data_base64, validate=True)
+        except (binascii.Error, ValueError):
+            return "data_base64 is not valid base64"
+    return None
+
+
+class Envelope(NamedTuple):
+    """The context attributes of a validated event (null attributes are None).
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and built in a
+    third of the time (a frozen dataclass pays ``object.__setattr__`` per field).
+    """
+
+    specversion: str
+    id: str
+    source: str
+    type: str
+    subject: str | None
+    time: str | None
+    datacontenttype: str | None
+    dataschema: str | None
+    extensions: dict[str, Any]
+
+
+# name -> (required, check after "non-empty string"), in the model's field order so
+# problems come out in the order pydantic would report them.
+_ATTRIBUTES: tuple[tuple[str, bool, Any], ...] = (
+    ("id", True, _string),
+    ("source", True, _uri_reference),
+    ("type", True, _string),
+    ("subject", False, _string),
+    ("time", False, _rfc3339),
+    ("datacontenttype", False, _media_type),
+    ("dataschema", False, _absolute_uri),
+)
+
+
+def check_envelope(obj: dict[str, Any]) -> Envelope | list[Problem]:
+    """Validate the CloudEvents 1.0 envelope of one decoded JSON event object."""
+    fast = _fast_envelope(obj)
+    return fast if fast is not None else _checked_envelope(obj)
+
+
+# Sources, schemas and media types repeat across events (one app, a few types): a
+# value that passed once passes again. Bounded so a client cannot grow it at will.
+_KNOWN_GOOD: set[str] = set()
+_KNOWN_GOOD_MAX = 4096
+
+
+def _fast_envelope(obj: dict[str, Any]) -> Envelope | None:
+    """The common case in as few operations as possible; None = take the slow path.
+
+    Anything unusual (extensions, data_base64, a dataschema, a value not seen
+    before that needs a check this path does not make) falls through to
+    ``_checked_envelope``, which is the reference and reports the problems.
+    """
+    get = obj.get
+    id_, source, type_ = get("id"), get("source"), get("type")
+    subject, time = get("subject"), get("time")
+    contenttype = get("datacontenttype")
+    if (
+        get("specversion") != "1.0"
+        or type(id_) is not str
+        or type(source) is not str
+        or type(type_) is not str
+        or not (id_ and source and type_)
+        or not (subject is None or (type(subject) is str and subject))
+        or not (time is None or (type(time) is str and time))
+        or not (contenttype is None or contenttype in _KNOWN_GOOD)
+        or source not in _KNOWN_GOOD
+        or "dataschema" in obj
+        or "data_base64" in obj
+    ):
+        return None
+    known = 4 + (subject is not None) + (time is not None) + (contenttype is not None)
+    if len(obj) - ("data" in obj) != known:
+        return None  # extensions or null attributes: the slow path checks them
+    if _CONTROL.search(id_ + type_ + (subject or "")):
+        return None
+    if time is not None:
+        try:
+            _rfc3339(time)
+        except ValueError:
+            return None
+    return Envelope("1.0", id_, source, type_, subject, time, contenttype, None, {})
+
+
+def _remember(value: str) -> None:
+    if len(_KNOWN_GOOD) < _KNOWN_GOOD_MAX:
+        _KNOWN_GOOD.add(value)
+
+
+def _checked_envelope(obj: dict[str, Any]) -> Envelope | list[Problem]:
+    problems: list[Problem] = []
+    version = obj.get("specversion")
+    if version is None:
+        problems.append(Problem("missing", "specversion", "Field required"))
+    elif version != "1.0" or type(version) is not str:
+        problems.append(Problem("literal_error", "specversion", "Input should be '1.0'"))
+    values: dict[str, Any] = {}
+    for name, required, check in _ATTRIBUTES:
+        value = obj.get(name)
+        if value is None:
+            if required:
+                problems.append(Problem("missing", name, "Field required"))
+            continue
+        if type(value) is not str:
+            problems.append(Problem("string_type", name, "Input should be a valid string"))
+        elif not value:
+            problems.append(
+                Problem("string_too_short", name, "String should have at least 1 character")
+            )
+        else:
+            try:
+                values[name] = check(value) if check is _string else _string(check(value))
+            except ValueError as exc:
+                problems.append(Problem("value_error", name, str(exc)))
+    data_base64 = obj.get("data_base64")
+    if data_base64 is not None and type(data_base64) is not str:
+        problems.append(Problem("string_type", "data_base64", "Input should be a valid string"))
+    if problems:
+        return problems
+    extensions: dict[str, Any] = {}
+    for name, value in obj.items():
+        if name in RESERVED or value is None:
+            continue
+        message = _extension_problem(name, value)
+        if message:
+            problems.append(Problem("value_error", "event", message))
+        else:
+            extensions[name] = value
+    message = _data_problem(obj.get("data"), data_base64)
+    if message:
+        problems.append(Problem("value_error", "event", message))
+    if problems:
+        return problems
+    for name in ("source", "datacontenttype"):
+        if name in values:
+            _remember(values[name])
+    return Envelope(
+        "1.0",
+        values["id"],
+        values["source"],
+        values["type"],
+        values.get("subject"),
+        values.get("time"),
+        values.get("datacontenttype"),
+        values.get("dataschema"),
+        extensions,
+    )
+
+
+class ValidEvent(NamedTuple):
     """An accepted event: the JSON exactly as received plus what meterline needs from it."""
 
     raw: dict[str, Any]
-    envelope: CloudEvent
+    envelope: Envelope
     usage: _UsageData | None  # None for event types meterline does not know (custom events)
 
 
@@ -152,10 +329,9 @@ def parse_event(obj: Any) -> ValidEvent | list[Problem]:
     """Validate one decoded JSON event: the envelope, then the data of known types."""
     if not isinstance(obj, dict):
         return [Problem("not_an_object", "event", "a CloudEvent must be a JSON object")]
-    try:
-        envelope = CloudEvent.model_validate(obj)
-    except ValidationError as exc:
-        return _problems_from(exc)
+    envelope = check_envelope(obj)
+    if isinstance(envelope, list):
+        return envelope
     model = USAGE_MODELS.get(envelope.type)
     if model is None:
         return ValidEvent(obj, envelope, None)
@@ -168,12 +344,13 @@ def parse_event(obj: Any) -> ValidEvent | list[Problem]:
         problems.append(
             Problem("json_required", "datacontenttype", "usage data must be application/json")
         )
-    if not isinstance(envelope.data, dict):
+    data = obj.get("data")
+    if not isinstance(data, dict):
         problems.append(Problem("not_an_object", "data", "usage data must be a JSON object"))
     if problems:
         return problems
     try:
-        usage = model.model_validate(envelope.data)
+        usage = model.model_validate(data)
     except ValidationError as exc:
         return _problems_from(exc, "data.")
     return ValidEvent(obj, envelope, usage)

@@ -32,7 +32,14 @@ class MeterlineProcess:
     def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.env = {**os.environ, "METERLINE_DATA_DIR": str(data_dir), **(env or {})}
+        # Open mode unless a test passes METERLINE_API_KEYS_FILE (or sets it false):
+        # `meterline run` refuses to start without keys otherwise.
+        self.env = {
+            **os.environ,
+            "METERLINE_DATA_DIR": str(data_dir),
+            "METERLINE_OPEN_MODE": "true",
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.instance: Instance | None = None
 

@@ -1,0 +1,247 @@
+"""The seed-compatible usage API: ``POST /api/usage`` and ``GET /api/usage``.
+
+Users coming from a portal with this API keep their client code. A POST is a
+token-usage CloudEvent like any other (``io.meterline.usage.tokens``, subject =
+``project_id``, source ``/api/usage``, id = the ``Idempotency-Key`` header or a
+new UUID), validated by the same rules and answered only once the log has it;
+``cost_usd`` is computed synchronously by the processor's own price book, so the
+answer and the stored row agree. Re-sending with the same Idempotency-Key is
+safe: the processor keeps one event per (tenant, source, id).
+
+Fields the seed API did not define are ignored (as the seed's own server did),
+while every field it defines is required or checked, so a misspelt required
+field fails instead of billing zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ingest.codec import media_type
+from ingest.gateway import Gateway
+from ingest.problems import HTTPProblem
+from meterline.errors import StoreError
+from processor.decode import time_ms
+from schemas.envelope import parse_event
+from schemas.problems import Problem
+from schemas.usage import MAX_TOKENS, EventType
+
+SOURCE = "/api/usage"
+MAX_ROWS = 10_000
+MAX_IDEMPOTENCY_KEY = 255
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+Name = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
+
+
+class UsageIn(BaseModel):
+    """The body of ``POST /api/usage``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    project_id: Name
+    provider: Name
+    model: Name
+    input_tokens: Tokens
+    output_tokens: Tokens
+    request_timestamp: datetime | None = None
+
+    @field_validator("request_timestamp")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if not _EPOCH <= value < _LATEST:
+            raise ValueError("must be between 1970 and 2200")
+        return value
+
+
+def rfc3339_ms(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decimal_str(value: Decimal) -> str:
+    """Exact, no exponent, no trailing zeros: Decimal('0.004500000000') -> '0.0045'."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+async def post_usage(gateway: Gateway, request: Request) -> Response:
+    key = gateway.authorize(request, "ingest")
+    kind = media_type(request.headers.get("content-type"))
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise HTTPProblem(415, "unsupported-media-type", "send the usage as application/json")
+    body = await gateway.read_body(request)
+    try:
+        usage = UsageIn.model_validate_json(body or b"null")
+    except ValidationError as exc:
+        raise HTTPProblem(
+            422, "invalid-usage", "the usage record is invalid", _problems(exc)
+        ) from None
+    event_id = request.headers.get("idempotency-key", "").strip() or str(uuid.uuid4())
+    if len(event_id) > MAX_IDEMPOTENCY_KEY:
+        raise HTTPProblem(
+            422,
+            "invalid-usage",
+            "the usage record is invalid",
+            [Problem("too_long", "Idempotency-Key", f"at most {MAX_IDEMPOTENCY_KEY} characters")],
+        )
+    moment = usage.request_timestamp or datetime.now(UTC)
+    stamp = rfc3339_ms(moment)
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": EventType.TOKENS.value,
+        "subject": usage.project_id,
+        "time": stamp,
+        "datacontenttype": "application/json",
+        "data": {
+            "provider": usage.provider,
+            "model": usage.model,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+        },
+    }
+    parsed = parse_event(event)
+    if isinstance(parsed, list):  # only the Idempotency-Key can still be wrong here
+        problems = [
+            Problem(p.code, "Idempotency-Key" if p.field == "id" else p.field, p.message)
+            for p in parsed
+        ]
+        raise HTTPProblem(422, "invalid-usage", "the usage record is invalid", problems)
+    price_book = gateway.price_book
+    if price_book is None:
+        raise HTTPProblem(501, "pricing-not-configured", "this gateway has no price book")
+    priced = price_book.price(
+        EventType.TOKENS.value, parsed.usage, time_ms(stamp), usage.project_id
+    )
+    request.state.events = 1
+    await gateway.publish(gateway.messages([(parsed, orjson.dumps(event))], key.tenant))
+    return JSONResponse(
+        {
+            "id": event_id,
+            "project_id": usage.project_id,
+            "provider": usage.provider,
+            "model": usage.model,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "total_tokens": usage.input_tokens + usage.output_tokens,
+            "cost_usd": decimal_str(priced.cost_usd),
+            "priced": priced.priced,
+            "request_timestamp": stamp,
+        },
+        status_code=201,
+    )
+
+
+async def get_usage(gateway: Gateway, request: Request) -> Response:
+    key = gateway.authorize(request, "read")
+    params = request.query_params
+    problems: list[Problem] = []
+    project_id = params.get("project_id")
+    if project_id is not None and not _printable(project_id):
+        problems.append(Problem("invalid", "project_id", "must be 1-256 printable characters"))
+    since = _bound(params.get("date_from"), "date_from", problems, end=False)
+    until = _bound(params.get("date_to"), "date_to", problems, end=True)
+    limit = params.get("limit", "1000")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_ROWS:
+        problems.append(Problem("invalid", "limit", f"must be an integer in 1..{MAX_ROWS}"))
+    if problems:
+        raise HTTPProblem(422, "invalid-query", "the query parameters are invalid", problems)
+    if gateway.sink is None:
+        raise HTTPProblem(
+            501,
+            "reads-not-served-here",
+            "this process has no store attached; query a `meterline run` process or ClickHouse",
+        )
+    where = [f"tenant = {quote(key.tenant)}", f"type = {quote(EventType.TOKENS.value)}"]
+    if project_id is not None:
+        where.append(f"subject = {quote(project_id)}")
+    if since is not None:
+        where.append(f"time >= fromUnixTimestamp64Milli({_ms(since)}, 'UTC')")
+    if until is not None:
+        where.append(f"time < fromUnixTimestamp64Milli({_ms(until)}, 'UTC')")
+    sql = (
+        "SELECT id, subject, provider, model, input_tokens, output_tokens, cost_usd, "
+        "toUnixTimestamp64Milli(time) AS time_ms "
+        f"FROM {gateway.sink.database}.usage_events WHERE {' AND '.join(where)} "
+        f"ORDER BY time, id LIMIT {int(limit)}"
+    )
+    try:
+        rows = await asyncio.to_thread(gateway.sink.query_rows, sql)
+    except StoreError as exc:
+        raise HTTPProblem(
+            503, "store-unavailable", f"the store did not answer: {exc}", retry_after=1
+        ) from exc
+    usage = [_row(row) for row in rows]
+    return JSONResponse({"count": len(usage), "usage": usage})
+
+
+def quote(value: str) -> str:
+    """A ClickHouse string literal. Backslash first, then the quote: the only two
+    characters with meaning inside '...' (control characters are refused before)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    input_tokens, output_tokens = int(row["input_tokens"]), int(row["output_tokens"])
+    moment = _EPOCH + timedelta(milliseconds=int(row["time_ms"]))
+    return {
+        "id": row["id"],
+        "project_id": row["subject"],
+        "provider": row["provider"],
+        "model": row["model"],
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+        "cost_usd": decimal_str(Decimal(row["cost_usd"])),
+        "request_timestamp": rfc3339_ms(moment),
+    }
+
+
+def _printable(value: str) -> bool:
+    return 0 < len(value) <= 256 and value.isprintable()
+
+
+def _bound(raw: str | None, name: str, problems: list[Problem], *, end: bool) -> datetime | None:
+    """A date (whole day; ``date_to`` inclusive) or an RFC 3339 / ISO 8601 instant."""
+    if raw is None or raw == "":
+        return None
+    try:
+        if len(raw) == 10:
+            day = datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
+            return day + timedelta(days=1) if end else day
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        problems.append(Problem("invalid", name, "must be YYYY-MM-DD or an RFC 3339 timestamp"))
+        return None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if not _EPOCH <= moment < _LATEST:
+        problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
+        return None
+    # date_to is inclusive; the SQL compares with '<' on milliseconds.
+    return moment + timedelta(milliseconds=1) if end else moment
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _problems(exc: ValidationError) -> list[Problem]:
+    out = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in err["loc"]) or "body"
+        out.append(Problem(err["type"], field, err["msg"].removeprefix("Value error, ")))
+    return out
