@@ -36,7 +36,7 @@ def stored_events(stack: MeterlineProcess, subject: str) -> list[dict[str, Any]]
     return [orjson.loads(row["data"]) for row in rows]
 
 
-def wait_for(check: Any, timeout_s: float = 30.0) -> None:
+def wait_for(check: Any, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():
