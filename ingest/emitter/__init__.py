@@ -23,7 +23,7 @@ from ingest.emitter.builders import (
 )
 from ingest.emitter.client import Meter
 from ingest.emitter.config import ConfigError, EmitterError, MeterConfig
-from ingest.emitter.context import Scope, customer, no_metering
+from ingest.emitter.context import Scope, customer, no_metering, reset_customer, set_customer
 from ingest.emitter.decorators import meter_charge, meter_methods, meter_requests, meter_units
 from ingest.emitter.providers import wrap, wrap_anthropic, wrap_gemini, wrap_openai
 from ingest.emitter.tokens import count_tokens
@@ -47,6 +47,8 @@ __all__ = [
     "meter_requests",
     "meter_units",
     "no_metering",
+    "reset_customer",
+    "set_customer",
     "set_default_meter",
     "token_event",
     "units_event",

@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -110,11 +109,16 @@ def no_metering() -> _ScopeManager:
     return _ScopeManager(Scope(skip=True))
 
 
-@contextmanager
-def _detached() -> Iterator[None]:
-    """Run with an empty scope (used by tests and the benchmark)."""
-    token = _current.set(EMPTY)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+def set_customer(
+    customer: str = "",
+    *,
+    feature: str = "",
+    user: str = "",
+    metadata: Mapping[str, str] | None = None,
+) -> contextvars.Token[Scope]:
+    """For frameworks with separate before/after hooks (Flask): pair with ``reset_customer``."""
+    return _current.set(Scope(customer, feature, user, dict(metadata or {})).over(_current.get()))
+
+
+def reset_customer(token: contextvars.Token[Scope]) -> None:
+    _current.reset(token)

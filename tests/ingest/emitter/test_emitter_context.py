@@ -198,3 +198,12 @@ def test_async_meter_sends_from_a_task_and_decorates_coroutines(recorded: Record
         "chatcmpl-z",
         "second",
     ]
+
+
+def test_set_and_reset_customer_for_before_after_hooks() -> None:
+    from ingest.emitter import reset_customer, set_customer
+
+    token = set_customer("hooked", feature="api")
+    assert (current().customer, current().feature) == ("hooked", "api")
+    reset_customer(token)
+    assert current().customer == ""
