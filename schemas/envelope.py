@@ -223,7 +223,7 @@ def _fast_envelope(obj: dict[str, Any]) -> Envelope | None:
         or not (id_ and source and type_)
         or not (subject is None or (type(subject) is str and subject))
         or not (time is None or (type(time) is str and time))
-        or not (contenttype is None or contenttype in _KNOWN_GOOD)
+        or not (contenttype is None or (type(contenttype) is str and contenttype in _KNOWN_GOOD))
         or source not in _KNOWN_GOOD
         or "dataschema" in obj
         or "data_base64" in obj
