@@ -110,6 +110,7 @@ class RequestContext:
                     level,
                     "request",
                     extra={
+                        "request_id": request_id,
                         "method": scope.get("method"),
                         "path": path,
                         "status": status,
