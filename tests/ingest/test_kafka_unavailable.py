@@ -1,0 +1,117 @@
+"""Never 2xx for events that are not durably in Kafka: stop the broker mid-traffic.
+
+Runs its OWN broker (port 19092, its own data folder) so stopping it cannot
+disturb the shared broker on 9092 that other tests use. Requests keep flowing
+while the broker shuts down; afterwards the broker is started again on the same
+data and every event the gateway answered 202 for must be in the topic. While
+it is down, requests get 503 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import KafkaException
+
+from meterline.log.kafka import KafkaAdmin, KafkaProducer
+from tests.ingest.conftest import BATCH, LogTap, gateway_client
+
+pytestmark = [pytest.mark.anyio, pytest.mark.kafka, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
+PORT = 19092
+BOOTSTRAP = f"127.0.0.1:{PORT}"
+
+
+def kafka(command: str, home: Path) -> None:
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(PORT),
+        "METERLINE_KAFKA_HOME": str(home),
+        # Reuse the jars already fetched for the shared broker (no second download).
+        "KAFKA_STOP_TIMEOUT": "20",
+    }
+    shared_libs = ROOT / ".cache" / "kafka" / "libs"
+    if command == "up" and shared_libs.is_dir() and not (home / "libs").exists():
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "libs").symlink_to(shared_libs)
+    subprocess.run(["bash", str(SCRIPT), command], env=env, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("kafka19092")
+    kafka("up", home)
+    try:
+        yield home
+    finally:
+        kafka("down", home)
+
+
+def wait_for_leaders(admin: KafkaAdmin, topic: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            admin.end_offsets(topic)
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
+    own_broker: Path,
+) -> None:
+    topic = f"meterline.test.down.{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdmin(BOOTSTRAP)
+    admin.ensure_topic(topic, 3)
+    wait_for_leaders(admin, topic)
+    tap = LogTap(admin, topic)
+    producer = KafkaProducer(BOOTSTRAP, topic, timeout_s=4.0)
+    acknowledged: list[str] = []
+    answers: list[int] = []
+    try:
+        async with gateway_client(producer, max_batch_events=100) as client:
+
+            async def send(n: int) -> None:
+                batch = [
+                    {"specversion": "1.0", "id": f"e{n}-{i}", "source": "/app", "type": "c.x"}
+                    for i in range(20)
+                ]
+                response = await client.post(
+                    "/v1/events", content=orjson.dumps(batch), headers={"content-type": BATCH}
+                )
+                answers.append(response.status_code)
+                if response.status_code == 202:
+                    acknowledged.extend(e["id"] for e in batch)
+                else:
+                    assert response.status_code == 503
+                    assert response.headers["retry-after"].isdigit()
+                    assert response.json()["type"].endswith("/log-unavailable")
+
+            await send(0)
+            assert answers == [202]
+            stopping = asyncio.create_task(asyncio.to_thread(kafka, "down", own_broker))
+            n = 1
+            while not stopping.done():  # traffic during the whole shutdown
+                await asyncio.gather(*(send(n + k) for k in range(4)))
+                n += 4
+            await stopping
+            await send(n)  # the broker is gone now
+            assert answers[-1] == 503
+    finally:
+        producer.close()
+    kafka("up", own_broker)
+    wait_for_leaders(admin, topic)
+    logged = {orjson.loads(r.value)["id"] for r in tap.records()}
+    assert set(acknowledged) <= logged  # every 202 is durable; 503s may or may not be there
+    assert 503 in answers
