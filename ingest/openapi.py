@@ -41,7 +41,7 @@ _RESPONSES: dict[str, Any] = {
         "WWW-Authenticate",
     ),
     "Forbidden": _problem("The API key lacks the scope this operation needs."),
-    "NotFound": _problem("Not enabled on this process."),
+    "NotFound": _problem("Not enabled on this process (no store attached)."),
     "TooLarge": _problem(
         "Body, number of events or one event over its limit. Nothing was accepted."
     ),
@@ -50,7 +50,7 @@ _RESPONSES: dict[str, Any] = {
     "RateLimited": _problem(
         "Over the API key's request rate; retry after Retry-After.", "Retry-After"
     ),
-    "NotServed": _problem("Not served by this process (no store or no price book attached)."),
+    "NotServed": _problem("This process has no price book attached."),
     "Unavailable": _problem(
         "The log (or store) did not acknowledge in time. Nothing is acknowledged: retry the "
         "same request after Retry-After (duplicates are dropped downstream).",
@@ -288,9 +288,9 @@ def openapi_document() -> dict[str, Any]:
                         },
                         "401": _ref("responses", "Unauthorized"),
                         "403": _ref("responses", "Forbidden"),
+                        "404": _ref("responses", "NotFound"),
                         "422": _ref("responses", "UsageInvalid"),
                         "429": _ref("responses", "RateLimited"),
-                        "501": _ref("responses", "NotServed"),
                         "503": _ref("responses", "Unavailable"),
                     },
                 },

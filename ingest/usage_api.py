@@ -161,8 +161,10 @@ async def get_usage(gateway: Gateway, request: Request) -> Response:
     if problems:
         raise HTTPProblem(422, "invalid-query", "the query parameters are invalid", problems)
     if gateway.sink is None:
+        # 404 like /v1/sql when not enabled: a 5xx would send monitors and retries
+        # after a condition that no retry changes.
         raise HTTPProblem(
-            501,
+            404,
             "reads-not-served-here",
             "this process has no store attached; query a `meterline run` process or ClickHouse",
         )

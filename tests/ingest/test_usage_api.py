@@ -126,13 +126,13 @@ async def test_invalid_usage_is_422_naming_each_field_and_logs_nothing(
 
 
 @pytest.mark.anyio
-async def test_get_without_a_store_is_501_and_bad_query_is_422(
+async def test_get_without_a_store_is_404_and_bad_query_is_422(
     make_client: ClientFactory,
 ) -> None:
     async with make_client() as client:
         no_store = await client.get("/api/usage", params={"project_id": "p"})
         bad = await client.get("/api/usage", params={"date_from": "yesterday", "limit": "0"})
-    assert no_store.status_code == 501
+    assert no_store.status_code == 404
     assert no_store.json()["type"].endswith("/reads-not-served-here")
     assert bad.status_code == 422
     assert [(p["field"], p["code"]) for p in bad.json()["problems"]] == [
