@@ -248,17 +248,25 @@ def gateway(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -
     settings = _settings()
     from meterline.serve import serve
 
-    serve(settings, processor=False, sql_endpoint=False)
+    try:
+        serve(settings, processor=False, sql_endpoint=False)
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
 def processor(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    """Run the processor only (one consumer-group member)."""
+    """Run the processor only (METERLINE_WORKERS consumer-group members in this process)."""
     _logging(verbose)
     settings = _settings()
     from meterline.serve import serve
 
-    serve(settings, gateway=False, sql_endpoint=False)
+    try:
+        serve(settings, gateway=False, sql_endpoint=False)
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 # Commands that live in their own modules register themselves here.

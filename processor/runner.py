@@ -130,22 +130,43 @@ class Processor:
             self._process_with_retry(pending, stop)
 
     def _process_with_retry(self, records: list[Record], stop: threading.Event) -> None:
+        """Write the batch, retrying with backoff while the store is away.
+
+        Between retries the consumer stays in its group with its partitions
+        paused, so the batch is neither lost nor handed to another member
+        while we still hold it. If a rebalance takes partitions away meanwhile,
+        their records leave the batch uncommitted: the new owner reads them.
+        """
         delay = 0.2
-        while True:
-            try:
-                self.process_batch(records)
-                return
-            except (MeterlineError, OSError) as exc:
-                metrics.STORE_RETRIES.inc()
-                if stop.is_set():
-                    # Not committed: the next start reads this batch again.
-                    log.warning("stopping with an unwritten batch (will be re-read): %s", exc)
+        paused = False
+        try:
+            while records:
+                try:
+                    self.process_batch(records)
                     return
-                log.error(
-                    "batch of %d records failed, retrying in %.1fs: %s", len(records), delay, exc
-                )
-                stop.wait(delay)
-                delay = min(delay * 2, 30.0)
+                except (MeterlineError, OSError) as exc:
+                    metrics.STORE_RETRIES.inc()
+                    if stop.is_set():
+                        # Not committed: the next start reads this batch again.
+                        log.warning("stopping with an unwritten batch (will be re-read): %s", exc)
+                        return
+                    log.error(
+                        "batch of %d records failed, retrying in %.1fs: %s",
+                        len(records),
+                        delay,
+                        exc,
+                    )
+                    deadline = time.monotonic() + delay
+                    while time.monotonic() < deadline and not stop.is_set():
+                        self._consumer.keepalive()
+                        paused = True
+                        revoked = self._consumer.take_revoked()
+                        if revoked:
+                            records = [r for r in records if r.partition not in revoked]
+                    delay = min(delay * 2, 30.0)
+        finally:
+            if paused:
+                self._consumer.resume()
 
     def process_batch(self, records: list[Record]) -> BatchResult:
         result = BatchResult(records=len(records))
@@ -256,6 +277,10 @@ class Processor:
         for partition, behind in self._consumer.lag().items():
             metrics.LAG.labels(str(partition)).set(behind)
         return result
+
+    @property
+    def consumer(self) -> LogConsumer:
+        return self._consumer
 
     def close(self) -> None:
         """Leave the group without committing anything more."""

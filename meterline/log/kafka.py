@@ -192,22 +192,33 @@ class KafkaConsumer(LogConsumer):
                 **extra,
             }
         )
-        self._consumer.subscribe([topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._owned: frozenset[int] = frozenset()
+        self._consumer.subscribe(
+            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # cooperative-sticky: `partitions` is the increment, not the whole assignment.
+        self._owned = self._owned | {tp.partition for tp in partitions}
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called inside poll(). Records of these partitions still waiting in the
         # processor must be dropped uncommitted: the new owner re-reads them.
-        self._revoked.update(tp.partition for tp in partitions)
+        gone = {tp.partition for tp in partitions}
+        self._revoked.update(gone)
+        self._owned = self._owned - gone
 
     def keepalive(self) -> None:
         assigned = self._consumer.assignment()
         if assigned:
             self._consumer.pause(assigned)
-        # Paused partitions return nothing; the call serves rebalance callbacks
-        # and resets the max.poll.interval.ms clock.
-        for msg in self._consumer.consume(1, 0.1):
-            if msg.error() is None:  # cannot happen while paused; never drop data silently
-                raise RuntimeError("record returned from a paused partition")
+        # Paused partitions return nothing; poll() serves rebalance callbacks
+        # and resets the max.poll.interval.ms clock (consume() with nothing to
+        # return was seen NOT to reset it: the member was evicted).
+        msg = self._consumer.poll(0.1)
+        if msg is not None and msg.error() is None:
+            # Cannot happen while paused; never drop data silently.
+            raise RuntimeError("record returned from a paused partition")
 
     def resume(self) -> None:
         assigned = self._consumer.assignment()
@@ -234,6 +245,12 @@ class KafkaConsumer(LogConsumer):
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
+                if err.code() == KafkaError._MAX_POLL_EXCEEDED:
+                    # We were evicted (e.g. stuck past max.poll.interval.ms) and
+                    # librdkafka rejoins by itself; lost partitions were reported
+                    # through on_lost, so their pending records are dropped.
+                    log.warning("consumer left the group: %s; rejoining", err)
+                    continue
                 raise KafkaException(err)
             out.append(
                 Record(
@@ -259,7 +276,9 @@ class KafkaConsumer(LogConsumer):
             self._consumer.seek(TopicPartition(self.topic, partition, offset))
 
     def assignment(self) -> list[int]:
-        return [tp.partition for tp in self._consumer.assignment()]
+        # From the rebalance callbacks, not librdkafka: safe to read from any
+        # thread (metrics, tests) while the owning thread sits in consume().
+        return sorted(self._owned)
 
     def close(self) -> None:
         self._consumer.close()

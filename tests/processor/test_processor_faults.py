@@ -1,0 +1,261 @@
+"""The processor against real logs and the real chDB engine, in this process:
+poison messages, late and too-late events, the store going away, and
+partitions moving between consumer-group members mid-stream (real Kafka).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from meterline.errors import StoreUnavailable
+from meterline.log.base import INGESTED_AT_HEADER, TENANT_HEADER, LogConsumer, OutMessage
+from meterline.log.embedded import EmbeddedAdmin, EmbeddedConsumer, EmbeddedProducer
+from meterline.runtime import LogDeadLetters
+from processor.pricing import CatalogPriceBook
+from processor.runner import Processor
+from processor.verify import verify
+from sinks.chdb_sink import ChdbSink
+from tests.support.events import ground_truth, make_events, stored_totals, totals_query
+
+HEADERS = ((TENANT_HEADER, b"default"), (INGESTED_AT_HEADER, b"0"))
+
+
+def message(event: dict[str, Any], headers: Any = HEADERS) -> OutMessage:
+    return OutMessage(event["id"].encode(), orjson.dumps(event), headers)
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[ChdbSink]:
+    sink = ChdbSink(tmp_path / "chdb", "mtest")
+    sink.migrate()
+    yield sink
+    sink.close()
+
+
+class Worker:
+    """One processor loop on a thread, as ``meterline processor`` runs it."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=processor.run, args=(self.stop_event,), daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+        self.processor.close()
+
+
+def rows(sink: ChdbSink, sql: str) -> list[dict[str, Any]]:
+    return [{k: str(v) for k, v in r.items()} for r in sink.query_rows(sql)]
+
+
+def wait(check: Any, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(str(check))
+
+
+# --- embedded log ------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    path = tmp_path / "log.sqlite3"
+    admin = EmbeddedAdmin(path)
+    admin.ensure_topic("events", 2)
+    admin.ensure_topic("events.dlq", 1)
+    return path
+
+
+def embedded_processor(log_path: Path, sink: ChdbSink, **kwargs: Any) -> Processor:
+    return Processor(
+        EmbeddedConsumer(log_path, "events", "g"),
+        sink,
+        CatalogPriceBook(),
+        LogDeadLetters(EmbeddedProducer(log_path, "events.dlq")),
+        batch_max_wait_s=0.05,
+        **kwargs,
+    )
+
+
+def test_poison_messages_go_to_the_dlq_and_never_block_the_partition(
+    log_path: Path, sink: ChdbSink
+) -> None:
+    events = make_events(20, seed=9)
+    producer = EmbeddedProducer(log_path, "events")
+    invalid = dict(events[0], id="bad-1", data={"provider": "openai"})  # no model
+    # Same key as the valid events around them: same partition, in the middle.
+    producer.publish_sync(
+        [message(e) for e in events[:10]]
+        + [
+            OutMessage(events[0]["id"].encode(), b"{not json", HEADERS),
+            OutMessage(events[0]["id"].encode(), orjson.dumps(invalid), HEADERS),
+            OutMessage(events[0]["id"].encode(), orjson.dumps(events[19]), ()),  # no tenant
+        ]
+        + [message(e) for e in events[10:19]]
+    )
+    processor = embedded_processor(log_path, sink)
+    worker = Worker(processor)
+    wait(lambda: processor.totals.records == 22)
+    worker.stop()
+    assert processor.totals.stored == 19 and processor.totals.dead == 3
+    letters = EmbeddedConsumer(log_path, "events.dlq", "inspect").poll(10, 1.0)
+    reasons = sorted(dict(r.headers)["meterline-dlq-reason"].decode() for r in letters)
+    assert reasons == ["invalid_event", "invalid_json", "missing_tenant"]
+    for letter in letters:
+        assert dict(letter.headers)["meterline-original-topic"] == b"events"
+    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(events[:19])
+
+
+def test_late_events_land_in_their_own_window_and_too_late_ones_in_the_dlq(
+    log_path: Path, sink: ChdbSink
+) -> None:
+    now = time.time()
+    fresh, late, too_late = make_events(3, seed=2)
+    late["time"] = time.strftime("%Y-%m-%dT%H:%M:30.250Z", time.gmtime(now - 2 * 86_400))
+    too_late["time"] = time.strftime("%Y-%m-%dT%H:%M:00.000Z", time.gmtime(now - 40 * 86_400))
+    EmbeddedProducer(log_path, "events").publish_sync(
+        [message(fresh), message(late), message(too_late)]
+    )
+    processor = embedded_processor(log_path, sink, dedupe_horizon_days=35)
+    worker = Worker(processor)
+    wait(lambda: processor.totals.records == 3)
+    worker.stop()
+    windows = rows(
+        sink,
+        "SELECT toString(window_start) AS w, sum(events) AS n FROM usage_meters GROUP BY w ORDER BY w",
+    )
+    assert windows[0] == {"w": late["time"][:16].replace("T", " ") + ":00", "n": "1"}
+    assert len(windows) == 2
+    letters = EmbeddedConsumer(log_path, "events.dlq", "inspect").poll(10, 1.0)
+    assert [dict(r.headers)["meterline-dlq-reason"] for r in letters] == [b"beyond_dedupe_horizon"]
+
+
+class FlakySink(ChdbSink):
+    """The real chDB sink, unreachable until ``heal()``."""
+
+    down = True
+    attempts = 0
+
+    def insert_events(self, *args: Any, **kwargs: Any) -> None:
+        self.attempts += 1
+        if self.down:
+            raise StoreUnavailable("ClickHouse is down (test)")
+        super().insert_events(*args, **kwargs)
+
+    def heal(self) -> None:
+        self.down = False
+
+
+# --- real Kafka --------------------------------------------------------------------
+
+
+def kafka_processor(
+    bootstrap: str, topic: str, group: str, sink: ChdbSink, **extra: Any
+) -> Processor:
+    from meterline.log.kafka import KafkaConsumer, KafkaProducer
+
+    consumer: LogConsumer = KafkaConsumer(bootstrap, topic, group, extra)
+    return Processor(
+        consumer,
+        sink,
+        CatalogPriceBook(),
+        LogDeadLetters(KafkaProducer(bootstrap, f"{topic}.dlq")),
+        batch_max_events=200,
+        batch_max_wait_s=0.05,
+    )
+
+
+def kafka_lag(bootstrap: str, topic: str, group: str) -> int:
+    from meterline.log.kafka import KafkaAdmin
+
+    admin = KafkaAdmin(bootstrap)
+    ends, committed = admin.end_offsets(topic), admin.committed(topic, group)
+    return sum(end - committed.get(p, 0) for p, end in ends.items())
+
+
+def publish(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    from meterline.log.kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap, topic)
+    producer.publish_sync([message(e) for e in events])
+    producer.close()
+
+
+@pytest.fixture
+def kafka_topic(kafka_bootstrap: str, unique_topic: str) -> str:
+    from meterline.log.kafka import KafkaAdmin
+
+    admin = KafkaAdmin(kafka_bootstrap)
+    admin.ensure_topic(unique_topic, 6)
+    admin.ensure_topic(f"{unique_topic}.dlq", 1)
+    return unique_topic
+
+
+@pytest.mark.kafka
+def test_partitions_moving_between_members_mid_stream_keep_totals_exact(
+    kafka_bootstrap: str, kafka_topic: str, sink: ChdbSink
+) -> None:
+    group = f"g-{kafka_topic}"
+    events = make_events(3000, seed=21)
+    events += events[::20]  # client retries at later offsets
+    a = Worker(kafka_processor(kafka_bootstrap, kafka_topic, group, sink))
+    b = Worker(kafka_processor(kafka_bootstrap, kafka_topic, group, sink))
+    members = (a.processor.consumer, b.processor.consumer)
+    wait(lambda: all(len(m.assignment()) == 3 for m in members))  # 6 partitions split 3/3
+    publish(kafka_bootstrap, kafka_topic, events[:1000])
+    wait(lambda: a.processor.totals.records > 0 and b.processor.totals.records > 0)
+    b.stop()  # B leaves: its partitions move to A mid-stream
+    publish(kafka_bootstrap, kafka_topic, events[1000:2000])
+    c = Worker(kafka_processor(kafka_bootstrap, kafka_topic, group, sink))  # and some move to C
+    publish(kafka_bootstrap, kafka_topic, events[2000:])
+    wait(lambda: kafka_lag(kafka_bootstrap, kafka_topic, group) == 0, 120)
+    a.stop()
+    c.stop()
+    assert c.processor.totals.records > 0
+    truth = ground_truth(events)
+    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == truth
+    assert stored_totals(sink.query_rows(totals_query("usage_meters"))) == truth
+    assert verify(sink, 0, int(time.time() * 1000) + 60_000) == []
+
+
+@pytest.mark.kafka
+def test_store_outage_pauses_without_losing_or_leaving_the_group(
+    kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
+) -> None:
+    flaky = FlakySink(tmp_path / "flaky", "mtest")
+    flaky.migrate()
+    group = f"g-{kafka_topic}"
+    # Short poll interval: a member that stopped polling during the outage would be evicted.
+    processor = kafka_processor(
+        kafka_bootstrap,
+        kafka_topic,
+        group,
+        flaky,
+        **{"max.poll.interval.ms": 7000, "session.timeout.ms": 6000},
+    )
+    worker = Worker(processor)
+    events = make_events(500, seed=4)
+    publish(kafka_bootstrap, kafka_topic, events)
+    wait(lambda: flaky.attempts >= 3)
+    time.sleep(9)  # longer than max.poll.interval.ms
+    assumed_partitions = sorted(processor.consumer.assignment())
+    flaky.heal()
+    wait(lambda: kafka_lag(kafka_bootstrap, kafka_topic, group) == 0, 60)
+    worker.stop()
+    assert assumed_partitions == list(range(6))
+    assert stored_totals(flaky.query_rows(totals_query("usage_events"))) == ground_truth(events)
+    assert stored_totals(flaky.query_rows(totals_query("usage_meters"))) == ground_truth(events)
+    flaky.close()
