@@ -6,7 +6,7 @@ several times faster than row strings (DESIGN §6).
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import orjson
@@ -18,6 +18,9 @@ from sinks.base import EVENT_COLUMNS
 
 ONE = Decimal(1)
 ZERO = Decimal(0)
+# The columns are Decimal(38, 12). Rounding here, half-even and explicit, makes
+# the stored value deterministic instead of leaving it to the engine's cast.
+SCALE = Decimal("1e-12")
 _TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -104,8 +107,8 @@ class EventColumns:
         c["quantity"].append(quantity)
         c["charge_amount"].append(amount)
         c["charge_currency"].append(currency)
-        c["cost_usd"].append(priced.cost_usd)
-        c["price_usd"].append(priced.price_usd)
+        c["cost_usd"].append(priced.cost_usd.quantize(SCALE, ROUND_HALF_EVEN))
+        c["price_usd"].append(priced.price_usd.quantize(SCALE, ROUND_HALF_EVEN))
         c["priced"].append(int(priced.priced))
         c["estimated"].append(estimated)
         c["matched_model"].append(priced.matched_model)
