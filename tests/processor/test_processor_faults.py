@@ -135,7 +135,8 @@ def test_late_events_land_in_their_own_window_and_too_late_ones_in_the_dlq(
     worker.stop()
     windows = rows(
         sink,
-        "SELECT toString(window_start) AS w, sum(events) AS n FROM usage_meters GROUP BY w ORDER BY w",
+        "SELECT toString(window_start) AS w, sum(events) AS n "
+        "FROM usage_meters GROUP BY w ORDER BY w",
     )
     assert windows[0] == {"w": late["time"][:16].replace("T", " ") + ":00", "n": "1"}
     assert len(windows) == 2
