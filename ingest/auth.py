@@ -174,6 +174,11 @@ class KeyStore:
         finally:
             self._lock.release()
 
+    def tenants(self) -> frozenset[str]:
+        """Tenants that currently hold a key (the processor dead-letters the others)."""
+        self._maybe_reload()
+        return frozenset(key.tenant for key in self._keys.values())
+
     def lookup(self, presented: str) -> ApiKey | None:
         self._maybe_reload()
         digest = hash_key(presented)

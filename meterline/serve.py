@@ -24,6 +24,18 @@ from sinks.base import Sink
 log = logging.getLogger("meterline")
 
 
+def _known_tenants(settings: Settings) -> Callable[[str], bool] | None:
+    """Which tenants the processor accepts: those holding a key (the file is re-read
+    on change), or only the open-mode tenant. A processor given neither trusts the
+    log's tenant header (e.g. a processor-only deployment without the key file)."""
+    if settings.api_keys_file is not None:
+        store = KeyStore.from_file(settings.api_keys_file)
+        return lambda tenant: tenant in store.tenants()
+    if settings.open_mode:
+        return lambda tenant: tenant == settings.tenant
+    return None
+
+
 class ProcessorThread:
     """``settings.workers`` processor loops on threads; ``stop()`` finishes their batches.
 
@@ -35,6 +47,7 @@ class ProcessorThread:
 
     def __init__(self, settings: Settings, sink: Sink) -> None:
         self._stop = threading.Event()
+        known_tenant = _known_tenants(settings)
         price_book = runtime.build_price_book(settings)
         dead_letters = runtime.LogDeadLetters(
             runtime.build_producer(settings, runtime.dlq_topic(settings))
@@ -55,6 +68,7 @@ class ProcessorThread:
                     batch_max_wait_s=settings.batch_max_wait_s,
                     dedupe_cache_ids=settings.dedupe_cache_ids,
                     dedupe_horizon_days=settings.dedupe_horizon_days,
+                    known_tenant=known_tenant,
                 )
             )
         self._threads = [

@@ -91,6 +91,7 @@ class Processor:
         batch_max_wait_s: float = 0.5,
         dedupe_cache_ids: int = 200_000,
         dedupe_horizon_days: int = 35,
+        known_tenant: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._consumer = consumer
@@ -101,6 +102,7 @@ class Processor:
         self._batch_max_events = batch_max_events
         self._batch_max_wait_s = batch_max_wait_s
         self._horizon_ms = dedupe_horizon_days * 86_400_000
+        self._known_tenant = known_tenant
         self._clock = clock
         self.totals = BatchResult()
 
@@ -186,6 +188,8 @@ class Processor:
             item = decode(record)
             if isinstance(item, DeadLetter):
                 dead.append(item)
+            elif self._known_tenant is not None and not self._known_tenant(item.tenant):
+                dead.append(DeadLetter(record, "unknown_tenant", f"no API key for {item.tenant!r}"))
             elif item.time_ms < oldest_ms:
                 dead.append(
                     DeadLetter(

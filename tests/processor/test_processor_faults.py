@@ -260,3 +260,21 @@ def test_store_outage_pauses_without_losing_or_leaving_the_group(
     assert stored_totals(flaky.query_rows(totals_query("usage_events"))) == ground_truth(events)
     assert stored_totals(flaky.query_rows(totals_query("usage_meters"))) == ground_truth(events)
     flaky.close()
+
+
+def test_events_of_unknown_tenants_are_dead_lettered(log_path: Path, sink: ChdbSink) -> None:
+    known, ghost = make_events(2, seed=8)
+    EmbeddedProducer(log_path, "events").publish_sync(
+        [message(known), message(ghost, ((TENANT_HEADER, b"ghost"), (INGESTED_AT_HEADER, b"0")))]
+    )
+    processor = embedded_processor(log_path, sink, known_tenant=lambda t: t == "default")
+    worker = Worker(processor)
+    wait(lambda: processor.totals.records == 2)
+    worker.stop()
+    assert rows(sink, "SELECT tenant, id FROM usage_events") == [
+        {"tenant": "default", "id": known["id"]}
+    ]
+    letters = EmbeddedConsumer(log_path, "events.dlq", "inspect").poll(10, 1.0)
+    assert [(dict(r.headers)["meterline-dlq-reason"], r.key) for r in letters] == [
+        (b"unknown_tenant", ghost["id"].encode())
+    ]
