@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         description="Events older than this (event time) go to the DLQ: dedupe is only "
         "guaranteed inside the horizon, so a billing system must not guess beyond it.",
     )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port of a processor-only process (`meterline "
+        "processor`); processes with a gateway serve /metrics on the gateway port.",
+    )
     workers: int = Field(
         1, ge=1, le=64, description="Processor workers (consumer-group members) in this process."
     )

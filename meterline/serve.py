@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from ingest.app import Gateway, create_app
 from ingest.auth import KeyStore
@@ -127,6 +128,8 @@ def serve(
     if worker:
         worker.start()
     if not gateway:
+        # No gateway to serve /metrics: expose the processor's own.
+        start_http_server(settings.metrics_port, addr=settings.host)
         stop = threading.Event()
         # SIGTERM (docker stop, Kubernetes) finishes the batch in flight before exiting.
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
