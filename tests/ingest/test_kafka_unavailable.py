@@ -10,8 +10,6 @@ it is down, requests get 503 + Retry-After.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from confluent_kafka import KafkaException
 
 from meterline.log.kafka import KafkaAdmin, KafkaProducer
 from tests.ingest.conftest import BATCH, LogTap, gateway_client
+from tests.support.kafka import PrivateBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kafka, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,29 +30,14 @@ PORT = 19092
 BOOTSTRAP = f"127.0.0.1:{PORT}"
 
 
-def kafka(command: str, home: Path) -> None:
-    env = {
-        **os.environ,
-        "KAFKA_PORT": str(PORT),
-        "METERLINE_KAFKA_HOME": str(home),
-        # Reuse the jars already fetched for the shared broker (no second download).
-        "KAFKA_STOP_TIMEOUT": "20",
-    }
-    shared_libs = ROOT / ".cache" / "kafka" / "libs"
-    if command == "up" and shared_libs.is_dir() and not (home / "libs").exists():
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "libs").symlink_to(shared_libs)
-    subprocess.run(["bash", str(SCRIPT), command], env=env, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("kafka19092")
-    kafka("up", home)
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(tmp_path_factory.mktemp("kafka19092"), PORT)
+    broker.up()
     try:
-        yield home
+        yield broker
     finally:
-        kafka("down", home)
+        broker.down()
 
 
 def wait_for_leaders(admin: KafkaAdmin, topic: str) -> None:
@@ -69,7 +53,7 @@ def wait_for_leaders(admin: KafkaAdmin, topic: str) -> None:
 
 
 async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
-    own_broker: Path,
+    own_broker: PrivateBroker,
 ) -> None:
     topic = f"meterline.test.down.{uuid.uuid4().hex[:8]}"
     admin = KafkaAdmin(BOOTSTRAP)
@@ -100,7 +84,7 @@ async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
 
             await send(0)
             assert answers == [202]
-            stopping = asyncio.create_task(asyncio.to_thread(kafka, "down", own_broker))
+            stopping = asyncio.create_task(asyncio.to_thread(own_broker.down))
             n = 1
             while not stopping.done():  # traffic during the whole shutdown
                 await asyncio.gather(*(send(n + k) for k in range(4)))
@@ -110,7 +94,7 @@ async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
             assert answers[-1] == 503
     finally:
         producer.close()
-    kafka("up", own_broker)
+    own_broker.up()
     wait_for_leaders(admin, topic)
     logged = {orjson.loads(r.value)["id"] for r in tap.records()}
     assert set(acknowledged) <= logged  # every 202 is durable; 503s may or may not be there

@@ -54,3 +54,36 @@ def kafka_broker() -> Iterator[str]:
     finally:
         if not was_up:
             subprocess.run(["bash", str(script), "down"], capture_output=True)
+
+
+class PrivateBroker:
+    """A broker of the test's own (own port, own data folder), for tests that stop it.
+
+    Never stop the shared broker: other tests use it. The jars already fetched for
+    the shared broker are linked in, so this costs no second download.
+    """
+
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.port = port
+        self.bootstrap = f"127.0.0.1:{port}"
+
+    def _run(self, command: str) -> None:
+        env = {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "METERLINE_KAFKA_HOME": str(self.home),
+            "KAFKA_STOP_TIMEOUT": "20",
+        }
+        shared_libs = ROOT / ".cache" / "kafka" / "libs"
+        if command == "up" and shared_libs.is_dir() and not (self.home / "libs").exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            (self.home / "libs").symlink_to(shared_libs)
+        script = ROOT / "deploy" / "kafka" / "kafka.sh"
+        subprocess.run(["bash", str(script), command], env=env, check=True, capture_output=True)
+
+    def up(self) -> None:
+        self._run("up")
+
+    def down(self) -> None:
+        self._run("down")
