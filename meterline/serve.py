@@ -48,6 +48,7 @@ class ProcessorThread:
 
     def __init__(self, settings: Settings, sink: Sink) -> None:
         self._stop = threading.Event()
+        self._sink = sink
         known_tenant = _known_tenants(settings)
         price_book = runtime.build_price_book(settings)
         dead_letters = runtime.LogDeadLetters(
@@ -87,8 +88,24 @@ class ProcessorThread:
             processor.close()
 
     def start(self) -> None:
+        self._repair()
         for thread in self._threads:
             thread.start()
+
+    def _repair(self) -> None:
+        """Before any worker inserts: restore meters a crash may have torn (verify.py)."""
+        from processor.verify import repair_recent
+
+        db = self._sink.database
+        last = self._sink.scalar(
+            f"SELECT toUnixTimestamp64Milli(max(processed_at)) FROM {db}.usage_events"
+        )
+        if not last:
+            return
+        # The torn INSERT, if any, is among the last ones written before the stop.
+        refused = repair_recent(self._sink, int(last) - 10 * 60_000)
+        for difference in refused:
+            log.error("usage_meters is above usage_events, left as is: %s", difference)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self._stop.set()
