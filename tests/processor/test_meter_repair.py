@@ -64,8 +64,8 @@ def test_a_meter_above_its_events_is_reported_not_changed(sink: ChdbSink) -> Non
     sink.insert_events(columns(["a"], 2), "ok")
     sink.query_raw(
         "INSERT INTO usage_meters (tenant, window_start, subject, model, events) "
-        f"SELECT 't', toStartOfMinute(fromUnixTimestamp64Milli(toInt64({NOW_MS - 120_000}), 'UTC')), "
-        "'acme', 'gpt-4o', 1",
+        "SELECT 't', toStartOfMinute(fromUnixTimestamp64Milli("
+        f"toInt64({NOW_MS - 120_000}), 'UTC')), 'acme', 'gpt-4o', 1",
         "CSV",
     )
     refused = repair_recent(sink, NOW_MS - 60_000)
