@@ -37,6 +37,7 @@ from meterline.log.base import (
     Record,
 )
 from processor import metrics
+from processor.chaos import Chaos
 from processor.decode import DeadLetter, Decoded, decode
 from processor.dedupe import Deduplicator
 from processor.pricing.base import PriceBook
@@ -93,6 +94,7 @@ class Processor:
         dedupe_horizon_days: int = 35,
         known_tenant: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
+        chaos: Chaos | None = None,
     ) -> None:
         self._consumer = consumer
         self._sink = sink
@@ -103,6 +105,7 @@ class Processor:
         self._batch_max_wait_s = batch_max_wait_s
         self._horizon_ms = dedupe_horizon_days * 86_400_000
         self._known_tenant = known_tenant
+        self._chaos = chaos or Chaos.from_env()
         self._clock = clock
         self.totals = BatchResult()
 
@@ -171,6 +174,8 @@ class Processor:
                 self._consumer.resume()
 
     def process_batch(self, records: list[Record]) -> BatchResult:
+        self._chaos.batch_started()
+        self._chaos.at("after_poll")
         result = BatchResult(records=len(records))
         metrics.EVENTS_READ.inc(len(records))
         metrics.BATCH_SIZE.observe(len(records))
@@ -256,12 +261,15 @@ class Processor:
                 + f"-n{len(records)}"
             )
             began = time.perf_counter()
-            self._sink.insert_events(columns.columns, token)
+            with self._chaos.around_insert():
+                self._sink.insert_events(columns.columns, token)
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
             result.stored = len(columns)
             now_s = time.time()
             for ingested in columns.columns["ingested_at"]:
                 metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - ingested / 1000))
+
+        self._chaos.at("after_insert")
 
         # Step 6. Commit: only now is the batch done as far as the log knows.
         try:
@@ -270,6 +278,8 @@ class Processor:
             # The rows are stored; whoever reads these offsets again is
             # stopped by step 2. Losing the commit costs only re-reading.
             log.warning("offset commit failed (batch is stored, will be re-read): %s", exc)
+
+        self._chaos.at("after_commit")
 
         # Step 7. Cache the keys we now know are stored.
         self._dedupe.remember(keys[i] for i in new_indexes)

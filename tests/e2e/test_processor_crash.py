@@ -73,5 +73,7 @@ def test_kafka_restart_after_kill_keeps_totals_exact(
         METERLINE_TOPIC=unique_topic,
         METERLINE_CONSUMER_GROUP=f"g-{unique_topic}",
         METERLINE_PARTITIONS="6",
+        # The killed member's partitions return after the session timeout: keep it short.
+        METERLINE_KAFKA_EXTRA='{"session.timeout.ms": 6000}',
         METERLINE_BATCH_MAX_EVENTS="300",
     )

@@ -134,6 +134,8 @@ class MeterlineProcess:
             for k, v in self.env.items()
             if k.startswith("METERLINE_")
         }
+        if "kafka_extra" in env:
+            env["kafka_extra"] = orjson.loads(env["kafka_extra"])  # JSON in the environment
         settings = load_settings(**env)
         admin = runtime.build_admin(settings)
         ends = admin.end_offsets(settings.topic)
