@@ -70,3 +70,23 @@ def test_a_meter_above_its_events_is_reported_not_changed(sink: ChdbSink) -> Non
     )
     refused = repair_recent(sink, NOW_MS - 60_000)
     assert [(d.column, d.from_events, d.in_meters) for d in refused] == [("events", 1, 2)]
+
+
+def test_daily_and_monthly_rollups_follow_the_billing_timezone(tmp_path: Path) -> None:
+    sink = ChdbSink(tmp_path / "tz", "mtz")
+    sink.migrate("Asia/Tokyo")
+    try:
+        cols = columns(["late-evening"], 0)
+        cols["time"] = [1_738_341_000_000]  # 2025-01-31 16:30 UTC = 2025-02-01 01:30 in Tokyo
+        sink.insert_events(cols, "tz")
+        assert sink.query_rows("SELECT toString(day) AS d, events FROM usage_meters_daily") == [
+            {"d": "2025-02-01", "events": 1}
+        ]
+        assert sink.query_rows("SELECT toString(month) AS m FROM usage_meters_monthly") == [
+            {"m": "2025-02-01"}
+        ]
+        assert sink.query_rows("SELECT toString(hour) AS h FROM usage_meters_hourly") == [
+            {"h": "2025-01-31 16:00:00"}
+        ]
+    finally:
+        sink.close()
