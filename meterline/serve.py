@@ -138,7 +138,9 @@ def serve(
         )
     runtime.ensure_topics(settings)
     sink: Sink | None = None
-    if processor or sql_endpoint:
+    # A ClickHouse server can be shared, so a gateway-only process opens it too
+    # (GET /api/usage reads from it); a chDB folder cannot, so it stays closed there.
+    if processor or sql_endpoint or settings.store == "clickhouse":
         sink = runtime.build_sink(settings)
         sink.migrate(settings.billing_timezone)
     worker = ProcessorThread(settings, sink) if processor and sink is not None else None
@@ -183,7 +185,7 @@ def serve(
             max_body_bytes=settings.max_body_bytes,
             max_event_bytes=settings.max_event_bytes,
             max_batch_events=settings.max_batch_events,
-            sink=sink if sql_endpoint else None,
+            sink=sink,
             sql_token=token,
             keys=keys,
             limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
