@@ -59,7 +59,14 @@ def dev(
     """Gateway + processor on this machine, no servers: embedded log + chDB."""
     _logging(verbose)
     # dev is local by definition: without METERLINE_API_KEYS_FILE it runs in open mode.
-    settings = _settings(port=port, data_dir=data_dir, log="embedded", store="chdb", open_mode=True)
+    settings = _settings(
+        port=port,
+        data_dir=data_dir,
+        log="embedded",
+        store="chdb",
+        open_mode=True,
+        log_format="text",
+    )
     from meterline.serve import serve
 
     if settings.api_keys_file is None:
@@ -120,7 +127,9 @@ def _live_meters(settings: Any) -> None:
     query = (
         "SELECT subject, sum(events) AS events, sum(input_tokens) AS input_tokens, "
         "sum(output_tokens) AS output_tokens, sum(images) AS images, "
-        "toString(sum(cost_usd)) AS cost_usd, toString(sum(price_usd)) AS price_usd, "
+        # Presentation only: half-even to 6 places (storage keeps 12).
+        "toString(roundBankers(sum(cost_usd), 6)) AS cost_usd, "
+        "toString(roundBankers(sum(price_usd), 6)) AS price_usd, "
         "sum(unpriced_events) AS unpriced FROM usage_meters GROUP BY subject ORDER BY subject"
     )
     stop = threading.Event()
