@@ -1,0 +1,44 @@
+"""``meterline bench``: measure the pipeline against its limits (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def bench(
+        quick: Annotated[
+            bool, typer.Option(help="Small run that proves every part works (for tests).")
+        ] = False,
+        events: Annotated[
+            int, typer.Option(help="Events for the processor run (>= 2M for the RSS row).")
+        ] = 2_100_000,
+        peer: Annotated[bool, typer.Option(help="Run the Quix Streams peer.")] = True,
+        bootstrap: Annotated[
+            str | None, typer.Option(help="Kafka bootstrap (default: start deploy/kafka).")
+        ] = None,
+    ) -> None:
+        """Benchmark against real Kafka and chDB; print one table of ratios to limits/peers."""
+        try:
+            from bench.run import Options, run
+        except ImportError as exc:
+            raise typer.BadParameter(
+                f"{exc.name} is missing: run `meterline bench` from a source checkout "
+                "with the server extra installed"
+            ) from exc
+        report = run(
+            Options(quick=quick, events=events, peer=peer, bootstrap=bootstrap),
+            say=lambda line: typer.echo(line, err=True),
+        )
+        typer.echo(report.table())
+        for line in report.checks:
+            typer.echo(f"check ok: {line}")
+        for line in report.notes:
+            typer.echo(f"note: {line}")
+        for line in report.problems:
+            typer.echo(f"CHECK FAILED: {line}", err=True)
+        if report.problems:
+            raise typer.Exit(1)

@@ -1,0 +1,28 @@
+"""``meterline bench --quick`` runs every part end to end and its result checks pass.
+
+No timing is asserted (DESIGN §8: performance is measured by the command, never
+by timed tests); the checks are exact totals against an independent ground truth.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.run import Options, run
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> None:
+    report = run(Options(quick=True, bootstrap=kafka_bootstrap), say=lambda _line: None)
+
+    assert report.problems == []
+    parts = {row.part for row in report.rows}
+    assert {"pricing", "emitter", "kafka", "processor", "gateway", "end to end", "memory"} <= parts
+    # Both processor runs compared usage_events and usage_meters with the ground truth.
+    assert sum("every sum exact" in line for line in report.checks) == 4
+    assert sum("calc_price" in line for line in report.checks) == 4
+    # The peer row is there, or a note says why it is missing.
+    assert "peer" in parts or any("peer" in note for note in report.notes)
+    header = report.table().splitlines()[0]
+    assert "limit / peer" in header and "ratio" in header
