@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from meterline import cli_keys, cli_ops, cli_price
@@ -30,14 +31,33 @@ DataDir = Annotated[
 ]
 
 
-def _settings(**overrides: Any) -> Any:
-    from meterline.config import load_settings
+def _missing_extras(exc: ImportError) -> typer.Exit:
+    err.print(
+        f"[red]error:[/red] {exc.name} is not installed: this command needs the server "
+        "extras: pip install 'meterline\\[server]'"
+    )
+    return typer.Exit(2)
 
+
+def _settings(**overrides: Any) -> Any:
+    try:
+        from meterline.config import load_settings
+    except ImportError as exc:
+        raise _missing_extras(exc) from None
     try:
         return load_settings(**overrides)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+
+
+def _serve() -> Any:
+    """The server side, or a clear message when only the SDK is installed."""
+    try:
+        from meterline.serve import serve
+    except ImportError as exc:
+        raise _missing_extras(exc) from None
+    return serve
 
 
 def _logging(verbose: bool) -> None:
@@ -67,7 +87,7 @@ def dev(
         open_mode=True,
         log_format="text",
     )
-    from meterline.serve import serve
+    serve = _serve()
 
     if settings.api_keys_file is None:
         err.print(
@@ -95,7 +115,7 @@ def dev(
     try:
         serve(settings, on_started=started)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -204,7 +224,7 @@ def sql(
             finally:
                 sink.close()
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     if fmt == "table":
         console.print(_table(orjson.loads(body)))
@@ -224,7 +244,7 @@ def migrate(data_dir: DataDir = None) -> None:
         sink.close()
         runtime.ensure_topics(settings)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     console.print(f"database {settings.database!r} is up to date ({settings.store})")
 
@@ -238,7 +258,7 @@ def run(
     """Gateway + processor in one process, with the configured log and store (env METERLINE_*)."""
     _logging(verbose)
     settings = _settings(port=port, data_dir=data_dir)
-    from meterline.serve import serve
+    serve = _serve()
 
     def started(url: str) -> None:
         console.print(f"meterline is running at {url} (log={settings.log}, store={settings.store})")
@@ -246,7 +266,7 @@ def run(
     try:
         serve(settings, on_started=started)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -255,12 +275,12 @@ def gateway(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -
     """Run the HTTP gateway only (scale it out behind a load balancer)."""
     _logging(verbose)
     settings = _settings()
-    from meterline.serve import serve
+    serve = _serve()
 
     try:
         serve(settings, processor=False, sql_endpoint=False)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -269,12 +289,12 @@ def processor(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False)
     """Run the processor only (METERLINE_WORKERS consumer-group members in this process)."""
     _logging(verbose)
     settings = _settings()
-    from meterline.serve import serve
+    serve = _serve()
 
     try:
         serve(settings, gateway=False, sql_endpoint=False)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
@@ -41,7 +42,7 @@ def _settings(**overrides: Any) -> Any:
     try:
         return load_settings(**overrides)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -62,7 +63,7 @@ def verify_command(
         finally:
             sink.close()
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if not differences:
         console.print("[green]usage_meters matches usage_events exactly[/green]")
@@ -116,7 +117,7 @@ def replay_command(
         admin = runtime.build_admin(settings)
         sink = runtime.build_sink(settings)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     try:
         sink.migrate(settings.billing_timezone)
@@ -141,7 +142,7 @@ def replay_command(
             )
         rows = compare(sink, run)
     except MeterlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     finally:
         sink.close()
