@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa  # type: ignore[import-untyped]  # a dependency of chdb
 from chdb import session as chdb_session
 
 from meterline.errors import StoreError
@@ -35,6 +37,30 @@ def _select_expr(name: str, kind: type) -> str:
 
 
 _INSERT_SELECT = ", ".join(_select_expr(n, k) for n, k in EVENT_COLUMNS.items())
+_ARROW_TYPES = {
+    str: pa.string(),
+    int: pa.int64(),
+    Decimal: pa.decimal128(38, 12),
+    dict: pa.string(),
+}
+# Not nullable: no column of usage_events is, and chDB reads nullable Arrow as Nullable(T).
+_ARROW_SCHEMA = pa.schema(
+    [pa.field(name, _ARROW_TYPES[kind], nullable=False) for name, kind in EVENT_COLUMNS.items()]
+)
+
+
+def _arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
+    arrays = []
+    for name, kind in EVENT_COLUMNS.items():
+        values = columns[name]
+        if kind is dict:
+            dumps = orjson.dumps
+            arrays.append(pa.array([dumps(v).decode() for v in values], pa.string()))
+        elif kind is Decimal:
+            arrays.append(pa.array([str(v) for v in values], pa.string()))
+        else:
+            arrays.append(pa.array(values, _ARROW_TYPES[kind]))
+    return pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA)
 
 
 class ChdbSink(Sink):
@@ -99,17 +125,10 @@ class ChdbSink(Sink):
     def insert_events(
         self, columns: Mapping[str, list[Any]], dedup_token: str, run: str | None = None
     ) -> None:
-        # chDB's Python() table function finds `rows` by name in this frame.
-        rows = {  # noqa: F841 - read by chDB's Python(rows) below
-            name: (
-                [orjson.dumps(v).decode() for v in columns[name]]
-                if kind is dict
-                else [str(v) for v in columns[name]]
-                if kind.__name__ == "Decimal"
-                else columns[name]
-            )
-            for name, kind in EVENT_COLUMNS.items()
-        }
+        # chDB's Python() table function finds `rows` by name in this frame. An
+        # Arrow table, built column by column in C, is read several times faster
+        # than Python lists (DESIGN §6).
+        rows = _arrow_table(columns)  # noqa: F841 - read by chDB's Python(rows) below
         token = dedup_token
         with self._lock:
             try:
