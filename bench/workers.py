@@ -55,7 +55,7 @@ def produce(args: dict[str, Any]) -> dict[str, Any]:
     messages = encode(events)
     producer = Producer(producer_settings(args["bootstrap"]))
     topic = args["topic"]
-    hdrs = headers(int(time.time() * 1000))
+    hdrs: list[tuple[str, str | bytes | None]] = list(headers(int(time.time() * 1000)))
     errors: list[Any] = []
 
     def delivered(err: Any, _msg: Any) -> None:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from meterline import cli_keys, cli_ops, cli_price
+from meterline import cli_bench, cli_keys, cli_ops, cli_price
 from meterline.errors import MeterlineError
 
 app = typer.Typer(
@@ -302,6 +302,7 @@ def processor(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False)
 cli_price.register(app)
 cli_keys.register(app)
 cli_ops.register(app)
+cli_bench.register(app)
 
 
 def main() -> None:

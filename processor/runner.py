@@ -265,8 +265,11 @@ class Processor:
                 self._sink.insert_events(columns.columns, token)
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
             result.stored = len(columns)
+            # A sample of ~100 per batch keeps the delay distribution; one
+            # observe() per event cost 5% of the processor's time.
             now_s = time.time()
-            for ingested in columns.columns["ingested_at"]:
+            ingested_at = columns.columns["ingested_at"]
+            for ingested in ingested_at[:: max(1, len(ingested_at) // 100)]:
                 metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - ingested / 1000))
 
         self._chaos.at("after_insert")

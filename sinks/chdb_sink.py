@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa  # type: ignore[import-untyped]  # a dependency of chdb
+import pyarrow as pa
 from chdb import session as chdb_session
 
 from meterline.errors import StoreError
