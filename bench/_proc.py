@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import socket
 import sys
 from typing import Any
@@ -20,8 +19,16 @@ def rss_mib() -> float:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (MiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process so far (MiB).
+
+    VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork+exec, so
+    every worker would report the (large) peak of the bench process that started it.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def pid_rss_mib(pid: int) -> tuple[float, float]:

@@ -23,7 +23,6 @@ The job, written the way Quix Streams documents it:
 
 from __future__ import annotations
 
-import resource
 import sys
 import tempfile
 import time
@@ -173,7 +172,7 @@ def main() -> None:
                 "updates": marks["updates"],
                 "seconds": (marks["last"] or time.perf_counter()) - (marks["first"] or began),
                 "stored_window_events": int(rows.decode().strip().strip('"') or 0),
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mib": _peak_rss_mib(),
             }
         ).decode(),
         flush=True,
@@ -183,6 +182,15 @@ def main() -> None:
 def _event_ms(value: str) -> int:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _peak_rss_mib() -> float:
+    """VmHWM (ru_maxrss would carry over the parent's peak across fork+exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 if __name__ == "__main__":

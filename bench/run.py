@@ -211,29 +211,6 @@ def _processor(
         )
     )
     _check_totals(report, truth, ours, events)
-    say("meterline processor, proposed GC setting ...")
-    tuned = _role(
-        "processor",
-        {
-            **common,
-            "group": f"bench-proc-gc-{run_id}",
-            "data_dir": str(work / "proc-gc"),
-            "gc_tuned": True,
-        },
-    )
-    tuned_rate = tuned["events"] / tuned["seconds"]
-    report.rows.append(
-        Row(
-            "processor",
-            "end to end, gc.freeze + threshold",
-            tuned_rate,
-            "events/s",
-            "bare consumer",
-            bare_rate,
-            "≥ 100k/s, ≥ 0.5x",
-        )
-    )
-    _check_totals(report, truth, tuned, events)
     peer_rate = _peer(report, options, common, truth.unique, run_id, say)
     if peer_rate:
         report.rows.append(

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 import time
@@ -113,14 +112,8 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
     from meterline.config import load_settings
     from meterline.log.base import Record
     from meterline.log.kafka import KafkaConsumer
-    from processor.runner import Processor
+    from processor.runner import Processor, tune_gc
 
-    if args.get("gc_tuned"):
-        # The proposed start-up setting (see docs/benchmarks.md): objects alive
-        # at start-up leave the collector's generations, and young-generation
-        # collections run every 50k allocations instead of every 700.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
     settings = load_settings(
         log="kafka",
         store="chdb",
@@ -154,6 +147,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         dedupe_cache_ids=settings.dedupe_cache_ids,
         dedupe_horizon_days=settings.dedupe_horizon_days,
     )
+    tune_gc()  # as `meterline processor` does once start-up is done
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from meterline import runtime
 from meterline.config import Settings
 from meterline.errors import ConfigError
 from meterline.instance import Instance
-from processor.runner import Processor
+from processor.runner import Processor, tune_gc
 from sinks.base import Sink
 
 log = logging.getLogger("meterline")
@@ -90,14 +89,7 @@ class ProcessorThread:
 
     def start(self) -> None:
         self._repair()
-        # The hot loop allocates millions of short-lived objects (decoded JSON,
-        # row tuples) that reference counting frees; the cyclic collector's
-        # default thresholds made it run constantly over the long-lived start-up
-        # objects (~40% of processor time in the benchmark's profile). Freeze
-        # what start-up built and collect cycles far less often.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        tune_gc()
         for thread in self._threads:
             thread.start()
 
