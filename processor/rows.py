@@ -13,7 +13,7 @@ import orjson
 
 from processor.decode import Decoded
 from processor.pricing.base import Priced
-from schemas.usage import ChargeUsage, ImageUsage, TokenUsage, UnitsUsage
+from schemas.usage import TOKEN_FIELDS, ChargeUsage, ImageUsage, TokenUsage, UnitsUsage
 from sinks.base import EVENT_COLUMNS
 
 ONE = Decimal(1)
@@ -21,17 +21,7 @@ ZERO = Decimal(0)
 # The columns are Decimal(38, 12). Rounding here, half-even and explicit, makes
 # the stored value deterministic instead of leaving it to the engine's cast.
 SCALE = Decimal("1e-12")
-_TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-)
-_NO_TOKENS = (0,) * len(_TOKEN_FIELDS)
+_NO_TOKENS = (0,) * len(TOKEN_FIELDS)
 
 
 def _custom_quantity(data: Any) -> Decimal:
@@ -145,7 +135,7 @@ def _other_head(item: Decoded) -> tuple[Any, ...]:
     amount = ZERO
     if isinstance(usage, TokenUsage):  # a subclass: take the general path
         provider, model, unit = usage.provider, usage.model, "token"
-        tokens = tuple(getattr(usage, f) for f in _TOKEN_FIELDS)
+        tokens = tuple(getattr(usage, f) for f in TOKEN_FIELDS)
         return (
             provider,
             model,

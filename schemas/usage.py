@@ -33,6 +33,19 @@ MAX_TOKENS = 10**12  # far above any real request; catches unit mix-ups (bytes, 
 MAX_SIGNIFICANT_FLOAT_DIGITS = 15  # every decimal of <= 15 significant digits survives a double
 
 
+# The token vector of TokenUsage, in column order (usage_events, usage_meters).
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+)
+
+
 class EventType(StrEnum):
     """CloudEvents ``type`` values meterline prices and meters natively."""
 

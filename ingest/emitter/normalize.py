@@ -24,19 +24,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from schemas import usage as _usage
+
 log = logging.getLogger(__name__)
 
 TokenFields = dict[str, int]
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-)
+TOKEN_FIELDS = _usage.TOKEN_FIELDS  # re-exported: the emitter builds events with it
 
 
 def field(obj: Any, *names: str) -> Any:

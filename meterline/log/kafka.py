@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -100,31 +100,34 @@ class KafkaProducer(LogProducer):
                 loop.call_soon_threadsafe(finish)
 
         deadline = time.monotonic() + self._timeout_s
-        produce = self._producer.produce
         for message in messages:
-            while True:
-                try:
-                    produce(
-                        self.topic,
-                        value=message.value,
-                        key=message.key,
-                        headers=list(message.headers),
-                        on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:
-                    # Local queue full: Kafka is slow or away. Wait, bounded by the deadline.
-                    if time.monotonic() > deadline:
-                        raise LogUnavailable(
-                            "Kafka producer queue is full", retry_after=2.0
-                        ) from None
-                    await asyncio.sleep(0.01)
-                except KafkaException as exc:
-                    raise LogUnavailable(f"Kafka produce failed: {exc}") from exc
+            while not self._try_produce(message, on_delivery):
+                # Local queue full: Kafka is slow or away. Wait, bounded by the deadline.
+                if time.monotonic() > deadline:
+                    raise LogUnavailable("Kafka producer queue is full", retry_after=2.0)
+                await asyncio.sleep(0.01)
         try:
             await asyncio.wait_for(done, max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             raise LogUnavailable("Kafka did not acknowledge in time", retry_after=2.0) from None
+
+    def _try_produce(
+        self, message: OutMessage, on_delivery: Callable[[KafkaError | None, object], None]
+    ) -> bool:
+        """Queue one message; False when librdkafka's local queue is full."""
+        try:
+            self._producer.produce(
+                self.topic,
+                value=message.value,
+                key=message.key,
+                headers=list(message.headers),
+                on_delivery=on_delivery,
+            )
+        except BufferError:
+            return False
+        except KafkaException as exc:
+            raise LogUnavailable(f"Kafka produce failed: {exc}") from exc
+        return True
 
     def publish_sync(self, messages: Sequence[OutMessage]) -> None:
         errors: list[KafkaError] = []
@@ -133,20 +136,13 @@ class KafkaProducer(LogProducer):
             if err is not None:
                 errors.append(err)
 
+        deadline = time.monotonic() + self._timeout_s
         for message in messages:
-            while True:
-                try:
-                    self._producer.produce(
-                        self.topic,
-                        value=message.value,
-                        key=message.key,
-                        headers=list(message.headers),
-                        on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self._producer.flush(1.0)
-        if self._producer.flush(self._timeout_s) > 0:
+            while not self._try_produce(message, on_delivery):
+                if time.monotonic() > deadline:
+                    raise LogUnavailable("Kafka producer queue is full", retry_after=2.0)
+                self._producer.flush(0.1)
+        if self._producer.flush(max(0.1, deadline - time.monotonic())) > 0:
             raise LogUnavailable("Kafka did not acknowledge in time")
         if errors:
             raise LogUnavailable(f"Kafka refused a message: {errors[0]}")
