@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from meterline.log.base import TENANT_HEADER, Record
 from schemas.envelope import ValidEvent, parse_event
+from schemas.usage import UnitsUsage, _UsageData
+
+ONE = Decimal(1)
+_UNIT = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -20,6 +28,9 @@ class Decoded:
     event: ValidEvent
     tenant: str
     time_ms: int  # event time; the ingest time when the event has none
+    # The usage to price and store: the event's own for meterline types, custom
+    # units (see ``custom_usage``) for any other type.
+    usage: _UsageData
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,34 @@ def time_ms(value: str) -> int:
     moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     # Integer arithmetic: float seconds * 1000 can land on ...122.9999 and lose a ms.
     return (moment - _EPOCH) // _MS
+
+
+def custom_usage(data: Any) -> UnitsUsage:
+    """An event of a type meterline does not know, as custom units.
+
+    unit = ``data.unit`` when it is a clean name, else "event"; quantity =
+    ``data.quantity`` when it is a non-negative number (int or decimal string),
+    else 1. It is priced only if the price book has a units rule for its
+    (type, unit); otherwise it is stored unpriced and counted, never guessed.
+    """
+    unit, quantity = "event", ONE
+    if isinstance(data, dict):
+        raw_unit = data.get("unit")
+        if isinstance(raw_unit, str) and _UNIT.fullmatch(raw_unit):
+            unit = raw_unit
+        value = data.get("quantity")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            quantity = Decimal(value)
+        elif isinstance(value, str):
+            try:
+                parsed = Decimal(value)
+            except ArithmeticError:
+                parsed = ONE
+            if parsed.is_finite() and parsed >= 0:
+                quantity = parsed
+    # Columns hold 12 decimals: round here, half-even, rather than in the engine.
+    quantity = quantity.quantize(Decimal("1e-12"), ROUND_HALF_EVEN)
+    return UnitsUsage.model_validate({"unit": unit, "quantity": quantity})
 
 
 def decode(record: Record) -> Decoded | DeadLetter:
@@ -51,9 +90,16 @@ def decode(record: Record) -> Decoded | DeadLetter:
         detail = "; ".join(f"{p.field}: {p.message}" for p in parsed)
         return DeadLetter(record, "invalid_event", detail)
     moment = parsed.envelope.time
+    usage = parsed.usage
+    if usage is None:
+        try:
+            usage = custom_usage(parsed.raw.get("data"))
+        except ValidationError as exc:  # e.g. a quantity beyond Decimal(38, 12)
+            return DeadLetter(record, "invalid_event", f"custom quantity: {exc}")
     return Decoded(
         record,
         parsed,
         tenant_raw.decode("utf-8", "replace"),
         time_ms(moment) if moment is not None else record.timestamp_ms,
+        usage,
     )

@@ -104,7 +104,7 @@ def _rebill(
         if key in stored:
             continue
         env = item.event.envelope
-        priced = price_book.price(env.type, item.event.usage, item.time_ms, env.subject or "")
+        priced = price_book.price(env.type, item.usage, item.time_ms, env.subject or "")
         result.unpriced += not priced.priced
         columns.add(item, priced, price_book.version, now_ms)
     if len(columns):

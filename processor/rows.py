@@ -24,21 +24,6 @@ SCALE = Decimal("1e-12")
 _NO_TOKENS = (0,) * len(TOKEN_FIELDS)
 
 
-def _custom_quantity(data: Any) -> Decimal:
-    """Unknown event types: ``data.quantity`` when it is a number, else 1."""
-    if isinstance(data, dict):
-        value = data.get("quantity")
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return Decimal(value)
-        if isinstance(value, str):
-            try:
-                parsed = Decimal(value)
-            except ArithmeticError:
-                return ONE
-            return parsed if parsed.is_finite() and parsed >= 0 else ONE
-    return ONE
-
-
 class EventColumns:
     """usage_events rows being collected for one insert.
 
@@ -70,7 +55,7 @@ class EventColumns:
 
     def add(self, item: Decoded, priced: Priced, price_book: str, now_ms: int) -> None:
         env = item.event.envelope
-        usage = item.event.usage
+        usage = item.usage
         record = item.record
         kind = type(usage)
         if kind is TokenUsage:
@@ -120,7 +105,7 @@ class EventColumns:
                 record.offset,
                 record.timestamp_ms,
                 now_ms,
-                dict(usage.metadata) if usage is not None else {},
+                dict(usage.metadata),
                 value.decode("utf-8") if value else orjson.dumps(item.event.raw).decode(),
             )
         )
@@ -128,7 +113,7 @@ class EventColumns:
 
 def _other_head(item: Decoded) -> tuple[Any, ...]:
     """provider .. charge_currency for every type but tokens (the rare ones)."""
-    usage = item.event.usage
+    usage = item.usage
     provider = model = unit = image_size = image_quality = currency = ""
     images = 0
     quantity = ONE
@@ -158,13 +143,11 @@ def _other_head(item: Decoded) -> tuple[Any, ...]:
         provider, model, unit, quantity = usage.provider, usage.model, usage.unit, usage.quantity
     elif isinstance(usage, ChargeUsage):
         unit, amount, currency = "charge", usage.amount, usage.currency
-    else:
-        quantity = _custom_quantity(item.event.raw.get("data"))
     return (
         provider,
         model,
-        usage.feature if usage is not None else "",
-        usage.user if usage is not None else "",
+        usage.feature,
+        usage.user,
         *_NO_TOKENS,
         images,
         image_size,

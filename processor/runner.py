@@ -238,7 +238,7 @@ class Processor:
             item = good[index]
             priced = price_book.price(
                 item.event.envelope.type,
-                item.event.usage,
+                item.usage,
                 item.time_ms,
                 item.event.envelope.subject or "",
             )

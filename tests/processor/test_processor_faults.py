@@ -278,3 +278,66 @@ def test_events_of_unknown_tenants_are_dead_lettered(log_path: Path, sink: ChdbS
     assert [(dict(r.headers)["meterline-dlq-reason"], r.key) for r in letters] == [
         (b"unknown_tenant", ghost["id"].encode())
     ]
+
+
+def test_custom_event_types_are_priced_only_by_a_units_rule_for_their_type(
+    log_path: Path, sink: ChdbSink, tmp_path: Path
+) -> None:
+    from processor.pricing import BookPriceBook
+
+    book = tmp_path / "book.yaml"
+    book.write_text(
+        "format: 1\nname: custom\nunits:\n"
+        "  - {type: com.acme.report, unit: page, cost_usd: '0.01', price_usd: '0.05'}\n"
+    )
+    base = {"specversion": "1.0", "source": "/acme", "subject": "acme"}
+    priced = {
+        **base,
+        "id": "r1",
+        "type": "com.acme.report",
+        "data": {"unit": "page", "quantity": 3},
+    }
+    other_unit = {**base, "id": "r2", "type": "com.acme.report", "data": {"quantity": "2.5"}}
+    unknown = {**base, "id": "r3", "type": "com.acme.other", "data": {"unit": "page"}}
+    EmbeddedProducer(log_path, "events").publish_sync(
+        [message(priced), message(other_unit), message(unknown)]
+    )
+    processor = Processor(
+        EmbeddedConsumer(log_path, "events", "g"),
+        sink,
+        BookPriceBook.from_file(book),
+        LogDeadLetters(EmbeddedProducer(log_path, "events.dlq")),
+        batch_max_wait_s=0.05,
+    )
+    worker = Worker(processor)
+    wait(lambda: processor.totals.records == 3)
+    worker.stop()
+    assert rows(
+        sink,
+        "SELECT id, unit, quantity, cost_usd, price_usd, priced FROM usage_events ORDER BY id",
+    ) == [
+        {
+            "id": "r1",
+            "unit": "page",
+            "quantity": "3",
+            "cost_usd": "0.03",
+            "price_usd": "0.15",
+            "priced": "1",
+        },
+        {
+            "id": "r2",
+            "unit": "event",
+            "quantity": "2.5",
+            "cost_usd": "0",
+            "price_usd": "0",
+            "priced": "0",
+        },
+        {
+            "id": "r3",
+            "unit": "page",
+            "quantity": "1",
+            "cost_usd": "0",
+            "price_usd": "0",
+            "priced": "0",
+        },
+    ]
