@@ -24,7 +24,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 MAX_METADATA_KEYS = 32
 MAX_METADATA_KEY_CHARS = 64
@@ -101,11 +108,14 @@ class _UsageData(BaseModel):
         f"<= {MAX_METADATA_KEY_CHARS} chars, values <= {MAX_METADATA_VALUE_CHARS} chars.",
     )
 
-    @model_validator(mode="after")
-    def _bounded_metadata(self) -> _UsageData:
-        if len(self.metadata) > MAX_METADATA_KEYS:
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, metadata: dict[str, str]) -> dict[str, str]:
+        # A field validator, not a model validator: it runs only when metadata
+        # is sent (most events have none), and the error names data.metadata.
+        if len(metadata) > MAX_METADATA_KEYS:
             raise ValueError(f"metadata has more than {MAX_METADATA_KEYS} keys")
-        for key, value in self.metadata.items():
+        for key, value in metadata.items():
             if not key or len(key) > MAX_METADATA_KEY_CHARS:
                 raise ValueError(
                     f"metadata key {key[:80]!r} must be 1-{MAX_METADATA_KEY_CHARS} chars"
@@ -114,7 +124,7 @@ class _UsageData(BaseModel):
                 raise ValueError(
                     f"metadata value of {key!r} exceeds {MAX_METADATA_VALUE_CHARS} chars"
                 )
-        return self
+        return metadata
 
 
 class TokenUsage(_UsageData):

@@ -99,3 +99,16 @@ def test_money_as_string_is_exact_and_long_json_numbers_are_refused() -> None:
 def test_problem_serialises_without_index_for_single_events() -> None:
     assert Problem("c", "f", "m").as_dict() == {"code": "c", "field": "f", "message": "m"}
     assert Problem("c", "f", "m", 3).as_dict()["index"] == 3
+
+
+def test_metadata_is_bounded_and_the_problem_names_it() -> None:
+    too_many = {f"k{i}": "v" for i in range(33)}
+    assert problems(token_event(input_tokens=1, metadata=too_many)) == [
+        ("data.metadata", "value_error")
+    ]
+    assert problems(token_event(input_tokens=1, metadata={"k": "x" * 1025})) == [
+        ("data.metadata", "value_error")
+    ]
+    ok = parse_event(token_event(input_tokens=1, metadata={"team": "search"}))
+    assert isinstance(ok, ValidEvent) and ok.usage is not None
+    assert ok.usage.metadata == {"team": "search"}
