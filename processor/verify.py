@@ -41,7 +41,7 @@ class Difference:
     in_meters: Any
 
 
-def _recomputed(database: str, start: str, end: str) -> str:
+def _recomputed(database: str, start: str, end: str, windows: str = "") -> str:
     sums = {
         "events": "count()",
         "unpriced_events": "countIf(priced = 0)",
@@ -51,20 +51,27 @@ def _recomputed(database: str, start: str, end: str) -> str:
     keys = ", ".join(METER_KEYS).replace("window_start", "toStartOfMinute(time) AS window_start")
     return (
         f"SELECT {keys}, {columns} FROM {database}.usage_events "
-        f"WHERE time >= {start} AND time < {end} GROUP BY {', '.join(METER_KEYS)}"
+        f"WHERE time >= {start} AND time < {end}"
+        + (f" AND toStartOfMinute(time) IN ({windows})" if windows else "")
+        + f" GROUP BY {', '.join(METER_KEYS)}"
     )
 
 
-def _stored(database: str, start: str, end: str) -> str:
+def _stored(database: str, start: str, end: str, windows: str = "") -> str:
     columns = ", ".join(f"sum({c}) AS {c}" for c in METER_SUMS)
     return (
         f"SELECT {', '.join(METER_KEYS)}, {columns} FROM {database}.usage_meters "
-        f"WHERE window_start >= {start} AND window_start < {end} GROUP BY {', '.join(METER_KEYS)}"
+        f"WHERE window_start >= {start} AND window_start < {end}"
+        + (f" AND window_start IN ({windows})" if windows else "")
+        + f" GROUP BY {', '.join(METER_KEYS)}"
     )
 
 
-def verify(sink: Sink, from_ms: int, to_ms: int) -> list[Difference]:
-    """Every (group, column) where usage_meters differs from what usage_events implies."""
+def verify(sink: Sink, from_ms: int, to_ms: int, windows: str = "") -> list[Difference]:
+    """Every (group, column) where usage_meters differs from what usage_events implies.
+
+    ``windows``, a SQL subquery of window starts, narrows the check to those minutes.
+    """
     start_ms = from_ms - from_ms % MINUTE_MS
     end_ms = to_ms + (-to_ms % MINUTE_MS)
     start = f"fromUnixTimestamp64Milli(toInt64({start_ms}), 'UTC')"
@@ -78,8 +85,8 @@ def verify(sink: Sink, from_ms: int, to_ms: int) -> list[Difference]:
     )
     on = " AND ".join(f"e.{k} = m.{k}" for k in METER_KEYS)
     rows = sink.query_rows(
-        f"SELECT {select} FROM ({_recomputed(db, start, end)}) AS e "
-        f"FULL OUTER JOIN ({_stored(db, start, end)}) AS m ON {on} "
+        f"SELECT {select} FROM ({_recomputed(db, start, end, windows)}) AS e "
+        f"FULL OUTER JOIN ({_stored(db, start, end, windows)}) AS m ON {on} "
         f"WHERE {differs} SETTINGS join_use_nulls = 0"
     )
     out = []
@@ -112,7 +119,13 @@ def repair_recent(sink: Sink, processed_since_ms: int) -> list[Difference]:
         return []  # min() over no rows is the epoch
     first = _ms(windows[0]["first"])
     last = _ms(windows[0]["last"]) + 1
-    differences = verify(sink, first, last)
+    # Only the minutes those events fall in: a late event must not turn this
+    # start-up check into a scan of every window between it and now.
+    touched = (
+        f"SELECT DISTINCT toStartOfMinute(time) FROM {sink.database}.usage_events "
+        f"WHERE processed_at >= fromUnixTimestamp64Milli(toInt64({processed_since_ms}), 'UTC')"
+    )
+    differences = verify(sink, first, last, touched)
     by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
     refused: list[Difference] = []
     for d in differences:
