@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,7 +127,9 @@ def _example_curl(url: str) -> str:
         "source": "/my/app",
         "type": "io.meterline.usage.tokens",
         "subject": "customer-42",
-        "time": "2025-01-01T12:00:00.000Z",
+        # Now, not a fixed date: events older than the 35-day dedupe horizon go to
+        # the dead-letter queue, and a newcomer's first event must show up.
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "data": {
             "provider": "openai",
             "model": "gpt-4o",

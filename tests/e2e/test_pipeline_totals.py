@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from tests.support.events import ground_truth, make_events, stored_totals, totals_query
@@ -47,3 +48,14 @@ def test_kafka_pipeline_counts_each_event_once_with_exact_totals(
     kafka_stack: MeterlineProcess,
 ) -> None:
     _assert_exact(kafka_stack, *_send_with_retries_and_duplicates(kafka_stack))
+
+
+def test_the_example_event_printed_by_dev_is_stored(embedded_stack: MeterlineProcess) -> None:
+    from meterline.cli import _example_curl
+
+    command = _example_curl(embedded_stack.url)
+    event = orjson.loads(command.split(" -d '", 1)[1].rstrip("'"))
+    assert embedded_stack.post(event, "application/cloudevents+json").status_code == 202
+    embedded_stack.wait_stored(1)
+    row = embedded_stack.sql("SELECT subject, model, priced FROM usage_events")[0]
+    assert row == {"subject": "customer-42", "model": "gpt-4o", "priced": 1}
