@@ -97,11 +97,6 @@ def decode_request(
     return decode(choose_mode(content_type, headers), content_type, headers, body)
 
 
-def decode_body(content_type: str | None, body: bytes) -> list[Any]:
-    """The events of a request without ``ce-*`` headers (structured, batch, plain JSON)."""
-    return decode_request(content_type, (), body).items
-
-
 def _json(body: bytes) -> Any:
     try:
         return orjson.loads(body)

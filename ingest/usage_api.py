@@ -30,15 +30,14 @@ from ingest.codec import media_type
 from ingest.gateway import Gateway
 from ingest.problems import HTTPProblem
 from meterline.errors import StoreError
-from processor.decode import time_ms
 from schemas.envelope import parse_event
 from schemas.problems import Problem
+from schemas.times import EPOCH, format_ms, from_ms, to_ms
 from schemas.usage import MAX_TOKENS, EventType
 
 SOURCE = "/api/usage"
 MAX_ROWS = 10_000
 MAX_IDEMPOTENCY_KEY = 255
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 Name = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS, strict=True)]
@@ -62,13 +61,9 @@ class UsageIn(BaseModel):
         if value is None:
             return None
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if not _EPOCH <= value < _LATEST:
+        if not EPOCH <= value < _LATEST:
             raise ValueError("must be between 1970 and 2200")
         return value
-
-
-def rfc3339_ms(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def decimal_str(value: Decimal) -> str:
@@ -98,7 +93,7 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
             [Problem("too_long", "Idempotency-Key", f"at most {MAX_IDEMPOTENCY_KEY} characters")],
         )
     moment = usage.request_timestamp or datetime.now(UTC)
-    stamp = rfc3339_ms(moment)
+    stamp = format_ms(moment)
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": event_id,
@@ -124,9 +119,7 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
     price_book = gateway.price_book
     if price_book is None:
         raise HTTPProblem(501, "pricing-not-configured", "this gateway has no price book")
-    priced = price_book.price(
-        EventType.TOKENS.value, parsed.usage, time_ms(stamp), usage.project_id
-    )
+    priced = price_book.price(EventType.TOKENS.value, parsed.usage, to_ms(moment), usage.project_id)
     request.state.events = 1
     await gateway.publish(gateway.messages([(parsed, orjson.dumps(event))], key.tenant))
     return JSONResponse(
@@ -172,9 +165,9 @@ async def get_usage(gateway: Gateway, request: Request) -> Response:
     if project_id is not None:
         where.append(f"subject = {quote(project_id)}")
     if since is not None:
-        where.append(f"time >= fromUnixTimestamp64Milli({_ms(since)}, 'UTC')")
+        where.append(f"time >= fromUnixTimestamp64Milli({to_ms(since)}, 'UTC')")
     if until is not None:
-        where.append(f"time < fromUnixTimestamp64Milli({_ms(until)}, 'UTC')")
+        where.append(f"time < fromUnixTimestamp64Milli({to_ms(until)}, 'UTC')")
     sql = (
         "SELECT id, subject, provider, model, input_tokens, output_tokens, cost_usd, "
         "toUnixTimestamp64Milli(time) AS time_ms "
@@ -199,7 +192,7 @@ def quote(value: str) -> str:
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
     input_tokens, output_tokens = int(row["input_tokens"]), int(row["output_tokens"])
-    moment = _EPOCH + timedelta(milliseconds=int(row["time_ms"]))
+    moment = from_ms(int(row["time_ms"]))
     return {
         "id": row["id"],
         "project_id": row["subject"],
@@ -209,7 +202,7 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
         "output_tokens": output_tokens,
         "total_tokens": input_tokens + output_tokens,
         "cost_usd": decimal_str(Decimal(row["cost_usd"])),
-        "request_timestamp": rfc3339_ms(moment),
+        "request_timestamp": format_ms(moment),
     }
 
 
@@ -230,15 +223,11 @@ def _bound(raw: str | None, name: str, problems: list[Problem], *, end: bool) ->
         problems.append(Problem("invalid", name, "must be YYYY-MM-DD or an RFC 3339 timestamp"))
         return None
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    if not _EPOCH <= moment < _LATEST:
+    if not EPOCH <= moment < _LATEST:
         problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
         return None
     # date_to is inclusive; the SQL compares with '<' on milliseconds.
     return moment + timedelta(milliseconds=1) if end else moment
-
-
-def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _problems(exc: ValidationError) -> list[Problem]:

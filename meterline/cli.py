@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from meterline import cli_bench, cli_keys, cli_ops, cli_price
 from meterline.errors import MeterlineError
+from schemas.times import now_rfc3339
 
 app = typer.Typer(
     name="meterline",
@@ -129,7 +129,7 @@ def _example_curl(url: str) -> str:
         "subject": "customer-42",
         # Now, not a fixed date: events older than the 35-day dedupe horizon go to
         # the dead-letter queue, and a newcomer's first event must show up.
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": now_rfc3339(),
         "data": {
             "provider": "openai",
             "model": "gpt-4o",

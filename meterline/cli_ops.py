@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from meterline.errors import MeterlineError
+from schemas.times import parse_ms
 
 console = Console()
 err = Console(stderr=True)
@@ -25,15 +25,9 @@ Instant = Annotated[
 def parse_instant(text: str) -> int:
     """RFC 3339 or YYYY-MM-DD (UTC midnight) -> epoch milliseconds."""
     try:
-        moment = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+        return parse_ms(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not an ISO 8601 / RFC 3339 instant") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _MS
-
-
-_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _settings(**overrides: Any) -> Any:

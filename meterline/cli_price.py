@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterline.errors import MeterlineError
+from schemas.times import parse_ms, to_ms
 
 if TYPE_CHECKING:
     from processor.pricing.engine import BookPriceBook
@@ -62,19 +63,13 @@ def _price_book(book: Path | None) -> BookPriceBook:
 
 def _time_ms(value: str | None) -> int:
     if value is None:
-        return int(datetime.now(UTC).timestamp() * 1000)
+        return to_ms(datetime.now(UTC))
     try:
-        when = datetime.fromisoformat(value)
+        return parse_ms(value)
     except ValueError:
         raise _fail(
             f"--time {value!r} is not an RFC 3339 time such as 2025-01-01T00:00:00Z"
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MS
-
-
-_ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _usage(event_type: str, fields: dict[str, Any]) -> _UsageData:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 import threading
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from schemas.times import now_rfc3339
 from schemas.usage import EventType
 
 CUSTOMERS = ["acme", "globex", "initech", "umbrella", "hooli"]
@@ -30,10 +30,6 @@ MODELS = [
 ]
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def make_event(rng: random.Random) -> dict[str, Any]:
     subject = rng.choice(CUSTOMERS)
     feature = rng.choice(FEATURES)
@@ -42,7 +38,7 @@ def make_event(rng: random.Random) -> dict[str, Any]:
         "specversion": "1.0",
         "source": "/demo/app",
         "subject": subject,
-        "time": _now(),
+        "time": now_rfc3339(),
         "datacontenttype": "application/json",
     }
     if roll < 0.85:

@@ -116,3 +116,6 @@ class LogDeadLetters:
         from processor.runner import dead_letter_message
 
         self._producer.publish_sync([dead_letter_message(letter) for letter in letters])
+
+    def close(self) -> None:
+        self._producer.close()

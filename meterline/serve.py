@@ -51,7 +51,7 @@ class ProcessorThread:
         self._sink = sink
         known_tenant = _known_tenants(settings)
         price_book = runtime.build_price_book(settings)
-        dead_letters = runtime.LogDeadLetters(
+        self._dead_letters = dead_letters = runtime.LogDeadLetters(
             runtime.build_producer(settings, runtime.dlq_topic(settings))
         )
         self.processors = []
@@ -112,6 +112,7 @@ class ProcessorThread:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout_s)
+        self._dead_letters.close()  # after the workers: their last batch may publish
 
 
 def serve(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -14,12 +13,10 @@ from pydantic import ValidationError
 from meterline.log.base import TENANT_HEADER, Record
 from schemas.envelope import ValidEvent, parse_event
 from schemas.usage import UnitsUsage, _UsageData
+from sinks.base import EventKey
 
 ONE = Decimal(1)
 _UNIT = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +29,17 @@ class Decoded:
     # units (see ``custom_usage``) for any other type.
     usage: _UsageData
 
+    @property
+    def key(self) -> EventKey:
+        """(tenant, source, id): the dedupe key."""
+        return (self.tenant, self.event.envelope.source, self.event.envelope.id)
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     record: Record
     reason: str  # stable code, e.g. "invalid_json", "invalid_event", "missing_tenant"
     detail: str
-
-
-def time_ms(value: str) -> int:
-    """RFC 3339 -> epoch milliseconds (UTC), truncating below the millisecond."""
-    moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    # Integer arithmetic: float seconds * 1000 can land on ...122.9999 and lose a ms.
-    return (moment - _EPOCH) // _MS
 
 
 def custom_usage(data: Any) -> UnitsUsage:
@@ -89,7 +84,7 @@ def decode(record: Record) -> Decoded | DeadLetter:
     if isinstance(parsed, list):
         detail = "; ".join(f"{p.field}: {p.message}" for p in parsed)
         return DeadLetter(record, "invalid_event", detail)
-    moment = parsed.envelope.time
+    moment = parsed.envelope.time_ms  # parsed once, by the envelope check
     usage = parsed.usage
     if usage is None:
         try:
@@ -100,6 +95,6 @@ def decode(record: Record) -> Decoded | DeadLetter:
         record,
         parsed,
         tenant_raw.decode("utf-8", "replace"),
-        time_ms(moment) if moment is not None else record.timestamp_ms,
+        moment if moment is not None else record.timestamp_ms,
         usage,
     )

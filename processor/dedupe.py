@@ -18,9 +18,10 @@ from sinks.base import EventKey, Sink
 
 
 class Deduplicator:
-    def __init__(self, sink: Sink, capacity: int = 200_000) -> None:
+    def __init__(self, sink: Sink, capacity: int = 200_000, run: str | None = None) -> None:
         self._sink = sink
         self._capacity = capacity
+        self._run = run  # a billing run (replay) instead of the live tables
         self._recent: dict[EventKey, None] = {}  # insertion-ordered: oldest first
 
     def new_indexes(self, keys: Sequence[EventKey]) -> tuple[list[int], int, int]:
@@ -37,7 +38,7 @@ class Deduplicator:
                 first[key] = index
         unknown = [key for key in first if key not in self._recent]
         cached = len(first) - len(unknown)
-        stored = self._sink.stored_keys(unknown) if unknown else set()
+        stored = self._sink.stored_keys(unknown, run=self._run) if unknown else set()
         new = sorted(first[key] for key in unknown if key not in stored)
         return new, in_batch, cached + len(stored)
 

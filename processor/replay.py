@@ -22,9 +22,10 @@ from typing import Any
 
 from meterline.log.base import LogAdmin, Record
 from processor.decode import Decoded, decode
+from processor.dedupe import Deduplicator
 from processor.pricing.base import PriceBook
 from processor.rows import EventColumns
-from sinks.base import EventKey, Sink, quote
+from sinks.base import Sink, quote
 
 
 @dataclass
@@ -68,9 +69,12 @@ def replay(
     progress: Callable[[int], None] = lambda _n: None,
 ) -> ReplayResult:
     result = ReplayResult(run, price_book.version, ranges=plan(admin, topic, from_ms, to_ms))
+    # The live processor's dedupe, pointed at the run: an id already in the run
+    # is skipped, which is what makes re-running the same replay a no-op.
+    dedupe = Deduplicator(sink, run=run)
     for partition, (start, end) in sorted(result.ranges.items()):
         for records in admin.read_range(topic, partition, start, end):
-            _rebill(records, sink, price_book, run, result)
+            _rebill(records, sink, dedupe, price_book, run, result)
             progress(len(records))
     sink.query_raw(
         f"INSERT INTO {sink.database}.billing_runs VALUES ({quote(run)}, "
@@ -82,7 +86,12 @@ def replay(
 
 
 def _rebill(
-    records: list[Record], sink: Sink, price_book: PriceBook, run: str, result: ReplayResult
+    records: list[Record],
+    sink: Sink,
+    dedupe: Deduplicator,
+    price_book: PriceBook,
+    run: str,
+    result: ReplayResult,
 ) -> None:
     result.records += len(records)
     good: list[Decoded] = []
@@ -92,17 +101,13 @@ def _rebill(
             good.append(item)
         else:
             result.invalid += 1
-    first: dict[EventKey, Decoded] = {}
-    for item in good:
-        first.setdefault((item.tenant, item.event.envelope.source, item.event.envelope.id), item)
-    result.duplicates += len(good) - len(first)
-    stored = sink.stored_keys(list(first), run=run)
-    result.duplicates += len(stored)
+    keys = [item.key for item in good]
+    new_indexes, in_batch, stored = dedupe.new_indexes(keys)
+    result.duplicates += in_batch + stored
     columns = EventColumns()
     now_ms = int(time.time() * 1000)
-    for key, item in first.items():
-        if key in stored:
-            continue
+    for index in new_indexes:
+        item = good[index]
         env = item.event.envelope
         priced = price_book.price(env.type, item.usage, item.time_ms, env.subject or "")
         result.unpriced += not priced.priced
@@ -115,6 +120,7 @@ def _rebill(
         )
         sink.insert_events(columns.columns, token, run=run)
         result.stored += len(columns)
+        dedupe.remember(keys[i] for i in new_indexes)
 
 
 def compare(sink: Sink, run: str) -> list[SubjectTotals]:

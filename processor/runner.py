@@ -223,9 +223,7 @@ class Processor:
                 good.append(item)
 
         # Step 2. Drop duplicates (in batch, recent, stored).
-        keys: list[EventKey] = [
-            (d.tenant, d.event.envelope.source, d.event.envelope.id) for d in good
-        ]
+        keys: list[EventKey] = [d.key for d in good]
         new_indexes, in_batch, stored_dupes = self._dedupe.new_indexes(keys)
         result.duplicates = in_batch + stored_dupes
 

@@ -8,21 +8,13 @@ Windows are whole minutes, so the range is widened to minute boundaries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from schemas.times import parse_ms
 from sinks.base import METER_KEYS, METER_SUMS, Sink, quote
 
 MINUTE_MS = 60_000
-
-
-def _ms(text: str) -> int:
-    moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _ONE_MS
-
-
-_ONE_MS = datetime(1970, 1, 1, 0, 0, 0, 1000) - datetime(1970, 1, 1)
 
 
 def _literal(value: Any) -> str:
@@ -117,8 +109,8 @@ def repair_recent(sink: Sink, processed_since_ms: int) -> list[Difference]:
     )
     if not windows or windows[0]["first"].startswith("1970-01-01 00:00:00.000"):
         return []  # min() over no rows is the epoch
-    first = _ms(windows[0]["first"])
-    last = _ms(windows[0]["last"]) + 1
+    first = parse_ms(windows[0]["first"])  # engine output is UTC without a zone
+    last = parse_ms(windows[0]["last"]) + 1
     # Only the minutes those events fall in: a late event must not turn this
     # start-up check into a scan of every window between it and now.
     touched = (

@@ -23,12 +23,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.problems import Problem
+from schemas.times import parse_ms
 from schemas.usage import USAGE_MODELS, _UsageData
 
 CONTEXT_ATTRIBUTES = frozenset(
@@ -74,13 +74,18 @@ def _absolute_uri(value: str) -> str:
     return value
 
 
-def _rfc3339(value: str) -> str:
+def _rfc3339_ms(value: str) -> int:
+    """Check an RFC 3339 time and return it as epoch ms: parsed once, here."""
     if not _RFC3339.match(value):
         raise ValueError("must be an RFC 3339 timestamp such as 2025-01-31T12:00:00.123Z")
     try:
-        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        return parse_ms(value)
     except ValueError as exc:
         raise ValueError(f"is not a real instant: {exc}") from None
+
+
+def _rfc3339(value: str) -> str:
+    _rfc3339_ms(value)
     return value
 
 
@@ -177,6 +182,7 @@ class Envelope(NamedTuple):
     datacontenttype: str | None
     dataschema: str | None
     extensions: dict[str, Any]
+    time_ms: int | None  # ``time`` as epoch ms (UTC), None when the event has no time
 
 
 # name -> (required, check after "non-empty string"), in the model's field order so
@@ -234,12 +240,13 @@ def _fast_envelope(obj: dict[str, Any]) -> Envelope | None:
         return None  # extensions or null attributes: the slow path checks them
     if _CONTROL.search(id_ + type_ + (subject or "")):
         return None
+    time_ms = None
     if time is not None:
         try:
-            _rfc3339(time)
+            time_ms = _rfc3339_ms(time)
         except ValueError:
             return None
-    return Envelope("1.0", id_, source, type_, subject, time, contenttype, None, {})
+    return Envelope("1.0", id_, source, type_, subject, time, contenttype, None, {}, time_ms)
 
 
 def _remember(value: str) -> None:
@@ -304,6 +311,8 @@ def _checked_envelope(obj: dict[str, Any]) -> Envelope | list[Problem]:
         values.get("datacontenttype"),
         values.get("dataschema"),
         extensions,
+        # Checked above; the slow path is for unusual events, a second parse is fine.
+        parse_ms(values["time"]) if "time" in values else None,
     )
 
 

@@ -7,7 +7,6 @@ Same SQL as the chDB sink; only the transport differs. Network failures raise
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -15,11 +14,11 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from meterline.errors import StoreError, StoreUnavailable
+from schemas.times import from_ms
 from sinks import ddl
 from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, EventKey, Sink
 
 _TIME_COLUMNS = ("time", "ingested_at", "processed_at")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ClickHouseSink(Sink):
@@ -92,7 +91,7 @@ class ClickHouseSink(Sink):
             values = columns[name]
             if name in _TIME_COLUMNS:
                 # timedelta keeps the milliseconds exact (a float division would not).
-                values = [_EPOCH + timedelta(milliseconds=ms) for ms in values]
+                values = [from_ms(ms) for ms in values]
             data.append(values)
         try:
             self._client.insert(

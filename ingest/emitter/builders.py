@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ingest.emitter.normalize import TOKEN_FIELDS
+from schemas.times import format_ms
 from schemas.usage import EventType
 
 TimeLike = datetime | float | int | str | None
@@ -37,7 +38,7 @@ def rfc3339(value: TimeLike = None) -> str:
         moment = datetime.fromtimestamp(value, UTC)
     else:
         raise ValueError(f"time must be a datetime, unix seconds or RFC 3339 text, not {value!r}")
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_ms(moment)
 
 
 def exact(value: Decimal | str | int | float, name: str, *, allow_float: bool) -> str:

@@ -93,6 +93,35 @@ def committed_offsets(conn: sqlite3.Connection, topic: str, group: str) -> dict[
     return {int(p): int(o) for p, o in rows}
 
 
+def partition_ends(conn: sqlite3.Connection, topic: str) -> dict[int, int]:
+    """Per partition, the offset the next appended record gets."""
+    rows = conn.execute(
+        "SELECT partition, next_offset FROM partition_ends WHERE topic = ?", (topic,)
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def read_records(
+    conn: sqlite3.Connection,
+    topic: str,
+    partition: int,
+    start: int,
+    limit: int,
+    end: int | None = None,
+) -> list[Record]:
+    """Up to ``limit`` records from ``start`` on (before ``end`` when given), in offset order."""
+    rows = conn.execute(
+        "SELECT offset, key, value, headers, timestamp_ms FROM records "
+        "WHERE topic = ? AND partition = ? AND offset >= ? AND offset < ? "
+        "ORDER BY offset LIMIT ?",
+        (topic, partition, start, end if end is not None else 2**63 - 1, limit),
+    ).fetchall()
+    return [
+        Record(topic, partition, offset, key, value, _decode_headers(headers), ts)
+        for offset, key, value, headers, ts in rows
+    ]
+
+
 def _encode_headers(headers: Headers) -> bytes:
     return orjson.dumps([[k, v.decode("latin-1")] for k, v in headers])
 
@@ -143,25 +172,14 @@ class EmbeddedAdmin(LogAdmin):
     ) -> Iterator[list[Record]]:
         position = start
         while position < end:
-            rows = self._conn.execute(
-                "SELECT offset, key, value, headers, timestamp_ms FROM records "
-                "WHERE topic = ? AND partition = ? AND offset >= ? AND offset < ? "
-                "ORDER BY offset LIMIT ?",
-                (topic, partition, position, end, batch),
-            ).fetchall()
-            if not rows:
+            records = read_records(self._conn, topic, partition, position, batch, end)
+            if not records:
                 return
-            yield [
-                Record(topic, partition, offset, key, value, _decode_headers(headers), ts)
-                for offset, key, value, headers, ts in rows
-            ]
-            position = rows[-1][0] + 1
+            yield records
+            position = records[-1].offset + 1
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        rows = self._conn.execute(
-            "SELECT partition, next_offset FROM partition_ends WHERE topic = ?", (topic,)
-        ).fetchall()
-        return {int(p): int(o) for p, o in rows}
+        return partition_ends(self._conn, topic)
 
     def committed(self, topic: str, group: str) -> dict[int, int]:
         return committed_offsets(self._conn, topic, group)
@@ -233,12 +251,7 @@ class EmbeddedProducer(LogProducer):
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            ends = dict(
-                conn.execute(
-                    "SELECT partition, next_offset FROM partition_ends WHERE topic = ?",
-                    (self.topic,),
-                ).fetchall()
-            )
+            ends = partition_ends(conn, self.topic)
             rows = []
             for message in messages:
                 partition = partition_for(message.key, self._partitions)
@@ -322,17 +335,12 @@ class EmbeddedConsumer(LogConsumer):
             budget = max_records - len(out)
             if budget <= 0:
                 break
-            rows = self._conn.execute(
-                "SELECT offset, key, value, headers, timestamp_ms FROM records "
-                "WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
-                (self.topic, partition, self._positions[partition], budget),
-            ).fetchall()
-            for offset, key, value, headers, ts in rows:
-                out.append(
-                    Record(self.topic, partition, offset, key, value, _decode_headers(headers), ts)
-                )
-            if rows:
-                self._positions[partition] = rows[-1][0] + 1
+            records = read_records(
+                self._conn, self.topic, partition, self._positions[partition], budget
+            )
+            if records:
+                out.extend(records)
+                self._positions[partition] = records[-1].offset + 1
         return out
 
     def commit(self, next_offsets: Mapping[int, int]) -> None:
@@ -357,10 +365,7 @@ class EmbeddedConsumer(LogConsumer):
         return list(self._assigned)
 
     def lag(self) -> dict[int, int]:
-        rows = self._conn.execute(
-            "SELECT partition, next_offset FROM partition_ends WHERE topic = ?", (self.topic,)
-        ).fetchall()
-        ends = {int(p): int(o) for p, o in rows}
+        ends = partition_ends(self._conn, self.topic)
         return {p: max(0, ends.get(p, 0) - pos) for p, pos in self._positions.items()}
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -37,6 +38,18 @@ def _headers(raw: Any) -> Headers:
         return ()
     items = raw.items() if isinstance(raw, dict) else raw
     return tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items)
+
+
+def _record(msg: Message, topic: str) -> Record:
+    return Record(
+        msg.topic() or topic,
+        msg.partition() or 0,
+        msg.offset() or 0,
+        msg.key(),
+        msg.value() or b"",
+        _headers(msg.headers()),
+        msg.timestamp()[1],
+    )
 
 
 def producer_config(bootstrap: str, timeout_s: float, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,17 +261,7 @@ class KafkaConsumer(LogConsumer):
                     log.warning("consumer left the group: %s; rejoining", err)
                     continue
                 raise KafkaException(err)
-            out.append(
-                Record(
-                    msg.topic() or self.topic,
-                    msg.partition() or 0,
-                    msg.offset() or 0,
-                    msg.key(),
-                    msg.value() or b"",
-                    _headers(msg.headers()),
-                    msg.timestamp()[1],
-                )
-            )
+            out.append(_record(msg, self.topic))
         return out
 
     def commit(self, next_offsets: Mapping[int, int]) -> None:
@@ -354,17 +357,7 @@ class KafkaAdmin(LogAdmin):
                     offset = msg.offset() or 0
                     if offset >= end:
                         break
-                    out.append(
-                        Record(
-                            topic,
-                            partition,
-                            offset,
-                            msg.key(),
-                            msg.value() or b"",
-                            _headers(msg.headers()),
-                            msg.timestamp()[1],
-                        )
-                    )
+                    out.append(_record(msg, topic))
                 if out:
                     idle = 0
                     position = out[-1].offset + 1

@@ -32,6 +32,7 @@ from pydantic import (
 from processor.pricing._yaml import load_yaml
 from processor.pricing.errors import PriceBookError
 from processor.pricing.money import parse_money
+from schemas.times import to_ms
 from schemas.usage import EventType
 
 FORMAT_VERSION = 1
@@ -67,10 +68,8 @@ def _instant(value: Any) -> int:
     if when.tzinfo is None:
         # A zone-less time is ambiguous by hours: an effective date would move with the server.
         raise ValueError(f"{value!r} needs a time zone (e.g. 'Z' or '+02:00')")
-    return (when - datetime(1970, 1, 1, tzinfo=UTC)) // _MS
+    return to_ms(when)
 
-
-_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 Money = Annotated[Decimal, BeforeValidator(_money)]
 Percent = Annotated[Decimal, BeforeValidator(_percent)]

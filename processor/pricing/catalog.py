@@ -8,7 +8,7 @@ never fetched at run time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from typing import Any
 
 import genai_prices
@@ -23,9 +23,10 @@ from genai_prices.types import (
     TimeOfDateConstraint,
 )
 
+from schemas.times import from_ms
+
 CATALOG_VERSION = f"genai-prices=={genai_prices.__version__}"
 DAY_MS = 86_400_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,5 +164,5 @@ class CatalogTimeline:
             else:
                 end = day + cut
                 break
-        when = _EPOCH + timedelta(milliseconds=start)
+        when = from_ms(start)
         return start, end, self.model.info.get_prices(when, self._context)

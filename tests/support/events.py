@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from genai_prices import Usage, calc_price
+from bench.data import expected_token_cost
 
 TOKEN_TYPE = "io.meterline.usage.tokens"
 TOKEN_COLUMNS = (
@@ -65,24 +65,6 @@ def make_events(n: int, seed: int = 1) -> list[dict[str, Any]]:
     return [token_event(rng, start) for _ in range(n)]
 
 
-def expected_cost(data: dict[str, Any], time: str) -> Decimal:
-    """genai-prices' own full calculation (not meterline's cached path)."""
-    try:
-        result = calc_price(
-            Usage(
-                input_tokens=data["input_tokens"],
-                output_tokens=data["output_tokens"],
-                cache_read_tokens=data["cache_read_tokens"] or None,
-            ),
-            data["model"],
-            provider_id=data["provider"],
-            genai_request_timestamp=datetime.fromisoformat(time.replace("Z", "+00:00")),
-        )
-    except LookupError:
-        return Decimal(0)
-    return Decimal(result.total_price)
-
-
 def ground_truth(events: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
     """Totals per (subject, model, feature) of the UNIQUE events (by source + id)."""
     unique = {(e["source"], e["id"]): e for e in events}
@@ -95,7 +77,7 @@ def ground_truth(events: list[dict[str, Any]]) -> dict[tuple[str, str, str], dic
         row["events"] += 1
         for column in TOKEN_COLUMNS:
             row[column] += data[column]
-        row["cost_usd"] += expected_cost(data, event["time"])
+        row["cost_usd"] += expected_token_cost(data, event["time"])
     return dict(totals)
 
 
