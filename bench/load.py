@@ -3,7 +3,8 @@
 A small client on purpose: httpx costs more CPU per request than the gateway's
 own handler, and on a 2-core box the client shares the CPU with the gateway
 and Kafka. ``python -m bench.load '<json args>'`` prints one JSON result line:
-requests, events, seconds, latency percentiles (ms), errors.
+requests, events, seconds, latency percentiles (ms), errors. With ``rate``
+(requests/s) it sends on a fixed schedule instead of as fast as answered.
 """
 
 from __future__ import annotations
@@ -28,12 +29,27 @@ def _request(body: bytes, port: int) -> bytes:
 
 
 async def _connection(
-    port: int, requests: list[bytes], latencies: list[float], errors: list[int]
+    port: int,
+    requests: list[bytes],
+    latencies: list[float],
+    errors: list[int],
+    schedule: list[float] | None = None,
 ) -> None:
+    """Send ``requests`` one after the other on one keep-alive connection.
+
+    ``schedule``: when each request is due (open loop, fixed rate). Latency then
+    counts from the due time, not the send time, so a gateway that falls behind
+    is charged for the wait it caused (no coordinated omission).
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        for request in requests:
+        for index, request in enumerate(requests):
             began = time.perf_counter()
+            if schedule is not None:
+                due = schedule[index]
+                if due > began:
+                    await asyncio.sleep(due - began)
+                began = due
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
@@ -60,8 +76,20 @@ async def _run(args: dict[str, Any]) -> dict[str, Any]:
     shares = [bodies[i::connections] for i in range(connections)]
     latencies: list[float] = []
     errors: list[int] = []
+    rate = args.get("rate")  # requests/s; None = as fast as the gateway answers
     began = time.perf_counter()
-    await asyncio.gather(*(_connection(args["port"], s, latencies, errors) for s in shares))
+    if rate:
+        start = began + 0.05  # every connection is open by then
+        due = [start + i / rate for i in range(len(bodies))]
+        schedules: list[list[float] | None] = [due[i::connections] for i in range(connections)]
+    else:
+        schedules = [None] * connections
+    await asyncio.gather(
+        *(
+            _connection(args["port"], share, latencies, errors, schedule)
+            for share, schedule in zip(shares, schedules, strict=True)
+        )
+    )
     elapsed = time.perf_counter() - began
     latencies.sort()
     return {

@@ -215,4 +215,8 @@ def serve(
                 on_started(url)
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
+    # The gateway allocates like the processor (a dict per event): without this,
+    # collections over start-up's objects stall the loop and every request
+    # waiting on it (p99 at half load, batches of 100: 40 -> 13-15 ms).
+    tune_gc()
     server.run()

@@ -9,6 +9,7 @@ after the sink has written a batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -76,17 +77,23 @@ class KafkaProducer(LogProducer):
         self.topic = topic
         self._timeout_s = timeout_s
         self._producer = Producer(producer_config(bootstrap, timeout_s, extra))
-        self._closed = threading.Event()
-        # Delivery reports are served by poll(); a dedicated thread keeps them
-        # flowing without tying the event loop to librdkafka's timing.
-        self._poller = threading.Thread(
-            target=self._poll_loop, name="kafka-producer-poll", daemon=True
-        )
-        self._poller.start()
+        self._in_flight = 0  # publish() calls waiting for their delivery reports
+        self._reporter: asyncio.Task[None] | None = None
 
-    def _poll_loop(self) -> None:
-        while not self._closed.is_set():
-            self._producer.poll(0.05)
+    async def _serve_delivery_reports(self) -> None:
+        """Run librdkafka's delivery callbacks on the event loop's own thread.
+
+        Not in a poll thread: there each of a request's per-message callbacks
+        had to win the GIL back from the loop thread while it validated other
+        requests (a convoy: 66 ms of waiting per 1000-event request instead of
+        ~11, and the gateway idle half the time at full load). One task for all
+        requests, polling every millisecond while any of them waits.
+        """
+        while self._in_flight:
+            served = self._producer.poll(0)
+            # Reports come in bursts (one per message of a broker batch): look
+            # again at once after a burst, else wait a tick of the loop's clock.
+            await asyncio.sleep(0 if served else 0.001)
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         if not messages:
@@ -105,12 +112,19 @@ class KafkaProducer(LogProducer):
                 done.set_result(None)
 
         def on_delivery(err: KafkaError | None, _msg: object) -> None:
-            # Runs on the poll thread: touch only plain state, hand back to the loop.
+            # Normally runs inside _serve_delivery_reports, on the loop's thread;
+            # close() may flush from another thread: then hand back to the loop.
             if err is not None:
                 errors.append(err)
             remaining[0] -= 1
             if remaining[0] == 0 or err is not None:
-                loop.call_soon_threadsafe(finish)
+                if threading.get_ident() == loop_thread:
+                    finish()
+                else:
+                    with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                        loop.call_soon_threadsafe(finish)
+
+        loop_thread = threading.get_ident()
 
         deadline = time.monotonic() + self._timeout_s
         for message in messages:
@@ -119,10 +133,16 @@ class KafkaProducer(LogProducer):
                 if time.monotonic() > deadline:
                     raise LogUnavailable("Kafka producer queue is full", retry_after=2.0)
                 await asyncio.sleep(0.01)
+        self._in_flight += 1
+        reporter = self._reporter
+        if reporter is None or reporter.done() or reporter.get_loop() is not loop:
+            self._reporter = loop.create_task(self._serve_delivery_reports())
         try:
             await asyncio.wait_for(done, max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             raise LogUnavailable("Kafka did not acknowledge in time", retry_after=2.0) from None
+        finally:
+            self._in_flight -= 1
 
     def _try_produce(
         self, message: OutMessage, on_delivery: Callable[[KafkaError | None, object], None]
@@ -171,8 +191,6 @@ class KafkaProducer(LogProducer):
         remaining = self._producer.flush(self._timeout_s)
         if remaining:
             log.error("closing Kafka producer with %d undelivered messages", remaining)
-        self._closed.set()
-        self._poller.join(timeout=1.0)
 
 
 class KafkaConsumer(LogConsumer):

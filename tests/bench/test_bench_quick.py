@@ -22,6 +22,8 @@ def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> 
     # The processor run compared usage_events and usage_meters with the ground truth.
     assert sum("every sum exact" in line for line in report.checks) == 2
     assert sum("calc_price" in line for line in report.checks) == 2
+    # Latency at half the measured capacity, for each request size.
+    assert sum("half load" in row.metric for row in report.rows) == 3
     # The peer row is there, or a note says why it is missing.
     assert "peer" in parts or any("peer" in note for note in report.notes)
     header = report.table().splitlines()[0]
