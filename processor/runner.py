@@ -26,7 +26,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,6 +61,41 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is processed.
+
+    A batch keeps ~10 live objects per event (records, decoded JSON, models,
+    rows) until it is written, and every young collection walked all of them
+    again: 22% of the processor's time even with ``tune_gc``'s thresholds
+    (isolated batch loop: 28.2 -> 22.0 µs per event). The hot path makes no
+    reference cycles, and the batch's memory is bounded by its size, so nothing
+    accumulates. On the way out, at most once a second, the young generation is
+    collected (older generations follow from their counters as usual), so
+    cycles made meanwhile, e.g. by a gateway sharing the process (``meterline
+    run``: the pause is process-wide), are still reclaimed. Once a second, not
+    every time: each poll's 10k fresh records made that collection 6% of the
+    processor's time. Nested pauses and a collector someone else turned off
+    are left alone.
+    """
+    global _last_collection
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        now = time.monotonic()
+        if now - _last_collection >= 1.0:
+            _last_collection = now
+            gc.collect(0)
+
+
+_last_collection = 0.0
 
 
 class DeadLetterSink(Protocol):
@@ -129,23 +165,25 @@ class Processor:
         pending: list[Record] = []
         started = 0.0
         while not stop.is_set():
-            budget = self._batch_max_events - len(pending)
-            records = self._consumer.poll(min(budget, 10_000), 0.1)
-            revoked = self._consumer.take_revoked()
-            if revoked and pending:
-                # Not ours any more: drop uncommitted, the new owner reads them again.
-                pending = [r for r in pending if r.partition not in revoked]
-            if records:
-                if not pending:
-                    started = time.monotonic()
-                pending.extend(records)
-            due = pending and (
-                len(pending) >= self._batch_max_events
-                or time.monotonic() - started >= self._batch_max_wait_s
-            )
-            if due:
-                self._process_with_retry(pending, stop)
-                pending = []
+            # Polling builds the batch's records: the same reason to pause.
+            with _cyclic_gc_paused():
+                budget = self._batch_max_events - len(pending)
+                records = self._consumer.poll(min(budget, 10_000), 0.1)
+                revoked = self._consumer.take_revoked()
+                if revoked and pending:
+                    # Not ours any more: drop uncommitted, the new owner reads them again.
+                    pending = [r for r in pending if r.partition not in revoked]
+                if records:
+                    if not pending:
+                        started = time.monotonic()
+                    pending.extend(records)
+                due = pending and (
+                    len(pending) >= self._batch_max_events
+                    or time.monotonic() - started >= self._batch_max_wait_s
+                )
+                if due:
+                    self._process_with_retry(pending, stop)
+                    pending = []
         if pending:
             self._process_with_retry(pending, stop)
 
@@ -189,6 +227,10 @@ class Processor:
                 self._consumer.resume()
 
     def process_batch(self, records: list[Record]) -> BatchResult:
+        with _cyclic_gc_paused():
+            return self._process_batch(records)
+
+    def _process_batch(self, records: list[Record]) -> BatchResult:
         self._chaos.batch_started()
         self._chaos.at("after_poll")
         result = BatchResult(records=len(records))

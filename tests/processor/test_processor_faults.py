@@ -5,6 +5,7 @@ partitions moving between consumer-group members mid-stream (real Kafka).
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -341,3 +342,43 @@ def test_custom_event_types_are_priced_only_by_a_units_rule_for_their_type(
             "priced": "0",
         },
     ]
+
+
+class _GcWatchingPriceBook(CatalogPriceBook):
+    """Records whether the cyclic collector was on while the batch was priced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collector_on: set[bool] = set()
+
+    def price(self, *args: Any, **kwargs: Any) -> Any:
+        self.collector_on.add(gc.isenabled())
+        return super().price(*args, **kwargs)
+
+
+def test_cyclic_gc_is_paused_during_a_batch_and_restored_after(
+    log_path: Path, sink: ChdbSink
+) -> None:
+    events = make_events(30, seed=4)
+    EmbeddedProducer(log_path, "events").publish_sync([message(e) for e in events])
+    book = _GcWatchingPriceBook()
+    processor = Processor(
+        EmbeddedConsumer(log_path, "events", "g"),
+        sink,
+        book,
+        LogDeadLetters(EmbeddedProducer(log_path, "events.dlq")),
+        batch_max_wait_s=0.05,
+    )
+    assert gc.isenabled()
+    records = processor.consumer.poll(100, 1.0)
+    processor.process_batch(records[:10])
+    assert book.collector_on == {False} and gc.isenabled()
+
+    gc.disable()  # someone else's choice is theirs: a batch does not turn it back on
+    try:
+        processor.process_batch(records[10:])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    processor.close()
+    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(events)
