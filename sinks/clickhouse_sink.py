@@ -6,6 +6,7 @@ Same SQL as the chDB sink; only the transport differs. Network failures raise
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,6 +25,10 @@ _TIME_COLUMNS = ("time", "ingested_at", "processed_at")
 class ClickHouseSink(Sink):
     def __init__(self, url: str, database: str = "meterline", timeout_s: float = 30.0) -> None:
         self.database = database
+        # One statement at a time: the client's HTTP session refuses concurrent
+        # queries (SESSION_IS_LOCKED), and `--workers` processor threads share
+        # this sink.
+        self._lock = threading.Lock()
         parts = urlsplit(url)
         try:
             self._client = clickhouse_connect.get_client(
@@ -51,7 +56,8 @@ class ClickHouseSink(Sink):
 
     def _command(self, sql: str, **kwargs: Any) -> Any:
         try:
-            return self._client.command(sql, **kwargs)
+            with self._lock:
+                return self._client.command(sql, **kwargs)
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
         except DatabaseError as exc:
@@ -63,11 +69,12 @@ class ClickHouseSink(Sink):
         try:
             table = "usage_event_ids" if run is None else "billing_run_events"
             where_run = "" if run is None else "run = %(run)s AND "
-            result = self._client.query(
-                f"SELECT tenant, source, id FROM {self.database}.{table} "
-                f"WHERE {where_run}id IN %(ids)s",
-                parameters={"ids": sorted({k[2] for k in keys}), "run": run or ""},
-            )
+            with self._lock:
+                result = self._client.query(
+                    f"SELECT tenant, source, id FROM {self.database}.{table} "
+                    f"WHERE {where_run}id IN %(ids)s",
+                    parameters={"ids": sorted({k[2] for k in keys}), "run": run or ""},
+                )
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
         except DatabaseError as exc:
@@ -94,13 +101,14 @@ class ClickHouseSink(Sink):
                 values = [from_ms(ms) for ms in values]
             data.append(values)
         try:
-            self._client.insert(
-                f"{self.database}.{'usage_events' if run is None else 'billing_run_events'}",
-                data,
-                column_names=names,
-                column_oriented=True,
-                settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
-            )
+            with self._lock:
+                self._client.insert(
+                    f"{self.database}.{'usage_events' if run is None else 'billing_run_events'}",
+                    data,
+                    column_names=names,
+                    column_oriented=True,
+                    settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
+                )
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
         except DatabaseError as exc:
@@ -108,7 +116,8 @@ class ClickHouseSink(Sink):
 
     def query_raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
         try:
-            return bytes(self._client.raw_query(sql, fmt=fmt))
+            with self._lock:
+                return bytes(self._client.raw_query(sql, fmt=fmt))
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
         except DatabaseError as exc:
