@@ -20,15 +20,25 @@ def register(app: typer.Typer) -> None:
         bootstrap: Annotated[
             str | None, typer.Option(help="Kafka bootstrap (default: start deploy/kafka).")
         ] = None,
+        stages: Annotated[
+            bool,
+            typer.Option(
+                help="Instead: µs per event of each processor step (the profile; no Kafka)."
+            ),
+        ] = False,
     ) -> None:
         """Benchmark against real Kafka and chDB; print one table of ratios to limits/peers."""
         try:
             from bench.run import Options, run
+            from bench.stages import measure, table
         except ImportError as exc:
             raise typer.BadParameter(
                 f"{exc.name} is missing: run `meterline bench` from a source checkout "
                 "with the server extra installed"
             ) from exc
+        if stages:
+            typer.echo(table(measure(20_000 if quick else 200_000)))
+            return
         report = run(
             Options(quick=quick, events=events, peer=peer, bootstrap=bootstrap),
             say=lambda line: typer.echo(line, err=True),

@@ -28,3 +28,25 @@ def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> 
     assert "peer" in parts or any("peer" in note for note in report.notes)
     header = report.table().splitlines()[0]
     assert "limit / peer" in header and "ratio" in header
+
+
+def test_stage_profile_measures_every_processor_step_on_real_chdb() -> None:
+    from bench.stages import measure, table
+
+    stages = measure(20_000)
+
+    names = [stage.name for stage in stages]
+    assert names[-1] == "process_batch, every step"
+    for step in (
+        "JSON parse",
+        "envelope",
+        "pydantic",
+        "dedupe",
+        "pricing",
+        "row",
+        "Arrow",
+        "INSERT",
+    ):
+        assert any(step in name for name in names), step
+    assert all(stage.micros > 0 for stage in stages)
+    assert "10 µs per event" in table(stages)
