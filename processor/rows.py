@@ -106,7 +106,7 @@ class EventColumns:
                 record.timestamp_ms,
                 now_ms,
                 dict(usage.metadata),
-                value.decode("utf-8") if value else orjson.dumps(item.event.raw).decode(),
+                value or orjson.dumps(item.event.raw),
             )
         )
 

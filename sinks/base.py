@@ -13,7 +13,9 @@ import orjson
 EventKey = tuple[str, str, str]
 
 # The columns of usage_events, in DDL order, with the Python type the processor
-# fills them with. Times are epoch milliseconds (int), money is Decimal.
+# fills them with. Times are epoch milliseconds (int), money is Decimal, and
+# ``data`` is the event's JSON as logged, UTF-8 bytes (never decoded to str
+# and encoded back: that round trip cost 1.7 µs an event).
 EVENT_COLUMNS: dict[str, type] = {
     "tenant": str,
     "id": str,
@@ -52,7 +54,7 @@ EVENT_COLUMNS: dict[str, type] = {
     "ingested_at": int,
     "processed_at": int,
     "metadata": dict,
-    "data": str,
+    "data": bytes,
 }
 
 # usage_meters: the group key and the summed columns (in DDL order).

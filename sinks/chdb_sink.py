@@ -39,6 +39,7 @@ def _select_expr(name: str, kind: type) -> str:
 _INSERT_SELECT = ", ".join(_select_expr(n, k) for n, k in EVENT_COLUMNS.items())
 _ARROW_TYPES = {
     str: pa.string(),
+    bytes: pa.binary(),  # read into a String column as is
     int: pa.int64(),
     Decimal: pa.decimal128(38, 12),
     dict: pa.string(),
@@ -55,7 +56,8 @@ def _arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
         values = columns[name]
         if kind is dict:
             dumps = orjson.dumps
-            arrays.append(pa.array([dumps(v).decode() for v in values], pa.string()))
+            # Most events carry no metadata: skip the call for them.
+            arrays.append(pa.array([dumps(v).decode() if v else "{}" for v in values], pa.string()))
         elif kind is Decimal:
             arrays.append(pa.array([str(v) for v in values], pa.string()))
         else:

@@ -26,7 +26,7 @@ def sink(tmp_path: Path) -> Iterator[ChdbSink]:
 
 
 def columns(ids: list[str], minute: int) -> dict[str, list[Any]]:
-    defaults: dict[type, Any] = {str: "", int: 0, Decimal: Decimal(0), dict: {}}
+    defaults: dict[type, Any] = {str: "", bytes: b"{}", int: 0, Decimal: Decimal(0), dict: {}}
     cols = {name: [defaults[kind]] * len(ids) for name, kind in EVENT_COLUMNS.items()}
     cols.update(
         id=ids,

@@ -20,7 +20,7 @@ def sink(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def columns(ids: list[str], cost: str = "0.000000000001") -> dict[str, list[Any]]:
-    defaults: dict[type, Any] = {str: "", int: 0, Decimal: Decimal(0), dict: {}}
+    defaults: dict[type, Any] = {str: "", bytes: b"{}", int: 0, Decimal: Decimal(0), dict: {}}
     cols = {name: [defaults[kind]] * len(ids) for name, kind in EVENT_COLUMNS.items()}
     cols["id"] = ids
     cols["tenant"] = ["t"] * len(ids)
