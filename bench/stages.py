@@ -13,12 +13,13 @@ is mostly on chDB's own threads: it is shown as wall time.
 from __future__ import annotations
 
 import gc
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +31,9 @@ from meterline.log.base import (
     TENANT_HEADER,
     Record,
 )
+
+if TYPE_CHECKING:
+    from sinks.chdb_sink import ChdbSink
 
 BATCH = 20_000  # METERLINE_BATCH_MAX_EVENTS' default
 
@@ -49,19 +53,29 @@ def _per_event(fn: Callable[[], Any], events: int, clock: Callable[[], float]) -
 
 def measure(events: int = 200_000) -> list[Stage]:
     """Run each step over ``events`` generated records in batches of 20k."""
+    from sinks.chdb_sink import ChdbSink
+
+    work = Path(tempfile.mkdtemp(prefix="meterline-stages-"))
+    sink = ChdbSink(work / "chdb")
+    try:
+        return _measure(sink, work, events)
+    finally:
+        sink.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(sink: ChdbSink, work: Path, events: int) -> list[Stage]:
     from meterline.config import load_settings
     from meterline.runtime import build_price_book
     from processor.decode import Decoded, decode
     from processor.dedupe import Deduplicator
     from processor.rows import EventColumns
-    from processor.runner import Processor, tune_gc
+    from processor.runner import Processor
     from schemas.envelope import check_envelope
     from schemas.usage import USAGE_MODELS
-    from sinks.chdb_sink import ChdbSink, _arrow_table
+    from sinks.chdb_sink import _arrow_table
 
-    work = Path(tempfile.mkdtemp(prefix="meterline-stages-"))
     settings = load_settings(log="embedded", store="chdb", data_dir=work)
-    sink = ChdbSink(work / "chdb")
     sink.migrate()
     book = build_price_book(settings)
 
@@ -75,7 +89,6 @@ def measure(events: int = 200_000) -> list[Stage]:
 
     processor = Processor(_NoLog(), sink, book, _NoDlq())  # type: ignore[arg-type]
     processor.process_batch(_records(BATCH, seed=10))  # warm: caches, chDB's first Python() read
-    tune_gc()
     cpu = time.thread_time
     stages: list[Stage] = []
 
@@ -169,7 +182,6 @@ def measure(events: int = 200_000) -> list[Stage]:
         )
     )
     stages.append(Stage("process_batch, every step", total))
-    sink.close()
     return stages
 
 

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 def tune_gc() -> None:
-    """Call once, after start-up, in a process that runs processors.
+    """Call once, after start-up, in a process that runs processors or a gateway.
 
     The hot loop allocates millions of short-lived objects (decoded JSON, row
     values) that reference counting frees; with the default thresholds the
@@ -63,39 +63,57 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a batch is processed.
+class _GcPause:
+    """No cyclic garbage collection while batches are processed (``paused()``).
 
     A batch keeps ~10 live objects per event (records, decoded JSON, models,
     rows) until it is written, and every young collection walked all of them
     again: 22% of the processor's time even with ``tune_gc``'s thresholds
     (isolated batch loop: 28.2 -> 22.0 µs per event). The hot path makes no
-    reference cycles, and the batch's memory is bounded by its size, so nothing
-    accumulates. On the way out, at most once a second, the young generation is
-    collected (older generations follow from their counters as usual), so
-    cycles made meanwhile, e.g. by a gateway sharing the process (``meterline
-    run``: the pause is process-wide), are still reclaimed. Once a second, not
-    every time: each poll's 10k fresh records made that collection 6% of the
-    processor's time. Nested pauses and a collector someone else turned off
-    are left alone.
+    reference cycles and a batch's memory is bounded by its size.
+
+    The collector is process-wide, so pauses are counted: nested ones and
+    ``--workers`` threads share one pause, and the collector comes back on
+    when the last one ends (never if someone else had turned it off). Cycles
+    made meanwhile (a gateway in the same process, exception tracebacks) are
+    still reclaimed: whenever a pause ends, the young generation is collected
+    if the last such collection is a second old, everything if it is a minute
+    old, even while other workers' pauses go on. Not at every pause's end:
+    each poll's 10k fresh records made that 6% of the processor's time.
     """
-    global _last_collection
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        now = time.monotonic()
-        if now - _last_collection >= 1.0:
-            _last_collection = now
-            gc.collect(0)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._turned_off = False  # we disabled the collector (it was on)
+        self._young_at = 0.0
+        self._full_at = time.monotonic()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0 and gc.isenabled():
+                gc.disable()
+                self._turned_off = True
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._turned_off:
+                    self._turned_off = False
+                    gc.enable()
+                now = time.monotonic()
+                if now - self._full_at >= 60.0:
+                    self._full_at = self._young_at = now
+                    gc.collect()
+                elif now - self._young_at >= 1.0:
+                    self._young_at = now
+                    gc.collect(0)
 
 
-_last_collection = 0.0
+_cyclic_gc_paused = _GcPause().paused
 
 
 class DeadLetterSink(Protocol):
@@ -181,9 +199,11 @@ class Processor:
                     len(pending) >= self._batch_max_events
                     or time.monotonic() - started >= self._batch_max_wait_s
                 )
-                if due:
-                    self._process_with_retry(pending, stop)
-                    pending = []
+            if due:
+                # Each attempt pauses the collector itself; the backoff between
+                # attempts (a store outage can last hours) does not.
+                self._process_with_retry(pending, stop)
+                pending = []
         if pending:
             self._process_with_retry(pending, stop)
 

@@ -6,7 +6,6 @@ Same SQL as the chDB sink; only the transport differs. Network failures raise
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -25,10 +24,6 @@ _TIME_COLUMNS = ("time", "ingested_at", "processed_at")
 class ClickHouseSink(Sink):
     def __init__(self, url: str, database: str = "meterline", timeout_s: float = 30.0) -> None:
         self.database = database
-        # One statement at a time: the client's HTTP session refuses concurrent
-        # queries (SESSION_IS_LOCKED), and `--workers` processor threads share
-        # this sink.
-        self._lock = threading.Lock()
         parts = urlsplit(url)
         try:
             self._client = clickhouse_connect.get_client(
@@ -39,6 +34,12 @@ class ClickHouseSink(Sink):
                 secure=parts.scheme == "https",
                 # Keep inserts well below Kafka's max.poll.interval.ms (300 s).
                 send_receive_timeout=timeout_s,
+                # No server-side session: it refuses concurrent queries
+                # (SESSION_IS_LOCKED; the client raises before sending), and
+                # `--workers` threads and the gateway's SQL endpoint share this
+                # client. Nothing here relies on session state: settings go
+                # with every request, names are qualified by database.
+                autogenerate_session_id=False,
                 settings={
                     "output_format_json_quote_decimals": 1,
                     "output_format_json_quote_64bit_integers": 1,
@@ -56,8 +57,7 @@ class ClickHouseSink(Sink):
 
     def _command(self, sql: str, **kwargs: Any) -> Any:
         try:
-            with self._lock:
-                return self._client.command(sql, **kwargs)
+            return self._client.command(sql, **kwargs)
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
         except DatabaseError as exc:
@@ -69,12 +69,11 @@ class ClickHouseSink(Sink):
         try:
             table = "usage_event_ids" if run is None else "billing_run_events"
             where_run = "" if run is None else "run = %(run)s AND "
-            with self._lock:
-                result = self._client.query(
-                    f"SELECT tenant, source, id FROM {self.database}.{table} "
-                    f"WHERE {where_run}id IN %(ids)s",
-                    parameters={"ids": sorted({k[2] for k in keys}), "run": run or ""},
-                )
+            result = self._client.query(
+                f"SELECT tenant, source, id FROM {self.database}.{table} "
+                f"WHERE {where_run}id IN %(ids)s",
+                parameters={"ids": sorted({k[2] for k in keys}), "run": run or ""},
+            )
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
         except DatabaseError as exc:
@@ -101,14 +100,13 @@ class ClickHouseSink(Sink):
                 values = [from_ms(ms) for ms in values]
             data.append(values)
         try:
-            with self._lock:
-                self._client.insert(
-                    f"{self.database}.{'usage_events' if run is None else 'billing_run_events'}",
-                    data,
-                    column_names=names,
-                    column_oriented=True,
-                    settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
-                )
+            self._client.insert(
+                f"{self.database}.{'usage_events' if run is None else 'billing_run_events'}",
+                data,
+                column_names=names,
+                column_oriented=True,
+                settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
+            )
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
         except DatabaseError as exc:
@@ -116,8 +114,7 @@ class ClickHouseSink(Sink):
 
     def query_raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
         try:
-            with self._lock:
-                return bytes(self._client.raw_query(sql, fmt=fmt))
+            return bytes(self._client.raw_query(sql, fmt=fmt))
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
         except DatabaseError as exc:

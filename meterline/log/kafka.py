@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -70,6 +69,13 @@ def producer_config(bootstrap: str, timeout_s: float, extra: Mapping[str, Any]) 
     }
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class KafkaProducer(LogProducer):
     def __init__(
         self, bootstrap: str, topic: str, timeout_s: float = 10.0, extra: Mapping[str, Any] = {}
@@ -87,13 +93,26 @@ class KafkaProducer(LogProducer):
         had to win the GIL back from the loop thread while it validated other
         requests (a convoy: 66 ms of waiting per 1000-event request instead of
         ~11, and the gateway idle half the time at full load). One task for all
-        requests, polling every millisecond while any of them waits.
+        requests, polling every millisecond while any of them waits or any
+        message is still undelivered: a request that gave up (timeout, cancel)
+        leaves reports behind, and librdkafka holds each message's place in its
+        local queue until its report is served. Left unserved they would fill
+        the queue and refuse every later request after Kafka came back.
         """
-        while self._in_flight:
-            served = self._producer.poll(0)
+        while self._in_flight or len(self._producer):
+            try:
+                served = self._producer.poll(0)
+            except Exception:  # never let the reporter die: every waiter would time out
+                log.exception("serving Kafka delivery reports failed")
+                served = 0
             # Reports come in bursts (one per message of a broker batch): look
             # again at once after a burst, else wait a tick of the loop's clock.
             await asyncio.sleep(0 if served else 0.001)
+
+    def _ensure_reporter(self, loop: asyncio.AbstractEventLoop) -> None:
+        reporter = self._reporter
+        if reporter is None or reporter.done() or reporter.get_loop() is not loop:
+            self._reporter = loop.create_task(self._serve_delivery_reports())
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         if not messages:
@@ -118,31 +137,31 @@ class KafkaProducer(LogProducer):
                 errors.append(err)
             remaining[0] -= 1
             if remaining[0] == 0 or err is not None:
-                if threading.get_ident() == loop_thread:
+                if _running_loop() is loop:
                     finish()
                 else:
                     with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                         loop.call_soon_threadsafe(finish)
 
-        loop_thread = threading.get_ident()
-
         deadline = time.monotonic() + self._timeout_s
-        for message in messages:
-            while not self._try_produce(message, on_delivery):
-                # Local queue full: Kafka is slow or away. Wait, bounded by the deadline.
-                if time.monotonic() > deadline:
-                    raise LogUnavailable("Kafka producer queue is full", retry_after=2.0)
-                await asyncio.sleep(0.01)
         self._in_flight += 1
-        reporter = self._reporter
-        if reporter is None or reporter.done() or reporter.get_loop() is not loop:
-            self._reporter = loop.create_task(self._serve_delivery_reports())
+        self._ensure_reporter(loop)
         try:
+            for message in messages:
+                while not self._try_produce(message, on_delivery):
+                    # Local queue full: Kafka is slow or away. Serve reports (they
+                    # free places) and wait, bounded by the deadline.
+                    self._producer.poll(0)
+                    if time.monotonic() > deadline:
+                        raise LogUnavailable("Kafka producer queue is full", retry_after=2.0)
+                    await asyncio.sleep(0.01)
             await asyncio.wait_for(done, max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             raise LogUnavailable("Kafka did not acknowledge in time", retry_after=2.0) from None
         finally:
             self._in_flight -= 1
+            if not loop.is_closed():
+                self._ensure_reporter(loop)  # keeps serving what this request left behind
 
     def _try_produce(
         self, message: OutMessage, on_delivery: Callable[[KafkaError | None, object], None]

@@ -19,6 +19,8 @@ import orjson
 import pytest
 from confluent_kafka import KafkaException
 
+from meterline.errors import LogUnavailable
+from meterline.log.base import OutMessage
 from meterline.log.kafka import KafkaAdmin, KafkaProducer
 from tests.ingest.conftest import BATCH, LogTap, gateway_client
 from tests.support.kafka import PrivateBroker
@@ -99,3 +101,39 @@ async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
     logged = {orjson.loads(r.value)["id"] for r in tap.records()}
     assert set(acknowledged) <= logged  # every 202 is durable; 503s may or may not be there
     assert 503 in answers
+
+
+async def test_requests_abandoned_during_an_outage_do_not_block_requests_after_it(
+    own_broker: PrivateBroker,
+) -> None:
+    topic = f"meterline.test.abandoned.{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdmin(BOOTSTRAP)
+    admin.ensure_topic(topic, 3)
+    wait_for_leaders(admin, topic)
+    tap = LogTap(admin, topic)
+    # A small local queue, so 40 messages of a request that gave up would leave
+    # too little room for the next 40 if their delivery reports stayed unserved;
+    # librdkafka keeps them longer than the request waits (as with its default).
+    producer = KafkaProducer(
+        BOOTSTRAP,
+        topic,
+        timeout_s=2.0,
+        extra={"queue.buffering.max.messages": 50, "message.timeout.ms": 5000},
+    )
+
+    def messages(tag: str, n: int) -> list[OutMessage]:
+        return [OutMessage(f"{tag}-{i}".encode(), b"{}") for i in range(n)]
+
+    try:
+        await producer.publish(messages("before", 10))
+        own_broker.down()
+        with pytest.raises(LogUnavailable):
+            await producer.publish(messages("during", 40))  # the client would get 503
+        own_broker.up()
+        wait_for_leaders(admin, topic)
+        await producer.publish(messages("after", 40))
+    finally:
+        producer.close()
+    logged = {r.key for r in tap.records()}
+    assert {f"after-{i}".encode() for i in range(40)} <= logged
+    assert {f"before-{i}".encode() for i in range(10)} <= logged

@@ -382,3 +382,17 @@ def test_cyclic_gc_is_paused_during_a_batch_and_restored_after(
         gc.enable()
     processor.close()
     assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(events)
+
+
+def test_overlapping_gc_pauses_turn_the_collector_back_on_only_when_the_last_ends() -> None:
+    from processor.runner import _GcPause
+
+    pause = _GcPause()
+    first, second = pause.paused(), pause.paused()  # e.g. two --workers threads
+    first.__enter__()
+    second.__enter__()
+    assert not gc.isenabled()
+    first.__exit__(None, None, None)
+    assert not gc.isenabled()  # the other batch is still running
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
