@@ -24,13 +24,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bench.data import EventStream, encode
-from meterline.log.base import (
-    CONTENT_TYPE_HEADER,
-    INGESTED_AT_HEADER,
-    STRUCTURED_CONTENT_TYPE,
-    TENANT_HEADER,
-    Record,
-)
+from bench.workers import headers
+from meterline.log.base import Record
 
 if TYPE_CHECKING:
     from sinks.chdb_sink import ChdbSink
@@ -187,13 +182,9 @@ def _measure(sink: ChdbSink, work: Path, events: int) -> list[Stage]:
 
 def _records(n: int, seed: int) -> list[Record]:
     now = int(time.time() * 1000)
-    headers = (
-        (CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE),
-        (TENANT_HEADER, b"bench"),
-        (INGESTED_AT_HEADER, str(now).encode()),
-    )
+    as_logged = tuple(headers(now))  # what the gateway adds: content type, tenant, ingest time
     values = encode(EventStream(seed=seed, now_ms=now).take(n))
-    return [Record("bench", i % 12, i, k, v, headers, now) for i, (k, v) in enumerate(values)]
+    return [Record("bench", i % 12, i, k, v, as_logged, now) for i, (k, v) in enumerate(values)]
 
 
 def table(stages: list[Stage]) -> str:

@@ -112,7 +112,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
     from meterline.config import load_settings
     from meterline.log.base import Record
     from meterline.log.kafka import KafkaConsumer
-    from processor.runner import Processor, tune_gc
+    from processor.runner import tune_gc
 
     settings = load_settings(
         log="kafka",
@@ -137,16 +137,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
             return records
 
     consumer = TimedConsumer(settings.kafka_bootstrap_servers, settings.topic, args["group"])
-    worker = Processor(
-        consumer,
-        sink,
-        price_book,
-        dead,
-        batch_max_events=settings.batch_max_events,
-        batch_max_wait_s=settings.batch_max_wait_s,
-        dedupe_cache_ids=settings.dedupe_cache_ids,
-        dedupe_horizon_days=settings.dedupe_horizon_days,
-    )
+    worker = runtime.build_processor(settings, consumer, sink, price_book, dead)
     tune_gc()  # as `meterline processor` does once start-up is done
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)

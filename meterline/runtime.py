@@ -6,7 +6,7 @@ happen here, inside functions, so the emitter SDK installs without them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from meterline.config import Settings
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from meterline.log.base import LogAdmin, LogConsumer, LogProducer
     from processor.decode import DeadLetter
     from processor.pricing.base import PriceBook
+    from processor.runner import DeadLetterSink, Processor
     from sinks.base import Sink
 
 
@@ -104,6 +105,30 @@ def build_price_book(settings: Settings) -> PriceBook:
     if settings.price_book is None:
         return CatalogPriceBook()
     return BookPriceBook.from_file(settings.price_book)
+
+
+def build_processor(
+    settings: Settings,
+    consumer: LogConsumer,
+    sink: Sink,
+    price_book: PriceBook,
+    dead_letters: DeadLetterSink,
+    known_tenant: Callable[[str], bool] | None = None,
+) -> Processor:
+    """A processor loop with the batch and dedupe settings (``meterline processor``'s)."""
+    from processor.runner import Processor
+
+    return Processor(
+        consumer,
+        sink,
+        price_book,
+        dead_letters,
+        batch_max_events=settings.batch_max_events,
+        batch_max_wait_s=settings.batch_max_wait_s,
+        dedupe_cache_ids=settings.dedupe_cache_ids,
+        dedupe_horizon_days=settings.dedupe_horizon_days,
+        known_tenant=known_tenant,
+    )
 
 
 class LogDeadLetters:

@@ -61,16 +61,13 @@ class ProcessorThread:
             if settings.log == "embedded" and settings.workers > 1:
                 partitions = [p for p in range(count) if p % settings.workers == index]
             self.processors.append(
-                Processor(
+                runtime.build_processor(
+                    settings,
                     runtime.build_consumer(settings, partitions),
                     sink,
                     price_book,
                     dead_letters,
-                    batch_max_events=settings.batch_max_events,
-                    batch_max_wait_s=settings.batch_max_wait_s,
-                    dedupe_cache_ids=settings.dedupe_cache_ids,
-                    dedupe_horizon_days=settings.dedupe_horizon_days,
-                    known_tenant=known_tenant,
+                    known_tenant,
                 )
             )
         self._threads = [

@@ -99,6 +99,7 @@ class _GcPause:
         try:
             yield
         finally:
+            generation = None
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0 and self._turned_off:
@@ -107,10 +108,12 @@ class _GcPause:
                 now = time.monotonic()
                 if now - self._full_at >= 60.0:
                     self._full_at = self._young_at = now
-                    gc.collect()
+                    generation = 2
                 elif now - self._young_at >= 1.0:
                     self._young_at = now
-                    gc.collect(0)
+                    generation = 0
+            if generation is not None:  # outside the lock: other workers' batches go on
+                gc.collect(generation)
 
 
 _cyclic_gc_paused = _GcPause().paused

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from schemas.usage import TOKEN_FIELDS
+
 # (tenant, source, id): the identity of an event, the dedupe key.
 EventKey = tuple[str, str, str]
 
@@ -27,14 +29,8 @@ EVENT_COLUMNS: dict[str, type] = {
     "model": str,
     "feature": str,
     "user": str,
-    "input_tokens": int,
-    "output_tokens": int,
-    "cache_read_tokens": int,
-    "cache_write_tokens": int,
-    "cache_write_1h_tokens": int,
-    "reasoning_tokens": int,
-    "input_audio_tokens": int,
-    "output_audio_tokens": int,
+    # In TOKEN_FIELDS order: processor/rows.py fills them from that tuple.
+    **dict.fromkeys(TOKEN_FIELDS, int),
     "images": int,
     "image_size": str,
     "image_quality": str,
@@ -63,14 +59,7 @@ METER_SUMS = (
     "events",
     "unpriced_events",
     "estimated_events",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
+    *TOKEN_FIELDS,
     "images",
     "quantity",
     "cost_usd",

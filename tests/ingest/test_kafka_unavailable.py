@@ -54,14 +54,19 @@ def wait_for_leaders(admin: KafkaAdmin, topic: str) -> None:
             time.sleep(0.2)
 
 
-async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
-    own_broker: PrivateBroker,
-) -> None:
-    topic = f"meterline.test.down.{uuid.uuid4().hex[:8]}"
+def fresh_topic(name: str) -> tuple[str, KafkaAdmin, LogTap]:
+    """A new 3-partition topic on the private broker, its leaders elected, tapped."""
+    topic = f"meterline.test.{name}.{uuid.uuid4().hex[:8]}"
     admin = KafkaAdmin(BOOTSTRAP)
     admin.ensure_topic(topic, 3)
     wait_for_leaders(admin, topic)
-    tap = LogTap(admin, topic)
+    return topic, admin, LogTap(admin, topic)
+
+
+async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
+    own_broker: PrivateBroker,
+) -> None:
+    topic, admin, tap = fresh_topic("down")
     producer = KafkaProducer(BOOTSTRAP, topic, timeout_s=4.0)
     acknowledged: list[str] = []
     answers: list[int] = []
@@ -106,11 +111,7 @@ async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
 async def test_requests_abandoned_during_an_outage_do_not_block_requests_after_it(
     own_broker: PrivateBroker,
 ) -> None:
-    topic = f"meterline.test.abandoned.{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdmin(BOOTSTRAP)
-    admin.ensure_topic(topic, 3)
-    wait_for_leaders(admin, topic)
-    tap = LogTap(admin, topic)
+    topic, admin, tap = fresh_topic("abandoned")
     # A small local queue, so 40 messages of a request that gave up would leave
     # too little room for the next 40 if their delivery reports stayed unserved;
     # librdkafka keeps them longer than the request waits (as with its default).
