@@ -1,4 +1,4 @@
-"""``meterline bench``: every number of DESIGN §8 side by side with its limit or peer.
+"""``meterline bench``: each target of docs/design.md#performance-targets beside its limit and peer.
 
 Each part runs in its own process (gateway, load client, bare producer, bare
 consumer, processor, Quix Streams peer) so CPU and memory are each one's own;
@@ -140,8 +140,8 @@ def run(options: Options, say: Callable[[str], None] = print) -> Report:
 
 
 def _micro(report: Report, options: Options, say: Callable[[str], None]) -> None:
-    from ingest.emitter.bench import bench_wrapper_overhead
-    from processor.pricing.bench import bench_genai_calc_price, bench_pricing
+    from bench.emitter import bench_wrapper_overhead
+    from bench.pricing import bench_genai_calc_price, bench_pricing
 
     say("pricing and emitter micro-benchmarks ...")
     n = 20_000 if options.quick else 200_000
@@ -158,7 +158,7 @@ def _micro(report: Report, options: Options, say: Callable[[str], None]) -> None
 
 
 def _topic(bootstrap: str, name: str) -> None:
-    from meterline.log.kafka import KafkaAdmin
+    from core.log.kafka import KafkaAdmin
 
     KafkaAdmin(bootstrap).ensure_topic(name, PARTITIONS)
 

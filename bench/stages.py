@@ -25,7 +25,7 @@ import orjson
 
 from bench.data import EventStream, encode
 from bench.workers import headers
-from meterline.log.base import Record
+from core.log.base import Record
 
 if TYPE_CHECKING:
     from sinks.chdb_sink import ChdbSink
@@ -60,7 +60,7 @@ def measure(events: int = 200_000) -> list[Stage]:
 
 
 def _measure(sink: ChdbSink, work: Path, events: int) -> list[Stage]:
-    from meterline.config import load_settings
+    from core.settings import load_settings
     from meterline.runtime import build_price_book
     from processor.decode import Decoded, decode
     from processor.dedupe import Deduplicator

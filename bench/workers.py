@@ -27,13 +27,13 @@ from bench.data import TENANT, EventStream, encode
 
 
 def producer_settings(bootstrap: str) -> dict[str, Any]:
-    from meterline.log.kafka import producer_config
+    from core.log.kafka import producer_config
 
     return producer_config(bootstrap, 30.0, {"queue.buffering.max.messages": 1_000_000})
 
 
 def headers(now_ms: int) -> list[tuple[str, bytes]]:
-    from meterline.log.base import (
+    from core.log.base import (
         CONTENT_TYPE_HEADER,
         INGESTED_AT_HEADER,
         STRUCTURED_CONTENT_TYPE,
@@ -108,11 +108,11 @@ def consume(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def processor(args: dict[str, Any]) -> dict[str, Any]:
+    from core.gc_policy import tune_gc
+    from core.log.base import Record
+    from core.log.kafka import KafkaConsumer
+    from core.settings import load_settings
     from meterline import runtime
-    from meterline.config import load_settings
-    from meterline.log.base import Record
-    from meterline.log.kafka import KafkaConsumer
-    from processor.runner import tune_gc
 
     settings = load_settings(
         log="kafka",

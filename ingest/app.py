@@ -21,15 +21,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ingest.events import post_events
 from ingest.gateway import Gateway
 from ingest.openapi import openapi_document
 from ingest.problems import HTTPProblem
 from ingest.requestlog import RequestContext
-from ingest.sql_api import post_sql
-from ingest.usage_api import get_usage, post_usage
+from ingest.usage_api import post_usage
 from ingest.webhook import options_events
 
 __all__ = ["Gateway", "create_app"]
@@ -38,7 +37,14 @@ log = logging.getLogger("meterline.gateway")
 Handler = Callable[[Gateway, Request], Awaitable[Response]]
 
 
-def create_app(gateway: Gateway, on_shutdown: Sequence[Callable[[], Any]] = ()) -> Starlette:
+def create_app(
+    gateway: Gateway,
+    *,
+    mounts: Sequence[BaseRoute] = (),
+    on_shutdown: Sequence[Callable[[], Any]] = (),
+) -> Starlette:
+    """The write path's routes, the operational ones, and ``mounts`` (the read side's,
+    given by the shell) behind one middleware stack and one error rendering."""
     def bind(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             return await handler(gateway, request)
@@ -49,11 +55,6 @@ def create_app(gateway: Gateway, on_shutdown: Sequence[Callable[[], Any]] = ()) 
         if request.method == "OPTIONS":
             return await options_events(gateway, request)
         return await post_events(gateway, request)
-
-    async def usage(request: Request) -> Response:
-        if request.method == "POST":
-            return await post_usage(gateway, request)
-        return await get_usage(gateway, request)
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -79,8 +80,8 @@ def create_app(gateway: Gateway, on_shutdown: Sequence[Callable[[], Any]] = ()) 
     return Starlette(
         routes=[
             Route("/v1/events", events, methods=["POST", "OPTIONS"]),
-            Route("/api/usage", usage, methods=["GET", "POST"]),
-            Route("/v1/sql", bind(post_sql), methods=["POST"]),
+            Route("/api/usage", bind(post_usage), methods=["POST"]),
+            *mounts,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),

@@ -37,8 +37,8 @@ from typing import Any
 
 import yaml
 
+from core.errors import ConfigError
 from ingest.problems import HTTPProblem
-from meterline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

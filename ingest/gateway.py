@@ -20,12 +20,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from ingest import metrics
-from ingest.auth import ApiKey, Authenticator, KeyStore
-from ingest.problems import HTTPProblem
-from ingest.ratelimit import RateLimiter
-from meterline.errors import LogUnavailable
-from meterline.log.base import (
+from core.errors import LogUnavailable
+from core.log.base import (
     CONTENT_TYPE_HEADER,
     INGESTED_AT_HEADER,
     STRUCTURED_CONTENT_TYPE,
@@ -33,16 +29,21 @@ from meterline.log.base import (
     LogProducer,
     OutMessage,
 )
-from processor.pricing.base import PriceBook
+from ingest import metrics
+from ingest.auth import ApiKey, Authenticator, KeyStore
+from ingest.guard import Guard, read_body
+from ingest.problems import HTTPProblem
+from ingest.ratelimit import RateLimiter
+from pricing.base import PriceBook
 from schemas.envelope import ValidEvent, parse_event
 from schemas.problems import Problem
-from sinks.base import Sink
 
 PriceBookSource = PriceBook | Callable[[], PriceBook]
 
 
 class Gateway:
-    """State shared by the handlers. ``keys=None`` is open mode (every request is ``tenant``)."""
+    """State shared by the write path's handlers. ``keys=None`` is open mode (every request
+    is ``tenant``). The read side (``query/``) has its own ``Reader``."""
 
     def __init__(
         self,
@@ -52,8 +53,6 @@ class Gateway:
         max_body_bytes: int,
         max_event_bytes: int,
         max_batch_events: int,
-        sink: Sink | None = None,
-        sql_token: str | None = None,
         keys: KeyStore | None = None,
         limiter: RateLimiter | None = None,
         price_book: PriceBookSource | None = None,
@@ -64,10 +63,7 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self.max_event_bytes = max_event_bytes
         self.max_batch_events = max_batch_events
-        self.sink = sink
-        self.sql_token = sql_token
-        self.auth = Authenticator(keys, tenant)
-        self.limiter = limiter or RateLimiter()
+        self.guard = Guard(Authenticator(keys, tenant), limiter or RateLimiter())
         self._price_book = price_book
         self.webhook_origins = frozenset(webhook_origins)
 
@@ -80,45 +76,11 @@ class Gateway:
 
     # Step 1.
     def authorize(self, request: Request, scope: str) -> ApiKey:
-        headers = request.headers
-        try:
-            key = self.auth.authenticate(
-                headers.get("authorization"), headers.get("x-api-key"), scope
-            )
-        except HTTPProblem as problem:
-            metrics.REQUESTS_REJECTED.labels(problem.code).inc()
-            raise
-        request.state.tenant = key.tenant
-        wait = self.limiter.retry_after(key)
-        if wait is not None:
-            metrics.REQUESTS_REJECTED.labels("rate_limited").inc()
-            raise HTTPProblem(
-                429,
-                "rate-limited",
-                "this API key is over its request rate; retry after Retry-After seconds",
-                retry_after=wait,
-            )
-        return key
+        return self.guard.authorize(request, scope)
 
     # Step 2.
     async def read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            metrics.REQUESTS_REJECTED.labels("body_too_large").inc()
-            raise HTTPProblem(
-                413, "body-too-large", f"body of {declared} bytes exceeds {self.max_body_bytes}"
-            )
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                metrics.REQUESTS_REJECTED.labels("body_too_large").inc()
-                raise HTTPProblem(
-                    413, "body-too-large", f"body exceeds {self.max_body_bytes} bytes"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, self.max_body_bytes)
 
     # Step 3.
     def validate(

@@ -1,4 +1,6 @@
-"""The seed-compatible usage API: ``POST /api/usage`` and ``GET /api/usage``.
+"""The seed-compatible usage API's write half: ``POST /api/usage``.
+
+(``GET /api/usage`` is read-side: ``query/usage.py``.)
 
 Users coming from a portal with this API keep their client code. A POST is a
 token-usage CloudEvent like any other (``io.meterline.usage.tokens``, subject =
@@ -15,9 +17,8 @@ field fails instead of billing zero.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -29,14 +30,12 @@ from starlette.responses import JSONResponse, Response
 from ingest.codec import media_type
 from ingest.gateway import Gateway
 from ingest.problems import HTTPProblem
-from meterline.errors import StoreError
 from schemas.envelope import parse_event
 from schemas.problems import Problem
-from schemas.times import EPOCH, format_ms, from_ms, to_ms
+from schemas.times import EPOCH, format_ms, to_ms
 from schemas.usage import MAX_TOKENS, EventType
 
 SOURCE = "/api/usage"
-MAX_ROWS = 10_000
 MAX_IDEMPOTENCY_KEY = 255
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 Name = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
@@ -137,97 +136,6 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         },
         status_code=201,
     )
-
-
-async def get_usage(gateway: Gateway, request: Request) -> Response:
-    key = gateway.authorize(request, "read")
-    params = request.query_params
-    problems: list[Problem] = []
-    project_id = params.get("project_id")
-    if project_id is not None and not _printable(project_id):
-        problems.append(Problem("invalid", "project_id", "must be 1-256 printable characters"))
-    since = _bound(params.get("date_from"), "date_from", problems, end=False)
-    until = _bound(params.get("date_to"), "date_to", problems, end=True)
-    limit = params.get("limit", "1000")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_ROWS:
-        problems.append(Problem("invalid", "limit", f"must be an integer in 1..{MAX_ROWS}"))
-    if problems:
-        raise HTTPProblem(422, "invalid-query", "the query parameters are invalid", problems)
-    if gateway.sink is None:
-        # 404 like /v1/sql when not enabled: a 5xx would send monitors and retries
-        # after a condition that no retry changes.
-        raise HTTPProblem(
-            404,
-            "reads-not-served-here",
-            "this process has no store attached; query a `meterline run` process or ClickHouse",
-        )
-    where = [f"tenant = {quote(key.tenant)}", f"type = {quote(EventType.TOKENS.value)}"]
-    if project_id is not None:
-        where.append(f"subject = {quote(project_id)}")
-    if since is not None:
-        where.append(f"time >= fromUnixTimestamp64Milli({to_ms(since)}, 'UTC')")
-    if until is not None:
-        where.append(f"time < fromUnixTimestamp64Milli({to_ms(until)}, 'UTC')")
-    sql = (
-        "SELECT id, subject, provider, model, input_tokens, output_tokens, cost_usd, "
-        "toUnixTimestamp64Milli(time) AS time_ms "
-        f"FROM {gateway.sink.database}.usage_events WHERE {' AND '.join(where)} "
-        f"ORDER BY time, id LIMIT {int(limit)}"
-    )
-    try:
-        rows = await asyncio.to_thread(gateway.sink.query_rows, sql)
-    except StoreError as exc:
-        raise HTTPProblem(
-            503, "store-unavailable", f"the store did not answer: {exc}", retry_after=1
-        ) from exc
-    usage = [_row(row) for row in rows]
-    return JSONResponse({"count": len(usage), "usage": usage})
-
-
-def quote(value: str) -> str:
-    """A ClickHouse string literal. Backslash first, then the quote: the only two
-    characters with meaning inside '...' (control characters are refused before)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _row(row: dict[str, Any]) -> dict[str, Any]:
-    input_tokens, output_tokens = int(row["input_tokens"]), int(row["output_tokens"])
-    moment = from_ms(int(row["time_ms"]))
-    return {
-        "id": row["id"],
-        "project_id": row["subject"],
-        "provider": row["provider"],
-        "model": row["model"],
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-        "cost_usd": decimal_str(Decimal(row["cost_usd"])),
-        "request_timestamp": format_ms(moment),
-    }
-
-
-def _printable(value: str) -> bool:
-    return 0 < len(value) <= 256 and value.isprintable()
-
-
-def _bound(raw: str | None, name: str, problems: list[Problem], *, end: bool) -> datetime | None:
-    """A date (whole day; ``date_to`` inclusive) or an RFC 3339 / ISO 8601 instant."""
-    if raw is None or raw == "":
-        return None
-    try:
-        if len(raw) == 10:
-            day = datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
-            return day + timedelta(days=1) if end else day
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        problems.append(Problem("invalid", name, "must be YYYY-MM-DD or an RFC 3339 timestamp"))
-        return None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    if not EPOCH <= moment < _LATEST:
-        problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
-        return None
-    # date_to is inclusive; the SQL compares with '<' on milliseconds.
-    return moment + timedelta(milliseconds=1) if end else moment
 
 
 def _problems(exc: ValidationError) -> list[Problem]:

@@ -48,13 +48,13 @@ async def options_events(gateway: Gateway, request: Request) -> Response:
 
 def _allowed_rate(gateway: Gateway, request: Request) -> str:
     """The key's limit when the handshake carries one, else the default; per minute."""
-    key = gateway.auth.open
-    if gateway.auth.keys is not None:
+    key = gateway.guard.auth.open
+    if gateway.guard.auth.keys is not None:
         authorization = request.headers.get("authorization", "")
         presented = authorization.partition(" ")[2].strip() or request.headers.get("x-api-key")
-        found = gateway.auth.keys.lookup(presented) if presented else None
+        found = gateway.guard.auth.keys.lookup(presented) if presented else None
         key = found or key
-    limits = gateway.limiter.limits(key)
+    limits = gateway.guard.limiter.limits(key)
     if limits is None:
         return "*"
     return str(max(1, math.floor(limits[0] * 60)))

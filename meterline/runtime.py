@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from meterline.config import Settings
-from meterline.errors import ConfigError
+from core.errors import ConfigError
+from core.settings import Settings
 
 if TYPE_CHECKING:
-    from meterline.log.base import LogAdmin, LogConsumer, LogProducer
+    from core.log.base import LogAdmin, LogConsumer, LogProducer
+    from pricing.base import PriceBook
     from processor.decode import DeadLetter
-    from processor.pricing.base import PriceBook
-    from processor.runner import DeadLetterSink, Processor
+    from processor.runner import DeadLetterSink, Processor, StepHooks
     from sinks.base import Sink
 
 
@@ -31,11 +31,11 @@ def dlq_topic(settings: Settings) -> str:
 def build_admin(settings: Settings) -> LogAdmin:
     if settings.log == "kafka":
         try:
-            from meterline.log.kafka import KafkaAdmin
+            from core.log.kafka import KafkaAdmin
         except ImportError as exc:
             raise _need("server", exc) from exc
         return KafkaAdmin(settings.kafka_bootstrap_servers, settings.kafka_extra)
-    from meterline.log.embedded import EmbeddedAdmin
+    from core.log.embedded import EmbeddedAdmin
 
     return EmbeddedAdmin(settings.embedded_log_path)
 
@@ -50,7 +50,7 @@ def ensure_topics(settings: Settings) -> None:
 def build_producer(settings: Settings, topic: str | None = None) -> LogProducer:
     topic = topic or settings.topic
     if settings.log == "kafka":
-        from meterline.log.kafka import KafkaProducer
+        from core.log.kafka import KafkaProducer
 
         return KafkaProducer(
             settings.kafka_bootstrap_servers,
@@ -58,14 +58,14 @@ def build_producer(settings: Settings, topic: str | None = None) -> LogProducer:
             settings.produce_timeout_s,
             settings.kafka_extra,
         )
-    from meterline.log.embedded import EmbeddedProducer
+    from core.log.embedded import EmbeddedProducer
 
     return EmbeddedProducer(settings.embedded_log_path, topic, settings.produce_timeout_s)
 
 
 def build_consumer(settings: Settings, partitions: Sequence[int] | None = None) -> LogConsumer:
     if settings.log == "kafka":
-        from meterline.log.kafka import KafkaConsumer
+        from core.log.kafka import KafkaConsumer
 
         return KafkaConsumer(
             settings.kafka_bootstrap_servers,
@@ -73,7 +73,7 @@ def build_consumer(settings: Settings, partitions: Sequence[int] | None = None) 
             settings.consumer_group,
             settings.kafka_extra,
         )
-    from meterline.log.embedded import EmbeddedConsumer
+    from core.log.embedded import EmbeddedConsumer
 
     return EmbeddedConsumer(
         settings.embedded_log_path, settings.topic, settings.consumer_group, partitions
@@ -100,7 +100,7 @@ def build_price_book(settings: Settings) -> PriceBook:
     The book is validated completely here, so a bad entry stops the processor at
     start (PriceBookError names every bad entry) instead of mis-billing events.
     """
-    from processor.pricing import BookPriceBook, CatalogPriceBook
+    from pricing import BookPriceBook, CatalogPriceBook
 
     if settings.price_book is None:
         return CatalogPriceBook()
@@ -114,6 +114,7 @@ def build_processor(
     price_book: PriceBook,
     dead_letters: DeadLetterSink,
     known_tenant: Callable[[str], bool] | None = None,
+    hooks: StepHooks | None = None,
 ) -> Processor:
     """A processor loop with the batch and dedupe settings (``meterline processor``'s)."""
     from processor.runner import Processor
@@ -128,6 +129,7 @@ def build_processor(
         dedupe_cache_ids=settings.dedupe_cache_ids,
         dedupe_horizon_days=settings.dedupe_horizon_days,
         known_tenant=known_tenant,
+        hooks=hooks,
     )
 
 

@@ -11,15 +11,18 @@ from collections.abc import Callable
 import uvicorn
 from prometheus_client import start_http_server
 
+from core.errors import ConfigError
+from core.gc_policy import tune_gc
+from core.settings import Settings
 from ingest.app import Gateway, create_app
 from ingest.auth import KeyStore
 from ingest.ratelimit import RateLimiter
 from ingest.requestlog import configure_logging
 from meterline import runtime
-from meterline.config import Settings
-from meterline.errors import ConfigError
 from meterline.instance import Instance
-from processor.runner import Processor, tune_gc
+from processor.runner import Processor, StepHooks
+from query import Reader
+from query import routes as read_routes
 from sinks.base import Sink
 
 log = logging.getLogger("meterline")
@@ -46,7 +49,7 @@ class ProcessorThread:
     sink (chDB allows one process per folder, so this is how chDB scales out).
     """
 
-    def __init__(self, settings: Settings, sink: Sink) -> None:
+    def __init__(self, settings: Settings, sink: Sink, hooks: StepHooks | None = None) -> None:
         self._stop = threading.Event()
         self._sink = sink
         known_tenant = _known_tenants(settings)
@@ -68,6 +71,7 @@ class ProcessorThread:
                     price_book,
                     dead_letters,
                     known_tenant,
+                    hooks,
                 )
             )
         self._threads = [
@@ -118,8 +122,13 @@ def serve(
     processor: bool = True,
     sql_endpoint: bool = True,
     on_started: Callable[[str], None] | None = None,
+    processor_hooks: StepHooks | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM. The shutdown order flushes before it closes."""
+    """Run until SIGINT/SIGTERM. The shutdown order flushes before it closes.
+
+    ``processor_hooks``: called at the processor's checkpoint steps (the chaos
+    tests' SIGKILL; tests/support/chaos_run.py); none in production.
+    """
     configure_logging(settings.log_format)
     keys = KeyStore.from_file(settings.api_keys_file) if settings.api_keys_file else None
     if gateway and keys is None and not settings.open_mode:
@@ -141,7 +150,9 @@ def serve(
     if processor or sql_endpoint or settings.store == "clickhouse":
         sink = runtime.build_sink(settings)
         sink.migrate(settings.billing_timezone)
-    worker = ProcessorThread(settings, sink) if processor and sink is not None else None
+    worker = None
+    if processor and sink is not None:
+        worker = ProcessorThread(settings, sink, processor_hooks)
     # Once, before any worker or request allocates (freezing later would pin
     # whatever a batch in flight holds). The gateway allocates like the
     # processor, a dict per event: without it, collections over start-up's
@@ -182,22 +193,20 @@ def serve(
         if sink:
             sink.close()
 
-    app = create_app(
-        Gateway(
-            producer,
-            tenant=settings.tenant,
-            max_body_bytes=settings.max_body_bytes,
-            max_event_bytes=settings.max_event_bytes,
-            max_batch_events=settings.max_batch_events,
-            sink=sink,
-            sql_token=token,
-            keys=keys,
-            limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
-            price_book=lambda: runtime.build_price_book(settings),
-            webhook_origins=[o.strip() for o in settings.webhook_origins.split(",") if o.strip()],
-        ),
-        on_shutdown=[shutdown],
+    gateway_state = Gateway(
+        producer,
+        tenant=settings.tenant,
+        max_body_bytes=settings.max_body_bytes,
+        max_event_bytes=settings.max_event_bytes,
+        max_batch_events=settings.max_batch_events,
+        keys=keys,
+        limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
+        price_book=lambda: runtime.build_price_book(settings),
+        webhook_origins=[o.strip() for o in settings.webhook_origins.split(",") if o.strip()],
     )
+    # The read side shares the gateway's guard: one key check, one rate limit per key.
+    reader = Reader(sink, gateway_state.guard, sql_token=token)
+    app = create_app(gateway_state, mounts=read_routes(reader), on_shutdown=[shutdown])
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="warning", access_log=False

@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from meterline.log.base import TENANT_HEADER, Record
+from core.log.base import TENANT_HEADER, Record
+from core.types import EventKey
 from schemas.envelope import ValidEvent, parse_event
 from schemas.usage import UnitsUsage, _UsageData
-from sinks.base import EventKey
 
 ONE = Decimal(1)
 _UNIT = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from itertools import islice
 
-from sinks.base import EventKey, Sink
+from core.types import EventKey
+from sinks.base import Sink
 
 
 class Deduplicator:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from meterline.log.base import LogAdmin, Record
+from core.log.base import LogAdmin, Record
+from pricing.base import PriceBook
 from processor.decode import Decoded, decode
 from processor.dedupe import Deduplicator
-from processor.pricing.base import PriceBook
 from processor.rows import EventColumns
 from sinks.base import Sink, quote
 

@@ -1,7 +1,7 @@
 """Build the column-oriented batch for usage_events from decoded, priced events.
 
 Columns, not row objects: both sinks insert column lists directly, which is
-several times faster than row strings (DESIGN §6).
+several times faster than row strings (docs/design.md#clickhouse).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, cast
 
 import orjson
 
+from pricing.base import Priced
 from processor.decode import Decoded
-from processor.pricing.base import Priced
 from schemas.usage import TOKEN_FIELDS, ChargeUsage, ImageUsage, TokenUsage, UnitsUsage
 from sinks.base import EVENT_COLUMNS
 

@@ -22,101 +22,57 @@ Checkpoint order for every batch (the ``# Step N.`` markers below match):
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from meterline.errors import MeterlineError, StoreError
-from meterline.log.base import (
+from core.errors import MeterlineError, StoreError
+from core.gc_policy import cyclic_gc_paused
+from core.log.base import (
     DLQ_REASON_HEADER,
     LogConsumer,
     OutMessage,
     Record,
 )
+from core.types import EventKey
+from pricing.base import PriceBook
 from processor import metrics
-from processor.chaos import Chaos
 from processor.decode import DeadLetter, Decoded, decode
 from processor.dedupe import Deduplicator
-from processor.pricing.base import PriceBook
 from processor.rows import EventColumns
-from sinks.base import EventKey, Sink
+from sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
 
-def tune_gc() -> None:
-    """Call once, after start-up, in a process that runs processors or a gateway.
+class StepHooks(Protocol):
+    """Called at the checkpoint steps; the chaos tests pass one that SIGKILLs the process.
 
-    The hot loop allocates millions of short-lived objects (decoded JSON, row
-    values) that reference counting frees; with the default thresholds the
-    cyclic collector ran constantly over the long-lived start-up objects (~40%
-    of processor time in the benchmark's profile). Freeze what start-up built
-    and collect cycles far less often: 13.8k -> 19.3k events/s in the benchmark.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
-class _GcPause:
-    """No cyclic garbage collection while batches are processed (``paused()``).
-
-    A batch keeps ~10 live objects per event (records, decoded JSON, models,
-    rows) until it is written, and every young collection walked all of them
-    again: 22% of the processor's time even with ``tune_gc``'s thresholds
-    (isolated batch loop: 28.2 -> 22.0 µs per event). The hot path makes no
-    reference cycles and a batch's memory is bounded by its size.
-
-    The collector is process-wide, so pauses are counted: nested ones and
-    ``--workers`` threads share one pause, and the collector comes back on
-    when the last one ends (never if someone else had turned it off). Cycles
-    made meanwhile (a gateway in the same process, exception tracebacks) are
-    still reclaimed: whenever a pause ends, the young generation is collected
-    if the last such collection is a second old, everything if it is a minute
-    old, even while other workers' pauses go on. Not at every pause's end:
-    each poll's 10k fresh records made that 6% of the processor's time.
+    Passed in by whoever builds the processor (``meterline.runtime``), never read
+    from the environment: production code has no crash switch.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._turned_off = False  # we disabled the collector (it was on)
-        self._young_at = 0.0
-        self._full_at = time.monotonic()
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth == 0 and gc.isenabled():
-                gc.disable()
-                self._turned_off = True
-            self._depth += 1
-        try:
-            yield
-        finally:
-            generation = None
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0 and self._turned_off:
-                    self._turned_off = False
-                    gc.enable()
-                now = time.monotonic()
-                if now - self._full_at >= 60.0:
-                    self._full_at = self._young_at = now
-                    generation = 2
-                elif now - self._young_at >= 1.0:
-                    self._young_at = now
-                    generation = 0
-            if generation is not None:  # outside the lock: other workers' batches go on
-                gc.collect(generation)
+    def batch_started(self) -> None: ...
+    def at(self, point: str) -> None: ...
+    def around_insert(self) -> AbstractContextManager[None]: ...
 
 
-_cyclic_gc_paused = _GcPause().paused
+class _NoHooks:
+    def batch_started(self) -> None:
+        pass
+
+    def at(self, point: str) -> None:
+        pass
+
+    def around_insert(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+NO_HOOKS: StepHooks = _NoHooks()
 
 
 class DeadLetterSink(Protocol):
@@ -166,7 +122,7 @@ class Processor:
         dedupe_horizon_days: int = 35,
         known_tenant: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
-        chaos: Chaos | None = None,
+        hooks: StepHooks | None = None,
     ) -> None:
         self._consumer = consumer
         self._sink = sink
@@ -177,7 +133,7 @@ class Processor:
         self._batch_max_wait_s = batch_max_wait_s
         self._horizon_ms = dedupe_horizon_days * 86_400_000
         self._known_tenant = known_tenant
-        self._chaos = chaos or Chaos.from_env()
+        self._hooks = hooks or NO_HOOKS
         self._clock = clock
         self.totals = BatchResult()
 
@@ -187,7 +143,7 @@ class Processor:
         started = 0.0
         while not stop.is_set():
             # Polling builds the batch's records: the same reason to pause.
-            with _cyclic_gc_paused():
+            with cyclic_gc_paused():
                 budget = self._batch_max_events - len(pending)
                 records = self._consumer.poll(min(budget, 10_000), 0.1)
                 revoked = self._consumer.take_revoked()
@@ -250,12 +206,12 @@ class Processor:
                 self._consumer.resume()
 
     def process_batch(self, records: list[Record]) -> BatchResult:
-        with _cyclic_gc_paused():
+        with cyclic_gc_paused():
             return self._process_batch(records)
 
     def _process_batch(self, records: list[Record]) -> BatchResult:
-        self._chaos.batch_started()
-        self._chaos.at("after_poll")
+        self._hooks.batch_started()
+        self._hooks.at("after_poll")
         result = BatchResult(records=len(records))
         metrics.EVENTS_READ.inc(len(records))
         metrics.BATCH_SIZE.observe(len(records))
@@ -339,7 +295,7 @@ class Processor:
                 + f"-n{len(records)}"
             )
             began = time.perf_counter()
-            with self._chaos.around_insert():
+            with self._hooks.around_insert():
                 self._sink.insert_events(columns.columns, token)
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
             result.stored = len(columns)
@@ -350,7 +306,7 @@ class Processor:
             for ingested in ingested_at[:: max(1, len(ingested_at) // 100)]:
                 metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - ingested / 1000))
 
-        self._chaos.at("after_insert")
+        self._hooks.at("after_insert")
 
         # Step 6. Commit: only now is the batch done as far as the log knows.
         try:
@@ -360,7 +316,7 @@ class Processor:
             # stopped by step 2. Losing the commit costs only re-reading.
             log.warning("offset commit failed (batch is stored, will be re-read): %s", exc)
 
-        self._chaos.at("after_commit")
+        self._hooks.at("after_commit")
 
         # Step 7. Cache the keys we now know are stored.
         self._dedupe.remember(keys[i] for i in new_indexes)

@@ -1,7 +1,7 @@
 """The CloudEvents 1.0 envelope, validated strictly, and ``parse_event``.
 
 Why not the ``cloudevents`` SDK as validator: it invents missing ids and times,
-accepts invalid extension names and non-URI sources (DESIGN §7). A billing
+accepts invalid extension names and non-URI sources (docs/design.md#cloudevents). A billing
 system must refuse those: a made-up id defeats dedupe, a made-up time moves
 usage into the wrong invoice.
 

@@ -5,6 +5,7 @@ and ``clickhouse_sink`` implement it with identical SQL (the DDL in
 ``schemas/sql``), so the chDB tests cover the server path's SQL too.
 """
 
-from sinks.base import EVENT_COLUMNS, EventKey, Sink
+from core.types import EventKey
+from sinks.base import EVENT_COLUMNS, Sink
 
 __all__ = ["EVENT_COLUMNS", "EventKey", "Sink"]

@@ -9,10 +9,8 @@ from typing import Any
 
 import orjson
 
+from core.types import EventKey
 from schemas.usage import TOKEN_FIELDS
-
-# (tenant, source, id): the identity of an event, the dedupe key.
-EventKey = tuple[str, str, str]
 
 # The columns of usage_events, in DDL order, with the Python type the processor
 # fills them with. Times are epoch milliseconds (int), money is Decimal, and
@@ -66,7 +64,7 @@ METER_SUMS = (
     "price_usd",
 )
 
-# Settings every INSERT we rely on carries (DESIGN §4): synchronous, and block
+# Settings every INSERT we rely on carries (docs/design.md#clickhouse): synchronous, and block
 # dedup that also covers the materialized views' target tables.
 INSERT_SETTINGS: dict[str, Any] = {
     "async_insert": 0,

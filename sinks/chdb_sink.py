@@ -18,9 +18,10 @@ import orjson
 import pyarrow as pa
 from chdb import session as chdb_session
 
-from meterline.errors import StoreError
+from core.errors import StoreError
+from core.types import EventKey
 from sinks import ddl
-from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, EventKey, Sink, quote
+from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, Sink, quote
 
 _SETTINGS_SQL = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
 
@@ -134,7 +135,7 @@ class ChdbSink(Sink):
     ) -> None:
         # chDB's Python() table function finds `rows` by name in this frame. An
         # Arrow table, built column by column in C, is read several times faster
-        # than Python lists (DESIGN §6).
+        # than Python lists (docs/design.md#clickhouse).
         rows = _arrow_table(columns)  # noqa: F841 - read by chDB's Python(rows) below
         token = dedup_token
         with self._lock:

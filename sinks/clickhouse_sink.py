@@ -13,10 +13,11 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from meterline.errors import StoreError, StoreUnavailable
+from core.errors import StoreError, StoreUnavailable
+from core.types import EventKey
 from schemas.times import from_ms
 from sinks import ddl
-from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, EventKey, Sink
+from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, Sink
 
 _TIME_COLUMNS = ("time", "ingested_at", "processed_at")
 

@@ -1,7 +1,8 @@
 """``meterline bench --quick`` runs every part end to end and its result checks pass.
 
-No timing is asserted (DESIGN §8: performance is measured by the command, never
-by timed tests); the checks are exact totals against an independent ground truth.
+No timing is asserted (docs/design.md#performance-targets: performance is
+measured by the command, never by timed tests); the checks are exact totals
+against an independent ground truth.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from processor.chaos import POINTS
 from tests.conftest import MeterlineFactory
+from tests.support.chaos import POINTS
 from tests.support.events import ground_truth, make_events, stored_totals, totals_query
 from tests.support.stack import MeterlineProcess
 

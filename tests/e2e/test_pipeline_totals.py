@@ -51,9 +51,9 @@ def test_kafka_pipeline_counts_each_event_once_with_exact_totals(
 
 
 def test_the_example_event_printed_by_dev_is_stored(embedded_stack: MeterlineProcess) -> None:
-    from meterline.cli import _example_curl
+    from meterline.cli.server import example_curl
 
-    command = _example_curl(embedded_stack.url)
+    command = example_curl(embedded_stack.url)
     event = orjson.loads(command.split(" -d '", 1)[1].rstrip("'"))
     assert embedded_stack.post(event, "application/cloudevents+json").status_code == 202
     embedded_stack.wait_stored(1)

@@ -14,9 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from core.log.base import LogAdmin, LogProducer, Record
+from core.log.embedded import EmbeddedAdmin, EmbeddedProducer
 from ingest.app import Gateway, create_app
-from meterline.log.base import LogAdmin, LogProducer, Record
-from meterline.log.embedded import EmbeddedAdmin, EmbeddedProducer
+from query import Reader
+from query import routes as read_routes
 
 TOPIC = "events"
 BATCH = "application/cloudevents-batch+json"
@@ -82,7 +84,9 @@ ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 @asynccontextmanager
 async def gateway_client(producer: LogProducer, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Gateway(producer, **{**GATEWAY_DEFAULTS, **options}))
+    gateway = Gateway(producer, **{**GATEWAY_DEFAULTS, **options})
+    # Mounted as the shell mounts it; no store here, so reads answer 404.
+    app = create_app(gateway, mounts=read_routes(Reader(None, gateway.guard)))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
         yield client

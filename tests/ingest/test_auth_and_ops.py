@@ -15,12 +15,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from core.errors import ConfigError
+from core.log.base import TENANT_HEADER
 from ingest.auth import ApiKey, KeyStore, hash_key, parse_keys
 from ingest.ratelimit import RateLimiter
 from ingest.requestlog import JsonFormatter
 from meterline.cli import app as cli
-from meterline.errors import ConfigError
-from meterline.log.base import TENANT_HEADER
 from tests.ingest.conftest import STRUCTURED, ClientFactory, LogTap
 
 ROOT = Path(__file__).resolve().parents[2]

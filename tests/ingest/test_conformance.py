@@ -26,9 +26,9 @@ import pytest
 import yaml
 from confluent_kafka import KafkaException
 
-from meterline.log.base import TENANT_HEADER, LogProducer
-from meterline.log.embedded import EmbeddedAdmin, EmbeddedProducer
-from meterline.log.kafka import KafkaAdmin, KafkaProducer
+from core.log.base import TENANT_HEADER, LogProducer
+from core.log.embedded import EmbeddedAdmin, EmbeddedProducer
+from core.log.kafka import KafkaAdmin, KafkaProducer
 from tests.ingest.conftest import BATCH, CONFORMANCE, STRUCTURED, LogTap, gateway_client
 
 pytestmark = pytest.mark.anyio

@@ -13,10 +13,10 @@ import httpx
 import orjson
 import pytest
 
+from core.errors import LogUnavailable
+from core.log.base import TENANT_HEADER, LogProducer, OutMessage
 from ingest.auth import ApiKey, KeyStore, hash_key
 from ingest.ratelimit import RateLimiter
-from meterline.errors import LogUnavailable
-from meterline.log.base import TENANT_HEADER, LogProducer, OutMessage
 from tests.ingest.conftest import BATCH, STRUCTURED, ClientFactory, LogTap
 
 pytestmark = pytest.mark.anyio

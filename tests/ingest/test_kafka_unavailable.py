@@ -19,9 +19,9 @@ import orjson
 import pytest
 from confluent_kafka import KafkaException
 
-from meterline.errors import LogUnavailable
-from meterline.log.base import OutMessage
-from meterline.log.kafka import KafkaAdmin, KafkaProducer
+from core.errors import LogUnavailable
+from core.log.base import OutMessage
+from core.log.kafka import KafkaAdmin, KafkaProducer
 from tests.ingest.conftest import BATCH, LogTap, gateway_client
 from tests.support.kafka import PrivateBroker
 

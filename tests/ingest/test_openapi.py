@@ -21,11 +21,13 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from core.log.embedded import EmbeddedAdmin, EmbeddedProducer
+from core.settings import load_settings
 from ingest.app import Gateway, create_app
 from ingest.auth import ApiKey, KeyStore, hash_key
-from meterline.config import load_settings
-from meterline.log.embedded import EmbeddedAdmin, EmbeddedProducer
 from meterline.runtime import build_price_book
+from query import Reader
+from query import routes as read_routes
 
 KEY = "mlk_schemathesis"
 CHECKS = [
@@ -42,17 +44,16 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     path = tmp_path_factory.mktemp("openapi") / "log.sqlite3"
     EmbeddedAdmin(path).ensure_topic("events", 2)
     producer = EmbeddedProducer(path, "events")
-    app = create_app(
-        Gateway(
-            producer,
-            tenant="t",
-            max_body_bytes=100_000,
-            max_event_bytes=65_536,
-            max_batch_events=50,
-            keys=KeyStore({hash_key(KEY): ApiKey(hash_key(KEY), "t")}),
-            price_book=build_price_book(load_settings()),
-        )
+    gateway = Gateway(
+        producer,
+        tenant="t",
+        max_body_bytes=100_000,
+        max_event_bytes=65_536,
+        max_batch_events=50,
+        keys=KeyStore({hash_key(KEY): ApiKey(hash_key(KEY), "t")}),
+        price_book=build_price_book(load_settings()),
     )
+    app = create_app(gateway, mounts=read_routes(Reader(None, gateway.guard)))
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     producer.close()
 

@@ -10,9 +10,9 @@ import httpx
 import orjson
 import pytest
 
+from core.log.base import TENANT_HEADER
+from core.settings import load_settings
 from ingest.auth import ApiKey, KeyStore, hash_key
-from meterline.config import load_settings
-from meterline.log.base import TENANT_HEADER
 from meterline.runtime import build_price_book
 from tests.conftest import MeterlineFactory
 from tests.ingest.conftest import ClientFactory, LogTap

@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 import pytest
 
-from meterline.errors import StoreUnavailable
-from meterline.log.base import INGESTED_AT_HEADER, TENANT_HEADER, LogConsumer, OutMessage
-from meterline.log.embedded import EmbeddedAdmin, EmbeddedConsumer, EmbeddedProducer
+from core.errors import StoreUnavailable
+from core.log.base import INGESTED_AT_HEADER, TENANT_HEADER, LogConsumer, OutMessage
+from core.log.embedded import EmbeddedAdmin, EmbeddedConsumer, EmbeddedProducer
 from meterline.runtime import LogDeadLetters
-from processor.pricing import CatalogPriceBook
+from pricing import CatalogPriceBook
 from processor.runner import Processor
 from processor.verify import verify
 from sinks.chdb_sink import ChdbSink
@@ -167,7 +167,7 @@ class FlakySink(ChdbSink):
 def kafka_processor(
     bootstrap: str, topic: str, group: str, sink: ChdbSink, **extra: Any
 ) -> Processor:
-    from meterline.log.kafka import KafkaConsumer, KafkaProducer
+    from core.log.kafka import KafkaConsumer, KafkaProducer
 
     consumer: LogConsumer = KafkaConsumer(bootstrap, topic, group, extra)
     return Processor(
@@ -181,7 +181,7 @@ def kafka_processor(
 
 
 def kafka_lag(bootstrap: str, topic: str, group: str) -> int:
-    from meterline.log.kafka import KafkaAdmin
+    from core.log.kafka import KafkaAdmin
 
     admin = KafkaAdmin(bootstrap)
     ends, committed = admin.end_offsets(topic), admin.committed(topic, group)
@@ -189,7 +189,7 @@ def kafka_lag(bootstrap: str, topic: str, group: str) -> int:
 
 
 def publish(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
-    from meterline.log.kafka import KafkaProducer
+    from core.log.kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap, topic)
     producer.publish_sync([message(e) for e in events])
@@ -198,7 +198,7 @@ def publish(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
 
 @pytest.fixture
 def kafka_topic(kafka_bootstrap: str, unique_topic: str) -> str:
-    from meterline.log.kafka import KafkaAdmin
+    from core.log.kafka import KafkaAdmin
 
     admin = KafkaAdmin(kafka_bootstrap)
     admin.ensure_topic(unique_topic, 6)
@@ -284,7 +284,7 @@ def test_events_of_unknown_tenants_are_dead_lettered(log_path: Path, sink: ChdbS
 def test_custom_event_types_are_priced_only_by_a_units_rule_for_their_type(
     log_path: Path, sink: ChdbSink, tmp_path: Path
 ) -> None:
-    from processor.pricing import BookPriceBook
+    from pricing import BookPriceBook
 
     book = tmp_path / "book.yaml"
     book.write_text(
@@ -385,9 +385,9 @@ def test_cyclic_gc_is_paused_during_a_batch_and_restored_after(
 
 
 def test_overlapping_gc_pauses_turn_the_collector_back_on_only_when_the_last_ends() -> None:
-    from processor.runner import _GcPause
+    from core.gc_policy import GcPause
 
-    pause = _GcPause()
+    pause = GcPause()
     first, second = pause.paused(), pause.paused()  # e.g. two --workers threads
     first.__enter__()
     second.__enter__()

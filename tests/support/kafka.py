@@ -1,4 +1,4 @@
-"""Where the tests get a real Kafka broker from, in DESIGN §7's order:
+"""Where the tests get a real Kafka broker (order: docs/design.md#real-components-in-tests):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` from the environment;
 2. testcontainers, when a Docker engine answers;

@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from meterline.instance import Instance
+from tests.support.chaos import ENV as CHAOS_ENV
 
 
 def free_port() -> int:
@@ -51,8 +52,11 @@ class MeterlineProcess:
         log = open(self.data_dir.parent / f"meterline-{self.port}.log", "ab")  # noqa: SIM115
         self.data_dir.mkdir(parents=True, exist_ok=True)
         Instance.remove(self.data_dir)
+        # The real CLI, unless the test arms a SIGKILL at a checkpoint step: then the
+        # chaos harness, which passes the kill hook to the same serve().
+        command = ["tests.support.chaos_run"] if CHAOS_ENV in self.env else ["meterline.cli", "run"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meterline.cli", "run", "--port", str(self.port)],
+            [sys.executable, "-m", *command, "--port", str(self.port)],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -126,8 +130,8 @@ class MeterlineProcess:
 
     def lag(self) -> int:
         """Records in the log not yet committed by the processor's group."""
+        from core.settings import load_settings
         from meterline import runtime
-        from meterline.config import load_settings
 
         env = {
             k[len("METERLINE_") :].lower(): v

@@ -1,0 +1,187 @@
+"""The one validated configuration object, built once at start-up.
+
+Every setting can come from an argument, the environment (``METERLINE_<NAME>``)
+or a ``.env`` file. A bad value fails at once with a message naming the setting
+(``ConfigError: METERLINE_PARTITIONS: ...``) instead of failing later mid-stream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Field docs are the reference (``meterline config`` prints them)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="METERLINE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- where data lives -------------------------------------------------------------
+    data_dir: Path = Field(
+        Path(".meterline"),
+        description="Folder for the embedded log and the chDB database (embedded mode).",
+    )
+    log: Literal["embedded", "kafka"] = Field(
+        "embedded", description="The event log: 'embedded' (local SQLite WAL) or 'kafka'."
+    )
+    store: Literal["chdb", "clickhouse"] = Field(
+        "chdb", description="The ClickHouse engine: 'chdb' (in-process) or 'clickhouse' (server)."
+    )
+
+    # --- Kafka ----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic: str = Field("meterline.usage", description="Topic (or embedded log name) for events.")
+    partitions: int = Field(
+        12,
+        ge=1,
+        le=1024,
+        description="Partitions when meterline creates the topic. Never change it on a live "
+        "topic: keys would move partitions and per-partition dedupe state with them.",
+    )
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication when creating it.")
+    consumer_group: str = Field("meterline-processor", description="Processor consumer group.")
+    produce_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Longest wait for the log to acknowledge a request (503)."
+    )
+    kafka_extra: dict[str, Any] = Field(
+        default_factory=dict, description="Extra librdkafka settings (JSON object)."
+    )
+
+    # --- ClickHouse -----------------------------------------------------------------------
+    clickhouse_url: str = Field(
+        "http://default:@127.0.0.1:8123", description="ClickHouse server URL (store=clickhouse)."
+    )
+    database: str = Field("meterline", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    billing_timezone: str = Field(
+        "UTC", description="IANA timezone for day/month rollup boundaries (e.g. Europe/Paris)."
+    )
+
+    # --- gateway --------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Gateway bind address.")
+    port: int = Field(8080, ge=0, le=65535, description="Gateway port (0 = any free port).")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=65_536, description="Largest request body.")
+    max_event_bytes: int = Field(
+        256 * 1024, ge=65_536, description="Largest single event (CloudEvents asks for >= 64 KiB)."
+    )
+    max_batch_events: int = Field(5000, ge=1, le=100_000, description="Most events per request.")
+    tenant: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Tenant written with events while API keys are not configured (open mode).",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="YAML/JSON file of API keys: 'sha256:<hex of the key>' -> tenant or "
+        "{tenant, rate_limit, burst, scopes}. Create keys with `meterline keys new`.",
+    )
+    open_mode: bool = Field(
+        False,
+        description="Accept requests without API keys as tenant METERLINE_TENANT. Only for "
+        "local use; `meterline gateway`/`run` refuse to start without keys unless this is set.",
+    )
+    rate_limit_rps: float = Field(
+        0, ge=0, description="Default requests/s per API key (0 = unlimited); 429 above it."
+    )
+    rate_limit_burst: int = Field(
+        0, ge=0, description="Default burst per API key (0 = the rate, rounded up)."
+    )
+    webhook_origins: str = Field(
+        "*",
+        description="Comma-separated WebHook-Request-Origin values granted by the CloudEvents "
+        "webhook handshake (OPTIONS); '*' grants any (API keys still guard every POST).",
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Gateway log lines: 'json' (one object per line) or 'text'."
+    )
+
+    # --- pricing --------------------------------------------------------------------------
+    price_book: Path | None = Field(
+        None, description="Local price book (YAML) on top of the genai-prices catalog."
+    )
+
+    # --- processor ------------------------------------------------------------------------
+    batch_max_events: int = Field(20_000, ge=1, le=1_000_000, description="Most events per insert.")
+    batch_max_wait_s: float = Field(
+        0.5, gt=0, le=60, description="Longest a polled event waits before its batch is written."
+    )
+    dedupe_cache_ids: int = Field(
+        200_000, ge=0, description="Recent (tenant, source, id) keys kept in memory per process."
+    )
+    dedupe_horizon_days: int = Field(
+        35,
+        ge=1,
+        le=3650,
+        description="Events older than this (event time) go to the DLQ: dedupe is only "
+        "guaranteed inside the horizon, so a billing system must not guess beyond it.",
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port of a processor-only process (`meterline "
+        "processor`); processes with a gateway serve /metrics on the gateway port.",
+    )
+    workers: int = Field(
+        1, ge=1, le=64, description="Processor workers (consumer-group members) in this process."
+    )
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as http://user:pass@host:8123")
+        return value
+
+    @field_validator("billing_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA timezone name") from None
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> Settings:
+        if self.max_event_bytes > self.max_body_bytes:
+            raise ValueError("max_event_bytes must not exceed max_body_bytes")
+        return self
+
+    @property
+    def embedded_log_path(self) -> Path:
+        return self.data_dir / "log.sqlite3"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "chdb"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings once; turn pydantic's error into one naming each bad setting."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "_".join(str(part) for part in err["loc"]) or "settings"
+            problems.append(f"METERLINE_{name.upper()}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,163 @@
+"""``meterline verify`` and ``meterline replay``: checking and re-billing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from core.errors import MeterlineError
+from meterline.cli._shared import console, err
+from meterline.cli._shared import settings as _settings
+from schemas.times import parse_ms
+
+Instant = Annotated[
+    str, typer.Option(help="RFC 3339 instant or a date (UTC), e.g. 2025-01-01T00:00:00Z")
+]
+
+
+def parse_instant(text: str) -> int:
+    """RFC 3339 or YYYY-MM-DD (UTC midnight) -> epoch milliseconds."""
+    try:
+        return parse_ms(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 / RFC 3339 instant") from None
+
+
+def verify_command(
+    from_: Annotated[str, typer.Option("--from", help="Start (event time), inclusive.")],
+    to: Annotated[str, typer.Option("--to", help="End (event time), exclusive.")],
+) -> None:
+    """Recompute meters from usage_events; compare with usage_meters (exit 1 if any differ)."""
+    settings = _settings()
+    from meterline import runtime
+    from processor.verify import verify
+
+    try:
+        sink = runtime.build_sink(settings)
+        try:
+            sink.migrate(settings.billing_timezone)
+            differences = verify(sink, parse_instant(from_), parse_instant(to))
+        finally:
+            sink.close()
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if not differences:
+        console.print("[green]usage_meters matches usage_events exactly[/green]")
+        return
+    table = Table(title=f"{len(differences)} difference(s)")
+    for name in (
+        "tenant",
+        "window_start",
+        "subject",
+        "model",
+        "feature",
+        "column",
+        "events",
+        "meters",
+    ):
+        table.add_column(name)
+    for d in differences:
+        g = d.group
+        table.add_row(
+            g["tenant"],
+            str(g["window_start"]),
+            g["subject"],
+            g["model"],
+            g["feature"],
+            d.column,
+            str(d.from_events),
+            str(d.in_meters),
+        )
+    console.print(table)
+    raise typer.Exit(1)
+
+
+def replay_command(
+    from_: Annotated[str, typer.Option("--from", help="Start (log ingest time), inclusive.")],
+    to: Annotated[str, typer.Option("--to", help="End (log ingest time), exclusive.")],
+    run: Annotated[
+        str, typer.Option(help="Name of the billing run to write (re-runs are no-ops).")
+    ],
+    price_book: Annotated[
+        Path | None, typer.Option(help="Price book YAML to re-price with (default: catalog only).")
+    ] = None,
+) -> None:
+    """Re-price a range of the log into a separate billing run; print old vs new per subject."""
+    settings = _settings(price_book=price_book)
+    from meterline import runtime
+    from processor.replay import compare, plan, replay
+
+    start, end = parse_instant(from_), parse_instant(to)
+    try:
+        book = runtime.build_price_book(settings)
+        admin = runtime.build_admin(settings)
+        sink = runtime.build_sink(settings)
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    try:
+        sink.migrate(settings.billing_timezone)
+        total = sum(e - s for s, e in plan(admin, settings.topic, start, end).values())
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+        ) as bar:
+            task = bar.add_task(f"replaying into run {run!r}", total=total)
+            result = replay(
+                admin,
+                sink,
+                book,
+                topic=settings.topic,
+                run=run,
+                from_ms=start,
+                to_ms=end,
+                progress=lambda n: bar.advance(task, n),
+            )
+        rows = compare(sink, run)
+    except MeterlineError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    finally:
+        sink.close()
+    console.print(
+        f"run {run!r} with price book {result.price_book}: {result.records} records read, "
+        f"{result.stored} events written, {result.duplicates} duplicates or already in the run, "
+        f"{result.invalid} invalid, {result.unpriced} unpriced"
+    )
+    table = Table(title=f"billing run {run!r}: old (live) vs new, per subject")
+    for name in (
+        "subject",
+        "events",
+        "old cost_usd",
+        "new cost_usd",
+        "old price_usd",
+        "new price_usd",
+        "Δ price",
+    ):
+        table.add_column(name, justify="left" if name == "subject" else "right")
+    for r in rows:
+        table.add_row(
+            r.subject,
+            str(r.events),
+            str(r.old_cost_usd),
+            str(r.new_cost_usd),
+            str(r.old_price_usd),
+            str(r.new_price_usd),
+            str(r.new_price_usd - r.old_price_usd),
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the operations commands to the main CLI."""
+    app.command("verify")(verify_command)
+    app.command("replay")(replay_command)

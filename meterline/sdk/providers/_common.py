@@ -1,0 +1,165 @@
+"""What every provider wrapper shares: per-call options, guarded metering,
+and stream observation that keeps the provider's own stream objects.
+
+Rules every wrapper follows (a failure of ours must never become the app's):
+
+- the provider call itself is made exactly once, with the caller's arguments
+  (minus our ``meter_*`` keywords); its result or exception is passed through
+  unchanged. A provider exception is counted, never metered as usage;
+- everything we do around it runs in ``guard``: errors are logged and counted;
+- on the app's thread we only capture references (response, scope, clock);
+  normalisation and event building run on the sender (see ``Recorder.submit_built``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from meterline.sdk._default import default_meter
+from meterline.sdk._recorder import Recorder
+from meterline.sdk.context import Scope
+
+log = logging.getLogger("meterline.emitter")
+T = TypeVar("T")
+WRAPPED = "__meterline_wrapped__"
+# Keyword arguments a wrapped call accepts on top of the provider's own
+# (removed before the provider sees them). Typed code can use the
+# ``customer(...)`` / ``no_metering()`` context managers instead.
+OPTION_KEYS = ("meter_customer", "meter_feature", "meter_user", "meter_metadata", "meter_skip")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One metered provider call, as captured on the app's thread."""
+
+    meter: Recorder
+    scope: Scope
+    started: float  # unix seconds, the event time when the provider gives none
+    request: Mapping[str, Any]  # the caller's keyword arguments (for estimates)
+
+
+def begin(meter: Recorder | None, kwargs: dict[str, Any]) -> Call | None:
+    """Pop our options and resolve the customer; None = do not meter this call."""
+    options = {key: kwargs.pop(key) for key in OPTION_KEYS if key in kwargs}
+    if options.get("meter_skip"):
+        return None
+    recorder = meter or default_meter()
+    scope = recorder.scope(
+        options.get("meter_customer"),
+        options.get("meter_feature"),
+        options.get("meter_user"),
+        options.get("meter_metadata"),
+    )
+    if scope is None:
+        return None
+    return Call(recorder, scope, time.time(), kwargs)
+
+
+def guard(call: Call | None, what: str, action: Callable[[], T]) -> T | None:
+    """Run our own code; log and count a failure instead of raising it."""
+    try:
+        return action()
+    except Exception:
+        log.exception("meterline could not meter %s; the call itself succeeded", what)
+        if call is not None:
+            call.meter._buffer.count("metering_errors")
+        return None
+
+
+def provider_error(call: Call | None) -> None:
+    if call is not None:
+        call.meter._buffer.count("provider_errors")
+
+
+def mark(func: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    functools.update_wrapper(func, original)
+    setattr(func, WRAPPED, True)
+    return func
+
+
+def is_wrapped(func: Any) -> bool:
+    return bool(getattr(func, WRAPPED, False))
+
+
+class StreamWatcher:
+    """Sees every item of a stream; ``finish`` runs once, however the stream ends.
+
+    Subclasses fill ``see`` (per item, on the app's thread: keep it cheap) and
+    ``event`` (at the end, on the sender thread). ``hide`` lets a wrapper drop
+    an item the caller did not ask for (OpenAI's usage-only chunk).
+    """
+
+    def __init__(self, call: Call, what: str) -> None:
+        self.call = call
+        self.what = what
+        self._finished = False
+
+    def see(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def hide(self, item: Any) -> bool:
+        return False
+
+    def event(self, scope: Scope) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        guard(
+            self.call, self.what, lambda: self.call.meter.submit_built(self.call.scope, self.event)
+        )
+
+    def watch(self, items: Iterator[T]) -> Iterator[T]:
+        try:
+            for item in items:
+                guard(self.call, self.what, lambda item=item: self.see(item))  # type: ignore[misc]
+                if not self.hide(item):
+                    yield item
+        finally:
+            # Exhausted, cut off by an error, closed or garbage-collected: what
+            # the provider produced so far is metered once.
+            self.finish()
+
+    async def watch_async(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        try:
+            async for item in items:
+                guard(self.call, self.what, lambda item=item: self.see(item))  # type: ignore[misc]
+                if not self.hide(item):
+                    yield item
+        finally:
+            self.finish()
+
+
+def text_of(content: Any) -> str:
+    """The text inside a message ``content`` (string or list of text parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list | tuple):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+        return "\n".join(parts)
+    return ""
+
+
+def prompt_text(messages: Any) -> str:
+    """Joined text of a request's messages, when they are a list we can read."""
+    if isinstance(messages, str):
+        return messages
+    if not isinstance(messages, list | tuple):
+        return ""
+    texts = []
+    for message in messages:
+        if isinstance(message, Mapping):
+            texts.append(text_of(message.get("content")))
+    return "\n".join(t for t in texts if t)

@@ -1,0 +1,28 @@
+"""``Reader``: what the read-side handlers share, built once by the shell and passed in."""
+
+from __future__ import annotations
+
+from ingest.guard import Guard
+from sinks.base import Sink
+
+
+class Reader:
+    """The store to read, who may read it, and the admin token for ``/v1/sql``.
+
+    ``sink=None``: this process serves no reads (a gateway-only process on a chDB
+    folder it cannot open); the routes answer 404 rather than 5xx, because no retry
+    changes that.
+    """
+
+    def __init__(
+        self,
+        sink: Sink | None,
+        guard: Guard,
+        *,
+        sql_token: str | None = None,
+        max_sql_bytes: int = 1_000_000,
+    ) -> None:
+        self.sink = sink
+        self.guard = guard
+        self.sql_token = sql_token
+        self.max_sql_bytes = max_sql_bytes

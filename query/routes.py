@@ -1,0 +1,30 @@
+"""The read side's routes, mounted next to the gateway's by the shell (``meterline.serve``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from query.reader import Reader
+from query.sql import post_sql
+from query.usage import get_usage
+
+Handler = Callable[[Reader, Request], Awaitable[Response]]
+
+
+def routes(reader: Reader) -> list[BaseRoute]:
+    def bind(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await handler(reader, request)
+
+        return endpoint
+
+    return [
+        # POST /api/usage is the write path's (ingest/app.py); Starlette tries the
+        # next route with the same path when the method does not match.
+        Route("/api/usage", bind(get_usage), methods=["GET"]),
+        Route("/v1/sql", bind(post_sql), methods=["POST"]),
+    ]

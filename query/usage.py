@@ -1,0 +1,112 @@
+"""``GET /api/usage``: the seed-compatible usage read (portal clients keep their code).
+
+Rows come from ``usage_events`` of the caller's tenant (the tenant of the API key,
+never a parameter), token events only, as the seed's API returned them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from core.errors import StoreError
+from ingest.problems import HTTPProblem
+from ingest.usage_api import decimal_str
+from query.reader import Reader
+from schemas.problems import Problem
+from schemas.times import EPOCH, format_ms, from_ms, to_ms
+from schemas.usage import EventType
+from sinks.base import quote
+
+MAX_ROWS = 10_000
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+async def get_usage(reader: Reader, request: Request) -> Response:
+    key = reader.guard.authorize(request, "read")
+    params = request.query_params
+    problems: list[Problem] = []
+    project_id = params.get("project_id")
+    if project_id is not None and not _printable(project_id):
+        problems.append(Problem("invalid", "project_id", "must be 1-256 printable characters"))
+    since = _bound(params.get("date_from"), "date_from", problems, end=False)
+    until = _bound(params.get("date_to"), "date_to", problems, end=True)
+    limit = params.get("limit", "1000")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_ROWS:
+        problems.append(Problem("invalid", "limit", f"must be an integer in 1..{MAX_ROWS}"))
+    if problems:
+        raise HTTPProblem(422, "invalid-query", "the query parameters are invalid", problems)
+    if reader.sink is None:
+        # 404 like /v1/sql when not enabled: a 5xx would send monitors and retries
+        # after a condition that no retry changes.
+        raise HTTPProblem(
+            404,
+            "reads-not-served-here",
+            "this process has no store attached; query a `meterline run` process or ClickHouse",
+        )
+    where = [f"tenant = {quote(key.tenant)}", f"type = {quote(EventType.TOKENS.value)}"]
+    if project_id is not None:
+        where.append(f"subject = {quote(project_id)}")
+    if since is not None:
+        where.append(f"time >= fromUnixTimestamp64Milli({to_ms(since)}, 'UTC')")
+    if until is not None:
+        where.append(f"time < fromUnixTimestamp64Milli({to_ms(until)}, 'UTC')")
+    sql = (
+        "SELECT id, subject, provider, model, input_tokens, output_tokens, cost_usd, "
+        "toUnixTimestamp64Milli(time) AS time_ms "
+        f"FROM {reader.sink.database}.usage_events WHERE {' AND '.join(where)} "
+        f"ORDER BY time, id LIMIT {int(limit)}"
+    )
+    try:
+        rows = await asyncio.to_thread(reader.sink.query_rows, sql)
+    except StoreError as exc:
+        raise HTTPProblem(
+            503, "store-unavailable", f"the store did not answer: {exc}", retry_after=1
+        ) from exc
+    usage = [_row(row) for row in rows]
+    return JSONResponse({"count": len(usage), "usage": usage})
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    input_tokens, output_tokens = int(row["input_tokens"]), int(row["output_tokens"])
+    moment = from_ms(int(row["time_ms"]))
+    return {
+        "id": row["id"],
+        "project_id": row["subject"],
+        "provider": row["provider"],
+        "model": row["model"],
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+        "cost_usd": decimal_str(Decimal(row["cost_usd"])),
+        "request_timestamp": format_ms(moment),
+    }
+
+
+def _printable(value: str) -> bool:
+    return 0 < len(value) <= 256 and value.isprintable()
+
+
+def _bound(raw: str | None, name: str, problems: list[Problem], *, end: bool) -> datetime | None:
+    """A date (whole day; ``date_to`` inclusive) or an RFC 3339 / ISO 8601 instant."""
+    if raw is None or raw == "":
+        return None
+    try:
+        if len(raw) == 10:
+            day = datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
+            return day + timedelta(days=1) if end else day
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        problems.append(Problem("invalid", name, "must be YYYY-MM-DD or an RFC 3339 timestamp"))
+        return None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if not EPOCH <= moment < _LATEST:
+        problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
+        return None
+    # date_to is inclusive; the SQL compares with '<' on milliseconds.
+    return moment + timedelta(milliseconds=1) if end else moment

@@ -1,0 +1,26 @@
+"""``meterline run`` with a SIGKILL armed at one checkpoint step: the chaos tests' process.
+
+The product has no crash switch; this harness passes the ``Chaos`` hooks to the
+same ``serve`` that ``meterline run`` calls. Usage (what ``MeterlineProcess``
+runs when a test sets ``METERLINE_CHAOS_KILL_AT``)::
+
+    python -m tests.support.chaos_run --port 8080
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from core.settings import load_settings
+from meterline.serve import serve
+from tests.support.chaos import ENV, Chaos
+
+
+def main(argv: list[str]) -> None:
+    port = int(argv[argv.index("--port") + 1]) if "--port" in argv else None
+    serve(load_settings(port=port), processor_hooks=Chaos(os.environ[ENV]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
