@@ -127,7 +127,7 @@ def serve(
         raise ConfigError(
             "METERLINE_API_KEYS_FILE is not set: create keys with `meterline keys new --tenant T`, "
             "or set METERLINE_OPEN_MODE=true to accept every request as tenant "
-            f"{settings.tenant!r} (local use only)"
+            f"{settings.tenant!r} (local use only: on a loopback METERLINE_HOST)"
         )
     if gateway and keys is None:
         log.warning(
