@@ -7,6 +7,7 @@ or a ``.env`` file. A bad value fails at once with a message naming the setting
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -86,7 +87,14 @@ class Settings(BaseSettings):
     open_mode: bool = Field(
         False,
         description="Accept requests without API keys as tenant METERLINE_TENANT. Only for "
-        "local use; `meterline gateway`/`run` refuse to start without keys unless this is set.",
+        "local use; `meterline gateway`/`run` refuse to start without keys unless this is set. "
+        "Only on a loopback METERLINE_HOST unless METERLINE_OPEN_MODE_ON_NETWORK allows more.",
+    )
+    open_mode_on_network: Literal["no", "i-understand"] = Field(
+        "no",
+        description="'i-understand' lets open mode (no API keys) listen on a non-loopback "
+        "METERLINE_HOST: anyone who reaches the port can then write usage billed to "
+        "METERLINE_TENANT and read that tenant's usage back.",
     )
     rate_limit_rps: float = Field(
         0, ge=0, description="Default requests/s per API key (0 = unlimited); 429 above it."
@@ -164,6 +172,20 @@ class Settings(BaseSettings):
     def _check_combination(self) -> Settings:
         if self.max_event_bytes > self.max_body_bytes:
             raise ValueError("max_event_bytes must not exceed max_body_bytes")
+        if (
+            self.open_mode
+            and self.api_keys_file is None
+            and not _is_loopback(self.host)
+            and self.open_mode_on_network != "i-understand"
+        ):
+            # Open mode bills whoever calls to METERLINE_TENANT, and serves its usage
+            # to whoever asks: on a reachable interface, forged bills and leaked data.
+            raise ValueError(
+                f"METERLINE_HOST={self.host!r} is not a loopback address, and open mode "
+                "(no METERLINE_API_KEYS_FILE) would let anyone who reaches it write and read "
+                "usage: bind to 127.0.0.1, configure API keys (`meterline keys new`), or set "
+                "METERLINE_OPEN_MODE_ON_NETWORK=i-understand"
+            )
         return self
 
     @property
@@ -175,6 +197,16 @@ class Settings(BaseSettings):
         return self.data_dir / "chdb"
 
 
+def _is_loopback(host: str) -> bool:
+    """True only for addresses no other machine can reach ('' and '0.0.0.0' mean every one)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to any interface: not provably local
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings once; turn pydantic's error into one naming each bad setting."""
     try:
@@ -182,6 +214,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "_".join(str(part) for part in err["loc"]) or "settings"
+            if not err["loc"]:  # a rule across settings: its message names them
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
+            name = "_".join(str(part) for part in err["loc"])
             problems.append(f"METERLINE_{name.upper()}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -29,9 +29,13 @@ class Instance:
         return secrets.token_urlsafe(32)
 
     def write(self, data_dir: Path) -> Path:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = data_dir / FILE_NAME
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # The mode above only applies to a new file: a card left at 0644 (by an
+        # older version, or a copy) would hand the admin token, which reads every
+        # tenant's rows, to any local account.
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(orjson.dumps({"url": self.url, "pid": self.pid, "token": self.token}))
         return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -115,6 +116,30 @@ class ProcessorThread:
         self._dead_letters.close()  # after the workers: their last batch may publish
 
 
+def _keep_data_private(settings: Settings) -> None:
+    """Everything this process writes is its user's alone: files 0600, folders 0700.
+
+    The data folder holds every tenant's raw events (the embedded log) and
+    billing rows (chDB); world-readable, any local account could read them.
+    The umask covers all this process creates from now on, chDB's files too (it
+    runs in-process); SQLite gives -wal/-shm the mode of the log file itself.
+    The chmods fix a folder and log left readable by earlier versions.
+    """
+    os.umask(0o077)
+    if settings.log != "embedded" and settings.store != "chdb":
+        return  # no local data: nothing to create
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    log_path = settings.embedded_log_path
+    for path in (
+        log_path,
+        log_path.with_name(f"{log_path.name}-wal"),
+        log_path.with_name(f"{log_path.name}-shm"),
+    ):
+        with contextlib.suppress(FileNotFoundError):
+            path.chmod(0o600)
+
+
 def serve(
     settings: Settings,
     *,
@@ -136,13 +161,14 @@ def serve(
         raise ConfigError(
             "METERLINE_API_KEYS_FILE is not set: create keys with `meterline keys new --tenant T`, "
             "or set METERLINE_OPEN_MODE=true to accept every request as tenant "
-            f"{settings.tenant!r} (local use only)"
+            f"{settings.tenant!r} (local use only: on a loopback METERLINE_HOST)"
         )
     if gateway and keys is None:
         log.warning(
             "OPEN MODE: no API keys configured, every request is accepted as tenant %r",
             settings.tenant,
         )
+    _keep_data_private(settings)
     runtime.ensure_topics(settings)
     sink: Sink | None = None
     # A ClickHouse server can be shared, so a gateway-only process opens it too

@@ -69,7 +69,7 @@ def _arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
 class ChdbSink(Sink):
     def __init__(self, path: Path, database: str = "meterline") -> None:
         self.database = database
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)  # billing rows: the owner's alone
         self._lock = threading.Lock()
         try:
             self._session = chdb_session.Session(str(path))

@@ -128,7 +128,11 @@ class LogAdmin(abc.ABC):
 
     @abc.abstractmethod
     def ensure_topic(self, topic: str, partitions: int, replication: int = 1) -> None:
-        """Create the topic if missing; never change the partition count of an existing one."""
+        """Create the topic if missing; never change the partition count of an existing one.
+
+        Returns only once the topic serves reads and writes (Kafka: every partition
+        has a leader), so callers never race its creation.
+        """
 
     @abc.abstractmethod
     def partitions(self, topic: str) -> int:

@@ -24,13 +24,21 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    NewTopic,
+    OffsetSpec,
+)
 
 from core.errors import LogUnavailable
 from core.log.base import LogAdmin, LogConsumer, LogProducer, OutMessage, Record
 from core.types import Headers
 
 log = logging.getLogger(__name__)
+
+# How long ensure_topic waits for a new topic's leaders. Seconds on a warm broker;
+# a bound, so a broker that cannot elect them fails start-up with a reason.
+TOPIC_READY_TIMEOUT_S = 60.0
 
 
 def _headers(raw: Any) -> Headers:
@@ -327,19 +335,80 @@ class KafkaAdmin(LogAdmin):
         self._extra = dict(extra)
         self._admin = AdminClient({"bootstrap.servers": bootstrap, **self._extra})
 
-    def ensure_topic(self, topic: str, partitions: int, replication: int = 1) -> None:
+    def ensure_topic(
+        self,
+        topic: str,
+        partitions: int,
+        replication: int = 1,
+        ready_timeout_s: float = TOPIC_READY_TIMEOUT_S,
+    ) -> None:
+        """Create the topic if missing; return only once every partition has a leader.
+
+        A topic Kafka has just created has no leaders for a moment: a producer,
+        a consumer or ``end_offsets`` in that moment fails with
+        NOT_LEADER_OR_FOLLOWER (seen on a broker's first start, where electing
+        them takes longest). Callers rely on a topic that serves once this returns.
+        """
         metadata = self._admin.list_topics(timeout=10)
-        if topic in metadata.topics and not metadata.topics[topic].error:
-            return
-        futures = self._admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=replication)]
+        if topic not in metadata.topics or metadata.topics[topic].error:
+            futures = self._admin.create_topics(
+                [NewTopic(topic, num_partitions=partitions, replication_factor=replication)]
+            )
+            for future in futures.values():
+                try:
+                    future.result(timeout=30)
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise
+        self.wait_for_leaders(topic, ready_timeout_s)
+
+    def wait_for_leaders(self, topic: str, timeout_s: float = TOPIC_READY_TIMEOUT_S) -> None:
+        """Until every partition of ``topic`` has a leader that answers (new topic, restart).
+
+        Raises LogUnavailable naming the topic and what is still missing after
+        ``timeout_s``: start-up then fails with a reason instead of the first
+        request failing with a broker error code.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing = self._not_serving(topic)
+            if missing is None:
+                return
+            if time.monotonic() >= deadline:
+                raise LogUnavailable(
+                    f"Kafka topic {topic!r} is not ready after {timeout_s:g} s: {missing}",
+                    retry_after=5.0,
+                )
+            time.sleep(0.1)
+
+    def _not_serving(self, topic: str) -> str | None:
+        """What keeps ``topic`` from serving reads and writes now; None when nothing does."""
+        try:
+            metadata = self._admin.list_topics(topic, timeout=5)
+        except KafkaException as exc:
+            return f"no metadata ({exc})"
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return f"not in the metadata yet ({found.error if found else 'absent'})"
+        if not found.partitions:
+            return "no partitions in the metadata yet"
+        leaderless = sorted(
+            p for p, meta in found.partitions.items() if meta.leader < 0 or meta.error is not None
         )
-        for future in futures.values():
+        if leaderless:
+            return f"partitions without a leader: {leaderless}"
+        # A broker publishes a new leader in its metadata a moment before its
+        # replica manager serves the partition: ask the leaders themselves too.
+        futures = self._admin.list_offsets(
+            {TopicPartition(topic, p): OffsetSpec.latest() for p in found.partitions},  # type: ignore[no-untyped-call]
+            request_timeout=5,
+        )
+        for tp, future in futures.items():
             try:
-                future.result(timeout=30)
+                future.result()
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+                return f"partition {tp.partition} does not answer yet ({exc})"
+        return None
 
     def _probe(self) -> Consumer:
         return Consumer(

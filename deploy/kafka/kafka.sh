@@ -7,7 +7,7 @@
 # Maven Central serves the broker itself (org.apache.kafka:kafka_2.13), so we
 # fetch the jars with Maven (deploy/kafka/pom.xml) and run kafka.Kafka directly.
 #
-# Usage: deploy/kafka/kafka.sh up [--fresh] | down | status | logs [-f] [N] | reset
+# Usage: deploy/kafka/kafka.sh up [--fresh] | down | status | logs [-f] [N] | reset | fetch
 #
 #   up       start the broker in the background and wait until it really serves
 #            requests. Idempotent: exits 0 at once if a broker already answers.
@@ -18,6 +18,8 @@
 #   logs     print the last N (default 200) lines of the broker log; -f follows.
 #   reset    stop the broker and delete its data (topics, offsets, cluster id).
 #            The downloaded jars are kept.
+#   fetch    only download the jars (one-off, needs Maven) and start nothing;
+#            the test suite's own brokers link them from the default home.
 #
 # Environment (all optional):
 #   METERLINE_KAFKA_HOME   cache/state dir        (default <repo>/.cache/kafka)
@@ -506,6 +508,12 @@ cmd_logs() {
   tail -n "$n" "$SERVER_LOG"
 }
 
+cmd_fetch() {
+  take_lock
+  fetch_jars
+  log "Kafka $(kafka_version) jars in $LIBS"
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
@@ -519,6 +527,7 @@ main() {
     status) cmd_status ;;
     logs) cmd_logs "$@" ;;
     reset) cmd_reset ;;
+    fetch) cmd_fetch ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

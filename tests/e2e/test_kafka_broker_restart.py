@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path / "kafka", 19192)
+    broker = PrivateBroker(tmp_path / "kafka")
     broker.up()
     yield broker
     broker.down()

@@ -1,7 +1,7 @@
 """Never 2xx for events that are not durably in Kafka: stop the broker mid-traffic.
 
-Runs its OWN broker (port 19092, its own data folder) so stopping it cannot
-disturb the shared broker on 9092 that other tests use. Requests keep flowing
+Runs its OWN broker (a free port, its own data folder) so stopping it cannot
+disturb the session's broker that other tests use. Requests keep flowing
 while the broker shuts down; afterwards the broker is started again on the same
 data and every event the gateway answered 202 for must be in the topic. While
 it is down, requests get 503 + Retry-After.
@@ -10,14 +10,11 @@ it is down, requests get 503 + Retry-After.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import KafkaException
 
 from core.errors import LogUnavailable
 from core.log.base import OutMessage
@@ -26,15 +23,11 @@ from tests.ingest.conftest import BATCH, LogTap, gateway_client
 from tests.support.kafka import PrivateBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kafka, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
-PORT = 19092
-BOOTSTRAP = f"127.0.0.1:{PORT}"
 
 
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker(tmp_path_factory.mktemp("kafka19092"), PORT)
+    broker = PrivateBroker(tmp_path_factory.mktemp("kafka"))
     broker.up()
     try:
         yield broker
@@ -42,32 +35,19 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBrok
         broker.down()
 
 
-def wait_for_leaders(admin: KafkaAdmin, topic: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            admin.end_offsets(topic)
-            return
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def fresh_topic(name: str) -> tuple[str, KafkaAdmin, LogTap]:
+def fresh_topic(broker: PrivateBroker, name: str) -> tuple[str, KafkaAdmin, LogTap]:
     """A new 3-partition topic on the private broker, its leaders elected, tapped."""
     topic = f"meterline.test.{name}.{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdmin(BOOTSTRAP)
+    admin = KafkaAdmin(broker.bootstrap)
     admin.ensure_topic(topic, 3)
-    wait_for_leaders(admin, topic)
     return topic, admin, LogTap(admin, topic)
 
 
 async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
     own_broker: PrivateBroker,
 ) -> None:
-    topic, admin, tap = fresh_topic("down")
-    producer = KafkaProducer(BOOTSTRAP, topic, timeout_s=4.0)
+    topic, admin, tap = fresh_topic(own_broker, "down")
+    producer = KafkaProducer(own_broker.bootstrap, topic, timeout_s=4.0)
     acknowledged: list[str] = []
     answers: list[int] = []
     try:
@@ -102,7 +82,7 @@ async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
     finally:
         producer.close()
     own_broker.up()
-    wait_for_leaders(admin, topic)
+    admin.wait_for_leaders(topic)
     logged = {orjson.loads(r.value)["id"] for r in tap.records()}
     assert set(acknowledged) <= logged  # every 202 is durable; 503s may or may not be there
     assert 503 in answers
@@ -111,12 +91,12 @@ async def test_broker_stopped_during_requests_never_gets_a_2xx_for_lost_events(
 async def test_requests_abandoned_during_an_outage_do_not_block_requests_after_it(
     own_broker: PrivateBroker,
 ) -> None:
-    topic, admin, tap = fresh_topic("abandoned")
+    topic, admin, tap = fresh_topic(own_broker, "abandoned")
     # A small local queue, so 40 messages of a request that gave up would leave
     # too little room for the next 40 if their delivery reports stayed unserved;
     # librdkafka keeps them longer than the request waits (as with its default).
     producer = KafkaProducer(
-        BOOTSTRAP,
+        own_broker.bootstrap,
         topic,
         timeout_s=2.0,
         extra={"queue.buffering.max.messages": 50, "message.timeout.ms": 5000},
@@ -131,7 +111,7 @@ async def test_requests_abandoned_during_an_outage_do_not_block_requests_after_i
         with pytest.raises(LogUnavailable):
             await producer.publish(messages("during", 40))  # the client would get 503
         own_broker.up()
-        wait_for_leaders(admin, topic)
+        admin.wait_for_leaders(topic)
         await producer.publish(messages("after", 40))
     finally:
         producer.close()
