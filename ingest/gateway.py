@@ -25,6 +25,7 @@ from ingest.auth import ApiKey, Authenticator, KeyStore
 from ingest.problems import HTTPProblem
 from ingest.ratelimit import RateLimiter
 from meterline.errors import LogUnavailable
+from meterline.health import Health
 from meterline.log.base import (
     CONTENT_TYPE_HEADER,
     INGESTED_AT_HEADER,
@@ -53,6 +54,7 @@ class Gateway:
         max_event_bytes: int,
         max_batch_events: int,
         sink: Sink | None = None,
+        health: Health | None = None,
         sql_token: str | None = None,
         keys: KeyStore | None = None,
         limiter: RateLimiter | None = None,
@@ -65,6 +67,8 @@ class Gateway:
         self.max_event_bytes = max_event_bytes
         self.max_batch_events = max_batch_events
         self.sink = sink
+        # The background parts of this process (health.py); None: only the log is checked.
+        self.health = health
         self.sql_token = sql_token
         self.auth = Authenticator(keys, tenant)
         self.limiter = limiter or RateLimiter()

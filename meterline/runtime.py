@@ -13,6 +13,7 @@ from meterline.config import Settings
 from meterline.errors import ConfigError
 
 if TYPE_CHECKING:
+    from meterline.health import Liveness, PartProblem
     from meterline.log.base import LogAdmin, LogConsumer, LogProducer
     from processor.decode import DeadLetter
     from processor.pricing.base import PriceBook
@@ -114,6 +115,7 @@ def build_processor(
     price_book: PriceBook,
     dead_letters: DeadLetterSink,
     known_tenant: Callable[[str], bool] | None = None,
+    liveness: Liveness | None = None,
 ) -> Processor:
     """A processor loop with the batch and dedupe settings (``meterline processor``'s)."""
     from processor.runner import Processor
@@ -128,6 +130,7 @@ def build_processor(
         dedupe_cache_ids=settings.dedupe_cache_ids,
         dedupe_horizon_days=settings.dedupe_horizon_days,
         known_tenant=known_tenant,
+        liveness=liveness,
     )
 
 
@@ -141,6 +144,9 @@ class LogDeadLetters:
         from processor.runner import dead_letter_message
 
         self._producer.publish_sync([dead_letter_message(letter) for letter in letters])
+
+    def problem(self, stuck_after_s: float) -> PartProblem | None:
+        return self._producer.problem(stuck_after_s)
 
     def close(self) -> None:
         self._producer.close()
