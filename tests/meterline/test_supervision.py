@@ -12,12 +12,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
 from ingest.app import create_app
 from ingest.gateway import Gateway
 from meterline import runtime
 from meterline.config import Settings, load_settings
+from meterline.errors import ConfigError
 from meterline.health import Health, Liveness, PartProblem
 from meterline.log.base import LogConsumer, OutMessage, Record
 from meterline.serve import ProcessorThread
@@ -170,3 +172,8 @@ def test_the_watchdog_exits_hard_when_the_graceful_stop_hangs() -> None:
     watchdog.start()
     assert exited.wait(60)
     assert codes == [70]
+
+
+def test_a_bad_stuck_limit_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match="METERLINE_STUCK_AFTER_S: Input should be greater"):
+        load_settings(stuck_after_s=0)
