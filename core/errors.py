@@ -32,3 +32,7 @@ class StoreError(MeterlineError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached right now; the processor pauses and retries."""
+
+
+class PartFailed(MeterlineError):
+    """A background part died or got stuck: the process exits for its supervisor to restart it."""

@@ -142,6 +142,17 @@ class Settings(BaseSettings):
         1, ge=1, le=64, description="Processor workers (consumer-group members) in this process."
     )
 
+    # --- supervision ----------------------------------------------------------------------
+    stuck_after_s: float = Field(
+        300.0,
+        ge=1,
+        le=86_400,
+        description="A background part busy with one piece of work for longer than this (a "
+        "batch insert retried while the store is away, a log append) is stuck: /readyz "
+        "answers 503 and the process exits non-zero for its supervisor to restart it. Long "
+        "enough to ride out a store or broker restart; a restart re-creates dropped tables.",
+    )
+
     @field_validator("clickhouse_url")
     @classmethod
     def _check_url(cls, value: str) -> str:

@@ -30,6 +30,8 @@ from ingest.problems import HTTPProblem
 from ingest.requestlog import RequestContext
 from ingest.usage_api import post_usage
 from ingest.webhook import options_events
+from core.health import PartProblem
+from schemas.problems import Problem
 
 __all__ = ["Gateway", "create_app"]
 
@@ -57,11 +59,20 @@ def create_app(
         return await post_events(gateway, request)
 
     async def healthz(_: Request) -> Response:
+        # Liveness: fails only once the watchdog gave up on a part, i.e. while
+        # the process is on its way out (it exits by itself; see watchdog.py).
+        failure = gateway.health.failure if gateway.health else None
+        if failure is not None:
+            return _not_ready([failure]).response()
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        ready = await asyncio.to_thread(gateway.producer.ready)
-        return PlainTextResponse("ready" if ready else "log unreachable", 200 if ready else 503)
+        problems = gateway.health.problems() if gateway.health else []
+        if not await asyncio.to_thread(gateway.producer.ready):
+            problems.append(PartProblem("log", "unreachable", "the log did not answer in time"))
+        if problems:
+            return _not_ready(problems).response()
+        return PlainTextResponse("ready")
 
     async def prometheus(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -94,6 +105,17 @@ def create_app(
             Exception: _bug,
         },
         lifespan=lifespan,
+    )
+
+
+def _not_ready(problems: Sequence[PartProblem]) -> HTTPProblem:
+    """One problem per part: ``field`` names the part, ``code`` says dead, stuck or unreachable."""
+    return HTTPProblem(
+        503,
+        "not-ready",
+        "; ".join(str(p) for p in problems),
+        [Problem(p.kind, p.part, p.reason) for p in problems],
+        title="Not ready",
     )
 
 

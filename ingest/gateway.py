@@ -21,6 +21,7 @@ import orjson
 from starlette.requests import Request
 
 from core.errors import LogUnavailable
+from core.health import Health
 from core.log.base import (
     CONTENT_TYPE_HEADER,
     INGESTED_AT_HEADER,
@@ -53,6 +54,7 @@ class Gateway:
         max_body_bytes: int,
         max_event_bytes: int,
         max_batch_events: int,
+        health: Health | None = None,
         keys: KeyStore | None = None,
         limiter: RateLimiter | None = None,
         price_book: PriceBookSource | None = None,
@@ -64,6 +66,8 @@ class Gateway:
         self.max_event_bytes = max_event_bytes
         self.max_batch_events = max_batch_events
         self.guard = Guard(Authenticator(keys, tenant), limiter or RateLimiter())
+        # The background parts of this process (core/health.py); None: only the log is checked.
+        self.health = health
         self._price_book = price_book
         self.webhook_origins = frozenset(webhook_origins)
 

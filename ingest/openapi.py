@@ -56,6 +56,11 @@ _RESPONSES: dict[str, Any] = {
         "same request after Retry-After (duplicates are dropped downstream).",
         "Retry-After",
     ),
+    "NotReady": _problem(
+        "Not ready: one entry in `problems` per part (`field`: the part, e.g. `processor-0`, "
+        "`embedded-log-writer[meterline.usage]`, `log`; `code`: `dead`, `stuck` or "
+        "`unreachable`; `message`: why). Dead and stuck parts make the process exit."
+    ),
 }
 
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
@@ -328,16 +333,19 @@ def openapi_document() -> dict[str, Any]:
             },
             "/healthz": {
                 "get": {
-                    "summary": "The process is up",
-                    "responses": {"200": {"description": "ok", "content": _TEXT}},
+                    "summary": "The process is up (503 once a part failed: it is exiting)",
+                    "responses": {
+                        "200": {"description": "ok", "content": _TEXT},
+                        "503": _ref("responses", "NotReady"),
+                    },
                 }
             },
             "/readyz": {
                 "get": {
-                    "summary": "The log is reachable",
+                    "summary": "The log is reachable and no background part is dead or stuck",
                     "responses": {
                         "200": {"description": "ready", "content": _TEXT},
-                        "503": {"description": "log unreachable", "content": _TEXT},
+                        "503": _ref("responses", "NotReady"),
                     },
                 }
             },

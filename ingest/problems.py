@@ -44,8 +44,10 @@ class HTTPProblem(Exception):
         problems: Sequence[Problem] = (),
         retry_after: float | None = None,
         headers: Mapping[str, str] | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__(detail)
+        self.title = title or TITLES.get(status, "Error")
         self.status = status
         self.code = code
         self.detail = detail
@@ -56,7 +58,7 @@ class HTTPProblem(Exception):
     def response(self) -> Response:
         body: dict[str, Any] = {
             "type": PROBLEM_TYPE + self.code,
-            "title": TITLES.get(self.status, "Error"),
+            "title": self.title,
             "status": self.status,
             "detail": self.detail,
         }

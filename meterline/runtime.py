@@ -13,6 +13,7 @@ from core.errors import ConfigError
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    from core.health import Liveness, PartProblem
     from core.log.base import LogAdmin, LogConsumer, LogProducer
     from pricing.base import PriceBook
     from processor.decode import DeadLetter
@@ -115,6 +116,7 @@ def build_processor(
     dead_letters: DeadLetterSink,
     known_tenant: Callable[[str], bool] | None = None,
     hooks: StepHooks | None = None,
+    liveness: Liveness | None = None,
 ) -> Processor:
     """A processor loop with the batch and dedupe settings (``meterline processor``'s)."""
     from processor.runner import Processor
@@ -130,6 +132,7 @@ def build_processor(
         dedupe_horizon_days=settings.dedupe_horizon_days,
         known_tenant=known_tenant,
         hooks=hooks,
+        liveness=liveness,
     )
 
 
@@ -143,6 +146,9 @@ class LogDeadLetters:
         from processor.runner import dead_letter_message
 
         self._producer.publish_sync([dead_letter_message(letter) for letter in letters])
+
+    def problem(self, stuck_after_s: float) -> PartProblem | None:
+        return self._producer.problem(stuck_after_s)
 
     def close(self) -> None:
         self._producer.close()

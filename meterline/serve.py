@@ -12,7 +12,6 @@ from collections.abc import Callable
 import uvicorn
 from prometheus_client import start_http_server
 
-from core.errors import ConfigError
 from core.gc_policy import tune_gc
 from core.settings import Settings
 from ingest.app import Gateway, create_app
@@ -20,7 +19,10 @@ from ingest.auth import KeyStore
 from ingest.ratelimit import RateLimiter
 from ingest.requestlog import configure_logging
 from meterline import runtime
+from core.errors import ConfigError, PartFailed
+from core.health import Health, Liveness, PartProblem
 from meterline.instance import Instance
+from meterline.watchdog import Watchdog
 from processor.runner import Processor, StepHooks
 from query import Reader
 from query import routes as read_routes
@@ -60,19 +62,21 @@ class ProcessorThread:
         )
         self.processors = []
         count = runtime.build_admin(settings).partitions(settings.topic)
+        self._stopping = False
         for index in range(settings.workers):
             partitions = None
             if settings.log == "embedded" and settings.workers > 1:
                 partitions = [p for p in range(count) if p % settings.workers == index]
             self.processors.append(
-                runtime.build_processor(
+                self._build(
                     settings,
                     runtime.build_consumer(settings, partitions),
                     sink,
                     price_book,
                     dead_letters,
                     known_tenant,
-                    hooks,
+                    hooks=hooks,
+                    liveness=Liveness(f"processor-{index}"),
                 )
             )
         self._threads = [
@@ -80,12 +84,30 @@ class ProcessorThread:
             for i, p in enumerate(self.processors)
         ]
 
+    # One worker's loop; a seam for tests (a double subclass of Processor).
+    _build = staticmethod(runtime.build_processor)
+
+    def add_checks(self, health: Health) -> None:
+        """Each worker's loop, and the dead-letter producer's own parts."""
+        for processor in self.processors:
+            health.add(processor.liveness.problem)
+        health.add(self._dead_letters_problem)
+
+    def _dead_letters_problem(self, stuck_after_s: float) -> PartProblem | None:
+        return None if self._stopping else self._dead_letters.problem(stuck_after_s)
+
     def _run(self, processor: Processor) -> None:
         try:
             processor.run(self._stop)
-        except BaseException:  # a bug: say so loudly, never die silently
-            log.exception("processor stopped on an unexpected error")
-            os._exit(70)  # offsets of the failed batch are uncommitted: a restart re-reads it
+            if not self._stop.is_set():
+                processor.liveness.dead("the loop returned while it should run")
+        except BaseException as exc:  # a bug: say so loudly, never die silently
+            log.critical(
+                "%s stopped on an unexpected error", processor.liveness.part, exc_info=True
+            )
+            # The watchdog stops the process (non-zero exit); offsets of the
+            # failed batch are uncommitted, so the restart re-reads it.
+            processor.liveness.dead(f"{type(exc).__name__}: {exc}")
         finally:
             processor.close()
 
@@ -110,6 +132,7 @@ class ProcessorThread:
             log.error("usage_meters is above usage_events, left as is: %s", difference)
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        self._stopping = True
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout_s)
@@ -170,6 +193,7 @@ def serve(
         )
     _keep_data_private(settings)
     runtime.ensure_topics(settings)
+    health = Health(settings.stuck_after_s)
     sink: Sink | None = None
     # A ClickHouse server can be shared, so a gateway-only process opens it too
     # (GET /api/usage reads from it); a chDB folder cannot, so it stays closed there.
@@ -179,6 +203,7 @@ def serve(
     worker = None
     if processor and sink is not None:
         worker = ProcessorThread(settings, sink, processor_hooks)
+        worker.add_checks(health)
     # Once, before any worker or request allocates (freezing later would pin
     # whatever a batch in flight holds). The gateway allocates like the
     # processor, a dict per event: without it, collections over start-up's
@@ -193,25 +218,32 @@ def serve(
         stop = threading.Event()
         # SIGTERM (docker stop, Kubernetes) finishes the batch in flight before exiting.
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        watchdog = Watchdog(health, stop.set)
+        watchdog.start()
         try:
             while not stop.wait(1.0):
                 pass
         except KeyboardInterrupt:
             pass
         finally:
+            watchdog.quiet()
             if worker:
                 worker.stop()
             if sink:
                 sink.close()
+            watchdog.close()
+        _exit_if_failed(health)
         return
 
     producer = runtime.build_producer(settings)
+    health.add(producer.problem)
     token = Instance.new_token() if sql_endpoint and sink is not None else None
 
     def shutdown() -> None:
         # 1. stop accepting (uvicorn did), 2. flush the producer, 3. finish the
         # processor's batch, 4. release the store. Reversing 3 and 4 would
         # fail the last insert and leave it to be re-read on the next start.
+        watchdog.quiet()
         Instance.remove(settings.data_dir)
         producer.close()
         if worker:
@@ -225,6 +257,7 @@ def serve(
         max_body_bytes=settings.max_body_bytes,
         max_event_bytes=settings.max_event_bytes,
         max_batch_events=settings.max_batch_events,
+        health=health,
         keys=keys,
         limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
         price_book=lambda: runtime.build_price_book(settings),
@@ -251,5 +284,20 @@ def serve(
             if on_started:
                 on_started(url)
 
+    def stop_server() -> None:
+        server.should_exit = True  # uvicorn's own SIGTERM path, then shutdown() above
+
+    watchdog = Watchdog(health, stop_server)
     threading.Thread(target=announce, name="announce", daemon=True).start()
-    server.run()
+    watchdog.start()
+    try:
+        server.run()
+    finally:
+        watchdog.close()
+    _exit_if_failed(health)
+
+
+def _exit_if_failed(health: Health) -> None:
+    """After a stop the watchdog asked for: exit non-zero, so the supervisor restarts us."""
+    if health.failure is not None:
+        raise PartFailed(f"{health.failure}; stopped for a restart")

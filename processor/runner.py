@@ -32,6 +32,7 @@ from typing import Protocol
 
 from core.errors import MeterlineError, StoreError
 from core.gc_policy import cyclic_gc_paused
+from core.health import Liveness
 from core.log.base import (
     DLQ_REASON_HEADER,
     LogConsumer,
@@ -123,6 +124,7 @@ class Processor:
         known_tenant: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
         hooks: StepHooks | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self._consumer = consumer
         self._sink = sink
@@ -136,6 +138,9 @@ class Processor:
         self._hooks = hooks or NO_HOOKS
         self._clock = clock
         self.totals = BatchResult()
+        # Busy from a poll or a batch's first attempt until it is done: a batch
+        # retried past METERLINE_STUCK_AFTER_S makes the process exit (health.py).
+        self.liveness = liveness or Liveness("processor")
 
     def run(self, stop: threading.Event) -> None:
         """Poll and process until ``stop`` is set; the current batch is finished first."""
@@ -145,7 +150,9 @@ class Processor:
             # Polling builds the batch's records: the same reason to pause.
             with cyclic_gc_paused():
                 budget = self._batch_max_events - len(pending)
+                self.liveness.busy("polling the log")
                 records = self._consumer.poll(min(budget, 10_000), 0.1)
+                self.liveness.idle()
                 revoked = self._consumer.take_revoked()
                 if revoked and pending:
                     # Not ours any more: drop uncommitted, the new owner reads them again.
@@ -176,6 +183,7 @@ class Processor:
         """
         delay = 0.2
         paused = False
+        self.liveness.busy(f"writing a batch of {len(records)} records")
         try:
             while records:
                 try:
@@ -183,6 +191,9 @@ class Processor:
                     return
                 except (MeterlineError, OSError) as exc:
                     metrics.STORE_RETRIES.inc()
+                    self.liveness.busy(
+                        f"retrying a batch of {len(records)} records ({str(exc)[:300]})"
+                    )
                     if stop.is_set():
                         # Not committed: the next start reads this batch again.
                         log.warning("stopping with an unwritten batch (will be re-read): %s", exc)
@@ -202,6 +213,7 @@ class Processor:
                             records = [r for r in records if r.partition not in revoked]
                     delay = min(delay * 2, 30.0)
         finally:
+            self.liveness.idle()
             if paused:
                 self._consumer.resume()
 

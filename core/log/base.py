@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from core.types import Headers
+from core.health import PartProblem
 
 TENANT_HEADER = "meterline-tenant"
 INGESTED_AT_HEADER = "meterline-ingested-at"  # epoch milliseconds, ASCII
@@ -72,6 +73,14 @@ class LogProducer(abc.ABC):
     @abc.abstractmethod
     def ready(self) -> bool:
         """True when the log is reachable now (for /readyz)."""
+
+    def problem(self, stuck_after_s: float) -> PartProblem | None:
+        """A background part of this producer (thread, task) that died or is stuck.
+
+        Unlike ``ready`` (the log may come back by itself), a problem here does
+        not heal: the process must restart (``core.health``).
+        """
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

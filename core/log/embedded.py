@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import logging
 import queue
 import sqlite3
 import threading
@@ -30,6 +31,7 @@ from core.errors import LogUnavailable
 from core.log._murmur2 import partition_for
 from core.log.base import LogAdmin, LogConsumer, LogProducer, OutMessage, Record
 from core.types import Headers
+from core.health import Liveness, PartProblem
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -61,6 +63,8 @@ CREATE TABLE IF NOT EXISTS committed (
     PRIMARY KEY (topic, grp, partition)
 );
 """
+
+log = logging.getLogger(__name__)
 
 # Readers in this process wake up as soon as a writer commits, instead of
 # sleeping out their poll interval (other processes fall back to polling).
@@ -209,13 +213,17 @@ class EmbeddedProducer(LogProducer):
         self._pending: queue.Queue[tuple[Sequence[OutMessage], Future[None]] | None] = queue.Queue()
         self._conn = connect(path)
         self._partitions = topic_partitions(self._conn, topic)
+        self._liveness = Liveness(f"embedded-log-writer[{topic}]")
+        self._died = "thread ended"
+        self._closed = False
         self._writer = threading.Thread(target=self._run, name="embedded-log-writer", daemon=True)
         self._writer.start()
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
-        done: Future[None] = Future()
-        self._pending.put((messages, done))
+        done = self._submit(messages)
         try:
+            # On timeout wait_for cancels the wrapper, which cancels `done`
+            # only if the writer has not taken it yet (see _run).
             await asyncio.wait_for(asyncio.wrap_future(done), self._timeout_s)
         except TimeoutError:
             raise LogUnavailable("embedded log did not commit in time", retry_after=1.0) from None
@@ -224,11 +232,33 @@ class EmbeddedProducer(LogProducer):
 
     def publish_sync(self, messages: Sequence[OutMessage]) -> None:
         """Blocking variant for tools and tests (same durability guarantee)."""
+        done = self._submit(messages)
+        try:
+            done.result(timeout=self._timeout_s)
+        except TimeoutError:
+            done.cancel()  # not taken yet: it will never be written
+            raise LogUnavailable("embedded log did not commit in time", retry_after=1.0) from None
+        except sqlite3.Error as exc:
+            raise LogUnavailable(f"embedded log write failed: {exc}", retry_after=1.0) from exc
+
+    def _submit(self, messages: Sequence[OutMessage]) -> Future[None]:
+        if not self._writer.is_alive():
+            # Queued work would never be written: refuse now, not after the timeout.
+            raise LogUnavailable(f"embedded log writer stopped: {self._died}", retry_after=1.0)
         done: Future[None] = Future()
         self._pending.put((messages, done))
-        done.result(timeout=self._timeout_s)
+        return done
 
     def _run(self) -> None:
+        try:
+            self._write_until_closed()
+        except BaseException as exc:
+            # A bug: every later request would time out (503) until restart.
+            # Say so; the watchdog sees the dead thread and the process exits.
+            self._died = f"{type(exc).__name__}: {exc}"
+            log.critical("embedded log writer died", exc_info=True)
+
+    def _write_until_closed(self) -> None:
         while True:
             first = self._pending.get()
             if first is None:
@@ -241,12 +271,24 @@ class EmbeddedProducer(LogProducer):
                         self._pending.put(None)
                         break
                     jobs.append(job)
+            # Take each job: from here on its request can no longer cancel it,
+            # so whatever the request saw (202 or 503), the batch is written
+            # whole or not at all, and setting its result cannot fail. A job
+            # whose request already gave up (503) is dropped unwritten: its
+            # client retries. Setting a result on such a cancelled future
+            # raised InvalidStateError here and killed this thread (issue 11).
+            jobs = [job for job in jobs if job[1].set_running_or_notify_cancel()]
+            if not jobs:
+                continue
+            self._liveness.busy(f"appending {len(jobs)} request(s) to the log")
             try:
                 self._append([m for messages, _ in jobs for m in messages])
             except Exception as exc:  # the futures carry the failure to each request
                 for _, done in jobs:
                     done.set_exception(exc)
                 continue
+            finally:
+                self._liveness.idle()
             for _, done in jobs:
                 done.set_result(None)
             with _appended:
@@ -290,7 +332,13 @@ class EmbeddedProducer(LogProducer):
     def ready(self) -> bool:
         return self._writer.is_alive()
 
+    def problem(self, stuck_after_s: float) -> PartProblem | None:
+        if not self._writer.is_alive() and not self._closed:
+            self._liveness.dead(self._died)
+        return self._liveness.problem(stuck_after_s)
+
     def close(self) -> None:
+        self._closed = True
         self._pending.put(None)
         self._writer.join(timeout=self._timeout_s)
         self._conn.close()

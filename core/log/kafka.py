@@ -33,6 +33,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from core.errors import LogUnavailable
 from core.log.base import LogAdmin, LogConsumer, LogProducer, OutMessage, Record
 from core.types import Headers
+from core.health import PartProblem
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,27 @@ class KafkaProducer(LogProducer):
         reporter = self._reporter
         if reporter is None or reporter.done() or reporter.get_loop() is not loop:
             self._reporter = loop.create_task(self._serve_delivery_reports())
+
+    def problem(self, stuck_after_s: float) -> PartProblem | None:
+        """The delivery-report task ended on an error, or while a request waits on it.
+
+        Read from the watchdog's thread: only the task's state, never the loop.
+        Its loop catches every Exception, so this is a bug or a cancellation
+        (the event loop going away under a request), and without the task
+        every waiting request times out.
+        """
+        reporter = self._reporter
+        if reporter is None or not reporter.done():
+            return None
+        if reporter.cancelled():
+            reason = "cancelled"
+        elif (exc := reporter.exception()) is not None:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            reason = "ended"
+        if reason == "ended" and not self._in_flight:
+            return None  # nothing to serve: the next publish starts it again
+        return PartProblem("kafka-delivery-reports", "dead", reason)
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         if not messages:

@@ -439,7 +439,10 @@ async def test_log_that_cannot_acknowledge_is_503_with_retry_after(
         ),
     )
     assert response.headers["retry-after"] == "2"
-    assert (ready.status_code, ready.text) == (503, "log unreachable")
+    assert ready.status_code == 503
+    assert ready.json()["problems"] == [
+        {"code": "unreachable", "field": "log", "message": "the log did not answer in time"}
+    ]
 
 
 # --- 404 / 405 -----------------------------------------------------------------------

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import load_settings
 from core.errors import ConfigError
+from core.settings import load_settings
 
 OVERRIDE = "METERLINE_OPEN_MODE_ON_NETWORK"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from meterline.instance import Instance
 from core.log.base import OutMessage
 from core.log.embedded import EmbeddedAdmin, EmbeddedProducer
+from meterline.instance import Instance
 from tests.conftest import MeterlineFactory
 from tests.support.events import make_events
 

@@ -3,12 +3,15 @@ durable appends, committed positions per group, seek by time."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
+from core.errors import LogUnavailable
 from core.log._murmur2 import murmur2, partition_for
 from core.log.base import OutMessage
 from core.log.embedded import EmbeddedAdmin, EmbeddedConsumer, EmbeddedProducer
@@ -87,3 +90,45 @@ def test_ensure_topic_never_changes_the_partition_count(path: Path) -> None:
     admin = EmbeddedAdmin(path)
     admin.ensure_topic(TOPIC, 12)
     assert admin.partitions(TOPIC) == 3
+
+
+def test_a_request_that_timed_out_on_a_locked_log_never_harms_the_next_one(path: Path) -> None:
+    # Issue 11: another connection holds the log file locked longer than the
+    # produce timeout; the request in hand gets LogUnavailable (503). Once the
+    # lock is gone, the writer used to die setting a result on the abandoned
+    # request's future, and every later request timed out until restart.
+    producer = EmbeddedProducer(path, TOPIC, timeout_s=1.0)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(LogUnavailable, match="did not commit in time"):
+        asyncio.run(producer.publish([OutMessage(b"k", b"taken-then-abandoned")]))
+    # Queued behind the one the writer is trying to write, and given up too.
+    with pytest.raises(LogUnavailable, match="did not commit in time"):
+        asyncio.run(producer.publish([OutMessage(b"k", b"queued-then-abandoned")]))
+    locker.execute("ROLLBACK")
+    locker.close()
+
+    asyncio.run(producer.publish([OutMessage(b"k", b"after")]))  # raises on the old code
+    producer.close()
+
+    values = [r.value for r in EmbeddedConsumer(path, TOPIC, "g").poll(10, 1.0)]
+    # The batch the writer had taken is written whole (its client's retry is a
+    # duplicate the processor drops); the one it had not taken is not written.
+    assert values == [b"taken-then-abandoned", b"after"]
+    assert producer.problem(stuck_after_s=60.0) is None
+
+
+def test_a_dead_writer_is_reported_and_refuses_requests_at_once(path: Path) -> None:
+    class DyingWriter(EmbeddedProducer):
+        def _write_until_closed(self) -> None:
+            raise RuntimeError("bug in the writer")
+
+    producer = DyingWriter(path, TOPIC, timeout_s=30.0)
+    producer._writer.join(10)
+    problem = producer.problem(stuck_after_s=60.0)
+    assert problem is not None
+    assert (problem.part, problem.kind) == (f"embedded-log-writer[{TOPIC}]", "dead")
+    assert problem.reason == "RuntimeError: bug in the writer"
+    with pytest.raises(LogUnavailable, match="writer stopped: RuntimeError: bug in the writer"):
+        producer.publish_sync([OutMessage(b"k", b"v")])
+    assert not producer.ready()
