@@ -9,7 +9,7 @@ import pytest
 
 from schemas import Problem, parse_event
 from schemas.envelope import ValidEvent
-from schemas.usage import ChargeUsage, TokenUsage
+from schemas.usage import ChargeUsage, TokenUsage, UnitsUsage
 
 
 def token_event(**data: Any) -> dict[str, Any]:
@@ -84,7 +84,8 @@ def test_null_attribute_means_unset() -> None:
 def test_unknown_type_is_accepted_as_a_custom_event_without_subject() -> None:
     result = parse_event({"specversion": "1.0", "id": "1", "source": "x", "type": "com.acme.thing"})
     assert isinstance(result, ValidEvent)
-    assert result.usage is None
+    assert isinstance(result.usage, UnitsUsage)
+    assert (result.usage.unit, result.usage.quantity) == ("event", Decimal(1))
 
 
 def test_money_as_string_is_exact_and_long_json_numbers_are_refused() -> None:
