@@ -16,6 +16,7 @@ field fails instead of billing zero.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -31,12 +32,14 @@ from ingest.gateway import Gateway
 from ingest.problems import HTTPProblem
 from meterline.errors import StoreError
 from schemas.envelope import parse_event
+from schemas.limits import EARLIEST_TIME, LATEST_TIME, TIME_RANGE_MESSAGE
 from schemas.problems import Problem
 from schemas.times import EPOCH, format_ms, from_ms, to_ms
 from schemas.usage import MAX_TOKENS, EventType
 
 SOURCE = "/api/usage"
 MAX_ROWS = 10_000
+_LIMIT = re.compile(r"[0-9]{1,6}")
 MAX_IDEMPOTENCY_KEY = 255
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 Name = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
@@ -61,8 +64,9 @@ class UsageIn(BaseModel):
         if value is None:
             return None
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if not EPOCH <= value < _LATEST:
-            raise ValueError("must be between 1970 and 2200")
+        # The event's time: the same bound the envelope applies, named after this field.
+        if not EARLIEST_TIME <= value < LATEST_TIME:
+            raise ValueError(TIME_RANGE_MESSAGE)
         return value
 
 
@@ -149,7 +153,9 @@ async def get_usage(gateway: Gateway, request: Request) -> Response:
     since = _bound(params.get("date_from"), "date_from", problems, end=False)
     until = _bound(params.get("date_to"), "date_to", problems, end=True)
     limit = params.get("limit", "1000")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_ROWS:
+    # ASCII digits only, and few of them: str.isdigit() accepts '²' (int() then
+    # raises) and int() refuses more than 4,300 digits; both were a 500.
+    if not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_ROWS:
         problems.append(Problem("invalid", "limit", f"must be an integer in 1..{MAX_ROWS}"))
     if problems:
         raise HTTPProblem(422, "invalid-query", "the query parameters are invalid", problems)
@@ -214,20 +220,28 @@ def _bound(raw: str | None, name: str, problems: list[Problem], *, end: bool) ->
     """A date (whole day; ``date_to`` inclusive) or an RFC 3339 / ISO 8601 instant."""
     if raw is None or raw == "":
         return None
+    whole_day = len(raw) == 10
     try:
-        if len(raw) == 10:
-            day = datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
-            return day + timedelta(days=1) if end else day
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        if whole_day:
+            moment = datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
+        else:
+            moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         problems.append(Problem("invalid", name, "must be YYYY-MM-DD or an RFC 3339 timestamp"))
         return None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC datetime
+        problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
+        return None
+    # Checked before the day or millisecond is added below: 9999-12-31 + 1 day
+    # overflowed (a 500), and 0001-01-01 reached the SQL.
     if not EPOCH <= moment < _LATEST:
         problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
         return None
     # date_to is inclusive; the SQL compares with '<' on milliseconds.
-    return moment + timedelta(milliseconds=1) if end else moment
+    if end:
+        return moment + (timedelta(days=1) if whole_day else timedelta(milliseconds=1))
+    return moment
 
 
 def _problems(exc: ValidationError) -> list[Problem]:
