@@ -130,7 +130,10 @@ TIME_RANGE = (
     "must be from 2000-01-01T00:00:00Z up to, not including, 2100-01-01T00:00:00Z "
     "(the range the meters can hold)"
 )
-NOT_MONEY = "is not an ISO 4217 currency code (List One, with minor units; XXX, XTS and the metals are not money)"
+NOT_MONEY = (
+    "is not an ISO 4217 currency code (List One, with minor units; "
+    "XXX, XTS and the metals are not money)"
+)
 TOO_BIG = ("less_than", "Input should be less than 10000000000000000")
 NEGATIVE = ("greater_than_equal", "Input should be greater than or equal to 0")
 
