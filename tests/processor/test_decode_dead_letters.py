@@ -21,7 +21,7 @@ from tests.support.unstorable import UNSTORABLE, custom_event, nested
 
 
 def record(value: bytes) -> Record:
-    return Record("events", 0, 7, b"k", value, [(TENANT_HEADER, b"acme")], 1_767_225_600_000)
+    return Record("events", 0, 7, b"k", value, ((TENANT_HEADER, b"acme"),), 1_767_225_600_000)
 
 
 @pytest.mark.parametrize(
