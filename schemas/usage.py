@@ -262,4 +262,8 @@ def custom_units(data: Any) -> UnitsUsage:
     quantity = data.get("quantity")
     if quantity is None:
         return _ONE_EVENT if unit == "event" else UnitsUsage.model_validate({"unit": unit})
+    if type(quantity) is int and 0 <= quantity < MAX_DECIMAL:
+        # The common case, already within every rule of the field (and the unit
+        # matched _CUSTOM_UNIT): skip pydantic's decimal path, ~6 µs at the gateway.
+        return UnitsUsage.model_construct(unit=unit, quantity=Decimal(quantity))
     return UnitsUsage.model_validate({"unit": unit, "quantity": quantity})
