@@ -33,7 +33,7 @@ from ingest.problems import HTTPProblem
 from schemas.envelope import parse_event
 from schemas.limits import EARLIEST_TIME, LATEST_TIME, TIME_RANGE_MESSAGE
 from schemas.problems import Problem
-from schemas.times import EPOCH, format_ms, to_ms
+from schemas.times import format_ms, to_ms
 from schemas.usage import MAX_TOKENS, EventType
 
 SOURCE = "/api/usage"

@@ -58,13 +58,20 @@ def list_(
     reason: Reason = None,
     tenant: Tenant = None,
     limit: Annotated[int, typer.Option(min=1, help="Show the newest N.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line, with detail and value.")
+    ] = False,
 ) -> None:
     """The newest dead letters: where, when, why, and from which record of the events topic."""
     letters = _letters(reason, tenant)[-limit:]
     if as_json:
         for letter in letters:
-            typer.echo(orjson.dumps(_summary(letter)).decode())
+            full = {
+                **_summary(letter),
+                "detail": letter.detail,
+                "value": letter.record.value.decode("utf-8", "replace"),
+            }
+            typer.echo(orjson.dumps(full).decode())
         return
     table = Table(title=f"{len(letters)} dead letters (newest last)")
     for column in ("at", "dead-lettered", "reason", "tenant", "from", "key", "detail"):

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from core.settings import load_settings
 from core.log.base import TENANT_HEADER, Record
+from core.settings import load_settings
 from meterline.runtime import build_price_book
-from processor.decode import Decoded, decode
 from pricing.base import PriceBook, Priced
+from processor.decode import Decoded, decode
 from processor.rows import EventColumns
 from schemas.limits import EARLIEST_MS, LATEST_MS
 from sinks.base import EVENT_COLUMNS
