@@ -10,6 +10,13 @@ new UUID), validated by the same rules and answered only once the log has it;
 answer and the stored row agree. Re-sending with the same Idempotency-Key is
 safe: the processor keeps one event per (tenant, source, id).
 
+Idempotency-Key (docs/gateway.md#idempotency-key): the event carries a hash of
+the request's parameters (extension ``requesthash``); the processor's dedupe,
+one partition per id, decides which request with a key is the first. With a key,
+the answer is the stored row (looked up, or waited for after publishing): the
+same parameters get the first answer (same id, same cost_usd), different ones
+409. No shared state in the gateway, so it holds across processes and restarts.
+
 Fields the seed API did not define are ignored (as the seed's own server did),
 while every field it defines is required or checked, so a misspelt required
 field fails instead of billing zero.
@@ -17,7 +24,12 @@ field fails instead of billing zero.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -65,6 +77,35 @@ class UsageIn(BaseModel):
         return value
 
 
+@dataclass(frozen=True)
+class StoredUsage:
+    """What the store holds for one ``/api/usage`` event."""
+
+    request_hash: str
+    cost_usd: Decimal
+    priced: bool
+    time: str  # RFC 3339, milliseconds, UTC
+
+
+# (tenant, id) -> the stored row of source /api/usage, or None: built by the shell.
+UsageLookup = Callable[[str, str], StoredUsage | None]
+REQUEST_HASH = "requesthash"
+
+
+def request_hash(usage: UsageIn) -> str:
+    """The parameters a reused Idempotency-Key must repeat (Stripe's rule).
+
+    ``request_timestamp`` counts only when sent: a retry without one is the same
+    request even though its arrival time differs.
+    """
+    stamp = None if usage.request_timestamp is None else to_ms(usage.request_timestamp)
+    canonical = orjson.dumps(
+        [usage.project_id, usage.provider, usage.model, usage.input_tokens,
+         usage.output_tokens, stamp]
+    )  # fmt: skip
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
 def decimal_str(value: Decimal) -> str:
     """Exact, no exponent, no trailing zeros: Decimal('0.004500000000') -> '0.0045'."""
     text = format(value.normalize(), "f")
@@ -83,7 +124,8 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         raise HTTPProblem(
             422, "invalid-usage", "the usage record is invalid", _problems(exc)
         ) from None
-    event_id = request.headers.get("idempotency-key", "").strip() or str(uuid.uuid4())
+    given_key = request.headers.get("idempotency-key", "").strip()
+    event_id = given_key or str(uuid.uuid4())
     if len(event_id) > MAX_IDEMPOTENCY_KEY:
         raise HTTPProblem(
             422,
@@ -101,6 +143,7 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         "subject": usage.project_id,
         "time": stamp,
         "datacontenttype": "application/json",
+        REQUEST_HASH: request_hash(usage),
         "data": {
             "provider": usage.provider,
             "model": usage.model,
@@ -120,7 +163,48 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         raise HTTPProblem(501, "pricing-not-configured", "this gateway has no price book")
     priced = price_book.price(EventType.TOKENS.value, parsed.usage, to_ms(moment), usage.project_id)
     request.state.events = 1
+    lookup: UsageLookup | None = gateway.stored_usage
+    if given_key and lookup is not None:
+        stored = await asyncio.to_thread(lookup, key.tenant, event_id)
+        if stored is None:
+            await gateway.publish(gateway.messages([(parsed, orjson.dumps(event))], key.tenant))
+            stored = await _wait_stored(lookup, key.tenant, event_id, gateway.usage_wait_s)
+        if stored.request_hash != event[REQUEST_HASH]:
+            raise HTTPProblem(
+                409,
+                "idempotency-key-reused",
+                f"Idempotency-Key {event_id!r} was already used with different parameters; "
+                "use a new key for a new request",
+                [Problem("reused", "Idempotency-Key", "already used with other parameters")],
+                title="Idempotency-Key reused",
+            )
+        return _answer(event_id, usage, stored.cost_usd, stored.priced, stored.time)
     await gateway.publish(gateway.messages([(parsed, orjson.dumps(event))], key.tenant))
+    return _answer(event_id, usage, priced.cost_usd, priced.priced, stamp)
+
+
+async def _wait_stored(
+    lookup: UsageLookup, tenant: str, event_id: str, wait_s: float
+) -> StoredUsage:
+    """The processor decides which request with this key came first: wait for its row."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        stored = await asyncio.to_thread(lookup, tenant, event_id)
+        if stored is not None:
+            return stored
+    # Durable in the log already: the retry finds the row (or waits again).
+    raise HTTPProblem(
+        503,
+        "usage-not-stored-yet",
+        "the usage is recorded but not processed yet; retry with the same Idempotency-Key",
+        retry_after=1,
+    )
+
+
+def _answer(
+    event_id: str, usage: UsageIn, cost_usd: Decimal, priced: bool, stamp: str
+) -> JSONResponse:
     return JSONResponse(
         {
             "id": event_id,
@@ -130,8 +214,8 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "total_tokens": usage.input_tokens + usage.output_tokens,
-            "cost_usd": decimal_str(priced.cost_usd),
-            "priced": priced.priced,
+            "cost_usd": decimal_str(cost_usd),
+            "priced": priced,
             "request_timestamp": stamp,
         },
         status_code=201,
