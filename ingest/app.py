@@ -29,7 +29,7 @@ from ingest.gateway import Gateway
 from ingest.openapi import openapi_document, route
 from ingest.ops import HEALTHZ, METRICS, OPENAPI, READYZ
 from ingest.problems import HTTPProblem
-from ingest.requestlog import RequestContext
+from ingest.requestlog import RequestContext, internal_error
 from ingest.usage_api import POST_USAGE, post_usage
 from ingest.webhook import OPTIONS_EVENTS, options_events
 from schemas.problems import Problem
@@ -48,6 +48,7 @@ def create_app(
 ) -> Starlette:
     """The write path's routes, the operational ones, and ``mounts`` (the read side's,
     given by the shell) behind one middleware stack and one error rendering."""
+
     def bind(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             return await handler(gateway, request)
@@ -135,9 +136,12 @@ async def _http_exception(_: Request, exc: Exception) -> Response:
     return HTTPProblem(exc.status_code, code, str(exc.detail), headers=exc.headers).response()
 
 
-async def _bug(_: Request, exc: Exception) -> Response:
-    # Starlette re-raises after this handler, so the server logs the traceback too.
+async def _bug(request: Request, exc: Exception) -> Response:
+    # Only for an error outside RequestContext (which answers and logs the others
+    # with their request id): Starlette re-raises after this, so the server logs it.
     log.error("unhandled error", exc_info=exc)
-    return HTTPProblem(
-        500, "internal-error", "the request failed unexpectedly; retrying it is safe"
-    ).response()
+    response = internal_error().response()
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+    return response

@@ -59,6 +59,8 @@ class Gateway:
         limiter: RateLimiter | None = None,
         price_book: PriceBookSource | None = None,
         webhook_origins: Sequence[str] = ("*",),
+        stored_usage: Any = None,
+        usage_wait_s: float = 10.0,
     ) -> None:
         self.producer = producer
         self.tenant = tenant
@@ -70,6 +72,11 @@ class Gateway:
         self.health = health
         self._price_book = price_book
         self.webhook_origins = frozenset(webhook_origins)
+        # POST /api/usage with an Idempotency-Key: how to find the stored row
+        # (a ``UsageLookup``, ingest/usage_api.py; None without a store) and how
+        # long to wait for the processor to store it.
+        self.stored_usage = stored_usage
+        self.usage_wait_s = usage_wait_s
 
     @property
     def price_book(self) -> PriceBook | None:

@@ -56,6 +56,9 @@ USAGE_INVALID = problem(
 RATE_LIMITED = problem(
     "RateLimited", "Over the API key's request rate; retry after Retry-After.", RETRY_AFTER
 )
+KEY_REUSED = problem(
+    "IdempotencyKeyReused", "The Idempotency-Key was already used with different parameters."
+)
 NOT_SERVED = problem("NotServed", "This process has no price book attached.")
 UNAVAILABLE = problem(
     "Unavailable",

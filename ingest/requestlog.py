@@ -5,7 +5,8 @@ token (so ids follow a request across services), else a new one. Every log line
 written while a request is handled carries that id, so one grep finds all of a
 request's lines. The access line is INFO (off by default; at 5k requests/s a
 line per request would cost more than the request); 5xx answers are always
-logged as warnings.
+logged as warnings. An unhandled error is answered here, as a 500 problem
+document carrying the id, and its traceback is logged with the id.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest import metrics
+from ingest.problems import HTTPProblem
 
 log = logging.getLogger("meterline.gateway")
 
@@ -87,10 +89,12 @@ class RequestContext:
         status = 500
         began = time.perf_counter()
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [
                     *message.get("headers", ()),
                     (REQUEST_ID_HEADER, request_id.encode()),
@@ -100,6 +104,15 @@ class RequestContext:
         metrics.IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if started:
+                raise  # half a response is out: only the server can cut the connection
+            # Rendered here, not by Starlette's ServerErrorMiddleware (it sits outside
+            # this middleware): that 500 went out without X-Request-ID and its
+            # traceback was logged without the id, so a caller's report could not be
+            # matched to its traceback. Not re-raised: it would be logged twice.
+            log.error("unhandled error", exc_info=True)
+            await internal_error().response()(scope, receive, send_with_id)
         finally:
             metrics.IN_FLIGHT.dec()
             path = scope.get("path", "")
@@ -120,6 +133,14 @@ class RequestContext:
                     },
                 )
             REQUEST_ID.reset(token)
+
+
+def internal_error() -> HTTPProblem:
+    """The answer to a bug: a problem document, 500. Retrying is safe: a request
+    publishes all of its events or none (ingest/app.py)."""
+    return HTTPProblem(
+        500, "internal-error", "the request failed unexpectedly; retrying it is safe"
+    )
 
 
 def _request_id(scope: Scope) -> str:

@@ -10,6 +10,13 @@ new UUID), validated by the same rules and answered only once the log has it;
 answer and the stored row agree. Re-sending with the same Idempotency-Key is
 safe: the processor keeps one event per (tenant, source, id).
 
+Idempotency-Key (docs/gateway.md#idempotency-key): the event carries a hash of
+the request's parameters (extension ``requesthash``); the processor's dedupe,
+one partition per id, decides which request with a key is the first. With a key,
+the answer is the stored row (looked up, or waited for after publishing): the
+same parameters get the first answer (same id, same cost_usd), different ones
+409. No shared state in the gateway, so it holds across processes and restarts.
+
 Fields the seed API did not define are ignored (as the seed's own server did),
 while every field it defines is required or checked, so a misspelt required
 field fails instead of billing zero.
@@ -17,7 +24,12 @@ field fails instead of billing zero.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -34,6 +46,7 @@ from ingest.problems import HTTPProblem
 from ingest.replies import (
     API_KEY,
     GUARDED,
+    KEY_REUSED,
     NOT_SERVED,
     TOO_LARGE,
     UNAVAILABLE,
@@ -102,6 +115,35 @@ class UsageRecorded(UsageOut):
     priced: bool = Field(description="False when no price rule matched.")
 
 
+@dataclass(frozen=True)
+class StoredUsage:
+    """What the store holds for one ``/api/usage`` event."""
+
+    request_hash: str
+    cost_usd: Decimal
+    priced: bool
+    time: str  # RFC 3339, milliseconds, UTC
+
+
+# (tenant, id) -> the stored row of source /api/usage, or None: built by the shell.
+UsageLookup = Callable[[str, str], StoredUsage | None]
+REQUEST_HASH = "requesthash"
+
+
+def request_hash(usage: UsageIn) -> str:
+    """The parameters a reused Idempotency-Key must repeat (Stripe's rule).
+
+    ``request_timestamp`` counts only when sent: a retry without one is the same
+    request even though its arrival time differs.
+    """
+    stamp = None if usage.request_timestamp is None else to_ms(usage.request_timestamp)
+    canonical = orjson.dumps(
+        [usage.project_id, usage.provider, usage.model, usage.input_tokens,
+         usage.output_tokens, stamp]
+    )  # fmt: skip
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
 def decimal_str(value: Decimal) -> str:
     """Exact, no exponent, no trailing zeros: Decimal('0.004500000000') -> '0.0045'."""
     text = format(value.normalize(), "f")
@@ -120,7 +162,8 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         raise HTTPProblem(
             422, "invalid-usage", "the usage record is invalid", _problems(exc)
         ) from None
-    event_id = request.headers.get("idempotency-key", "").strip() or str(uuid.uuid4())
+    given_key = request.headers.get("idempotency-key", "").strip()
+    event_id = given_key or str(uuid.uuid4())
     if len(event_id) > MAX_IDEMPOTENCY_KEY:
         raise HTTPProblem(
             422,
@@ -138,6 +181,7 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         "subject": usage.project_id,
         "time": stamp,
         "datacontenttype": "application/json",
+        REQUEST_HASH: request_hash(usage),
         "data": {
             "provider": usage.provider,
             "model": usage.model,
@@ -172,9 +216,55 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         request_timestamp=stamp,
     )
     request.state.events = 1
+    lookup: UsageLookup | None = gateway.stored_usage
+    if given_key and lookup is not None:
+        stored = await asyncio.to_thread(lookup, key.tenant, event_id)
+        if stored is None:
+            await gateway.publish(gateway.messages([(parsed, orjson.dumps(event))], key.tenant))
+            stored = await _wait_stored(lookup, key.tenant, event_id, gateway.usage_wait_s)
+        if stored.request_hash != event[REQUEST_HASH]:
+            raise HTTPProblem(
+                409,
+                "idempotency-key-reused",
+                f"Idempotency-Key {event_id!r} was already used with different parameters; "
+                "use a new key for a new request",
+                [Problem("reused", "Idempotency-Key", "already used with other parameters")],
+                title="Idempotency-Key reused",
+            )
+        return _answer(
+            recorded.model_copy(
+                update={
+                    "cost_usd": decimal_str(stored.cost_usd),
+                    "priced": stored.priced,
+                    "request_timestamp": stored.time,
+                }
+            )
+        )
     await gateway.publish(gateway.messages([(parsed, orjson.dumps(event))], key.tenant))
-    return JSONResponse(recorded.model_dump(), status_code=201)
+    return _answer(recorded)
 
+
+async def _wait_stored(
+    lookup: UsageLookup, tenant: str, event_id: str, wait_s: float
+) -> StoredUsage:
+    """The processor decides which request with this key came first: wait for its row."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        stored = await asyncio.to_thread(lookup, tenant, event_id)
+        if stored is not None:
+            return stored
+    # Durable in the log already: the retry finds the row (or waits again).
+    raise HTTPProblem(
+        503,
+        "usage-not-stored-yet",
+        "the usage is recorded but not processed yet; retry with the same Idempotency-Key",
+        retry_after=1,
+    )
+
+
+def _answer(recorded: UsageRecorded) -> JSONResponse:
+    return JSONResponse(recorded.model_dump(), status_code=201)
 
 def _problems(exc: ValidationError) -> list[Problem]:
     out = []
@@ -193,12 +283,14 @@ POST_USAGE = Operation(
             "Idempotency-Key",
             "header",
             Annotated[str, Field(max_length=MAX_IDEMPOTENCY_KEY)],
-            "Becomes the event id; re-sending is counted once.",
+            "Becomes the event id; re-sending the same request returns the stored result, "
+            "re-using it with other parameters is 409.",
         ),
     ),
     body={"application/json": UsageIn},
     responses={
         201: Reply("Logged and priced.", {"application/json": UsageRecorded}),
+        409: KEY_REUSED,
         413: TOO_LARGE,
         415: UNSUPPORTED_MEDIA_TYPE,
         422: USAGE_INVALID,

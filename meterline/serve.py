@@ -26,6 +26,7 @@ from meterline.watchdog import Watchdog
 from processor.runner import Processor, StepHooks
 from query import Reader
 from query import routes as read_routes
+from query.idempotency import StoredUsageLookup
 from sinks.base import Sink
 
 log = logging.getLogger("meterline")
@@ -262,6 +263,7 @@ def serve(
         limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
         price_book=lambda: runtime.build_price_book(settings),
         webhook_origins=[o.strip() for o in settings.webhook_origins.split(",") if o.strip()],
+        stored_usage=StoredUsageLookup(sink) if sink is not None else None,
     )
     # The read side shares the gateway's guard: one key check, one rate limit per key.
     reader = Reader(sink, gateway_state.guard, sql_token=token)

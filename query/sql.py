@@ -4,6 +4,11 @@ A chDB folder belongs to one process, so while ``meterline run`` holds it this
 is the only way in. Guarded by the instance's admin token (in
 ``.meterline/instance.json``, mode 0600), never by tenant API keys: it reads
 every tenant's rows.
+
+Read-only (``query/readonly.py``): one SELECT / WITH / SHOW / DESCRIBE / EXPLAIN,
+checked on the engine's own parse tree and run with ``SETTINGS readonly=1``. The
+token is a read credential: a leaked one must not drop or rewrite billing data,
+nor read files or reach the network from the store's host.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ingest.openapi import Operation, Param, Reply
 from ingest.problems import HTTPProblem
 from ingest.replies import BEARER, INVALID, NOT_FOUND, TEXT, TOO_LARGE, UNAUTHORIZED
 from query.reader import Reader
+from query.readonly import NotReadOnly, read_only_statement
 
 SQL_FORMATS = {
     "JSONCompact",
@@ -43,8 +49,12 @@ async def post_sql(reader: Reader, request: Request) -> Response:
     if fmt not in SQL_FORMATS:
         raise HTTPProblem(400, "bad-format", f"format must be one of {sorted(SQL_FORMATS)}")
     query = (await read_body(request, reader.max_sql_bytes)).decode("utf-8", "replace")
+    sink = reader.sink
     try:
-        out = await asyncio.to_thread(reader.sink.query_raw, query, fmt)
+        statement = await asyncio.to_thread(read_only_statement, sink, query)
+        out = await asyncio.to_thread(sink.query_raw, statement, fmt)
+    except NotReadOnly as exc:
+        raise HTTPProblem(400, exc.code, exc.detail, title="Not a read-only statement") from None
     except StoreError as exc:
         raise HTTPProblem(400, "sql-error", str(exc)) from exc
     return Response(out, 200, media_type="text/plain; charset=utf-8")

@@ -76,9 +76,7 @@ def _usage(event_type: str, fields: dict[str, Any]) -> _UsageData:
 
 
 def price(
-    provider: Annotated[
-        str, typer.Option(help="Provider id: openai, anthropic, google...")
-    ] = "",
+    provider: Annotated[str, typer.Option(help="Provider id: openai, anthropic, google...")] = "",
     model: Annotated[str, typer.Option(help="Model name as the provider reports it.")] = "",
     input_tokens: Annotated[
         int, typer.Option(min=0, help="ALL prompt tokens, cached ones included.")
@@ -97,9 +95,7 @@ def price(
     images: Annotated[int, typer.Option(min=0, help="Price an image event.")] = 0,
     image_size: str = "",
     quality: str = "",
-    units: Annotated[
-        str | None, typer.Option(help="Price a custom-unit event: quantity.")
-    ] = None,
+    units: Annotated[str | None, typer.Option(help="Price a custom-unit event: quantity.")] = None,
     unit: str = "",
     type_: Annotated[str | None, typer.Option("--type", help="Event type for --units.")] = None,
     currency: Annotated[str | None, typer.Option(help="Price an instant charge.")] = None,
@@ -169,6 +165,7 @@ def price(
     for key, value in report.items():
         out.print(f"{key:18} {value}", highlight=False)
 
+
 def validate(
     path: Annotated[
         Path | None, typer.Argument(help="Book file; default METERLINE_PRICE_BOOK.")
@@ -186,6 +183,7 @@ def validate(
         highlight=False,
     )
 
+
 def list_(
     book: BookPath = None,
     catalog: Annotated[
@@ -201,9 +199,7 @@ def list_(
         rows.append({"kind": "model", "name": f"{m.provider}/{m.model}", "detail": _periods(m)})
     for i in b.images:
         detail = f"size={i.size or '*'} quality={i.quality or '*'} cost={i.cost_usd}/image"
-        rows.append(
-            {"kind": "image", "name": f"{i.provider or '*'}/{i.model}", "detail": detail}
-        )
+        rows.append({"kind": "image", "name": f"{i.provider or '*'}/{i.model}", "detail": detail})
     for u in b.units:
         price = u.price_usd if u.price_usd is not None else u.cost_usd
         detail = f"cost={u.cost_usd} price={price} per unit"
@@ -225,6 +221,7 @@ def list_(
     for row in rows:
         table.add_row(row["kind"], row["name"], row["detail"])
     out.print(table)
+
 
 def show(
     provider: Annotated[str, typer.Argument()],

@@ -2,6 +2,8 @@
 
 Issue 11: after ``/v1/sql`` dropped ``usage_events`` the gateway still said
 ready and answered 202 while the processor retried the insert forever.
+``/v1/sql`` is read-only now, so the chaos harness plays the dropped table:
+every INSERT fails as it did (``METERLINE_CHAOS_STORE_AWAY``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import MeterlineFactory
+from tests.support.chaos import STORE_AWAY_ENV
 from tests.support.events import make_events
 
 
@@ -25,9 +28,9 @@ def test_a_store_away_longer_than_the_stuck_limit_fails_readyz_then_exits_non_ze
         METERLINE_STORE="chdb",
         # Above the first batch's own time (it loads the price catalog: ~2 s here).
         METERLINE_STUCK_AFTER_S="10",
+        **{STORE_AWAY_ENV: "1"},
     )
     assert httpx.get(f"{stack.url}/readyz", timeout=10).status_code == 200
-    stack.sql("DROP TABLE usage_events")
     assert stack.post(make_events(1, seed=3)).status_code == 202  # durable in the log
 
     def readyz() -> httpx.Response | None:
@@ -54,8 +57,9 @@ def test_a_store_away_longer_than_the_stuck_limit_fails_readyz_then_exits_non_ze
     assert "processor-0 is stuck: retrying a batch of 1 records" in log
     assert "stopped for a restart" in log
 
-    # What the supervisor does next: the restart re-creates the table and the
-    # batch, never committed, is read again and stored exactly once.
+    # What the supervisor does next, once the store is back: the batch, never
+    # committed, is read again and stored exactly once.
+    del stack.env[STORE_AWAY_ENV]
     stack.start()
     stack.wait_caught_up()
     assert stack.stored() == 1

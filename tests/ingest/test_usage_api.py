@@ -13,6 +13,7 @@ import pytest
 from core.log.base import TENANT_HEADER
 from core.settings import load_settings
 from ingest.auth import ApiKey, KeyStore, hash_key
+from ingest.usage_api import UsageIn, request_hash
 from meterline.runtime import build_price_book
 from tests.conftest import MeterlineFactory
 from tests.ingest.conftest import ClientFactory, LogTap
@@ -67,6 +68,8 @@ async def test_post_is_201_priced_and_logged_as_a_token_event(
         "subject": "proj-1",
         "time": "2025-01-01T12:00:00.000Z",
         "datacontenttype": "application/json",
+        # What a reuse of the key must repeat (docs/gateway.md#idempotency-key).
+        "requesthash": request_hash(UsageIn.model_validate(BODY)),
         "data": {
             "provider": "openai",
             "model": "gpt-4o",

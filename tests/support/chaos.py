@@ -5,6 +5,10 @@ as its step hooks) from ``METERLINE_CHAOS_KILL_AT=<point>[:<nth batch>]`` (e.g.
 ``after_insert:3``); the product itself never reads that variable. It exists so the
 tests can prove, with a real SIGKILL rather than a simulated exception, that a
 crash at each step of the checkpoint order loses nothing and counts nothing twice.
+
+``METERLINE_CHAOS_STORE_AWAY=1`` instead makes every INSERT fail as a store that
+lost its table would (tests/e2e/test_stuck_processor_exits.py): ``/v1/sql`` is
+read-only, so a test can no longer drop the table through it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from core.errors import StoreError
+
 POINTS = ("after_poll", "mid_insert", "after_insert", "after_commit")
 ENV = "METERLINE_CHAOS_KILL_AT"
+STORE_AWAY_ENV = "METERLINE_CHAOS_STORE_AWAY"
 
 
 def _kill() -> None:
@@ -24,7 +31,8 @@ def _kill() -> None:
 
 
 class Chaos:
-    def __init__(self, spec: str | None) -> None:
+    def __init__(self, spec: str | None, store_away: bool = False) -> None:
+        self.store_away = store_away
         self.point: str | None = None
         self.nth = 1
         self.batches = 0
@@ -47,6 +55,8 @@ class Chaos:
     @contextmanager
     def around_insert(self) -> Iterator[None]:
         """``mid_insert``: a timer kills the process while the INSERT is running."""
+        if self.store_away:
+            raise StoreError("chaos: Table meterline.usage_events does not exist. (UNKNOWN_TABLE)")
         timer = threading.Timer(0.002, _kill) if self._armed("mid_insert") else None
         if timer is not None:
             timer.start()

@@ -5,6 +5,8 @@ same ``serve`` that ``meterline run`` calls. Usage (what ``MeterlineProcess``
 runs when a test sets ``METERLINE_CHAOS_KILL_AT``)::
 
     python -m tests.support.chaos_run --port 8080
+
+(or ``METERLINE_CHAOS_STORE_AWAY``: every INSERT fails, see chaos.py).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import sys
 
 from core.settings import load_settings
 from meterline.serve import serve
-from tests.support.chaos import ENV, Chaos
+from tests.support.chaos import ENV, STORE_AWAY_ENV, Chaos
 
 
 def main(argv: list[str]) -> None:
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else None
-    serve(load_settings(port=port), processor_hooks=Chaos(os.environ[ENV]))
+    serve(
+        load_settings(port=port),
+        processor_hooks=Chaos(os.environ.get(ENV), STORE_AWAY_ENV in os.environ),
+    )
 
 
 if __name__ == "__main__":

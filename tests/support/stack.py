@@ -21,6 +21,7 @@ import orjson
 
 from meterline.instance import Instance
 from tests.support.chaos import ENV as CHAOS_ENV
+from tests.support.chaos import STORE_AWAY_ENV
 
 
 def free_port() -> int:
@@ -54,7 +55,8 @@ class MeterlineProcess:
         Instance.remove(self.data_dir)
         # The real CLI, unless the test arms a SIGKILL at a checkpoint step: then the
         # chaos harness, which passes the kill hook to the same serve().
-        command = ["tests.support.chaos_run"] if CHAOS_ENV in self.env else ["meterline.cli", "run"]
+        chaos = CHAOS_ENV in self.env or STORE_AWAY_ENV in self.env
+        command = ["tests.support.chaos_run"] if chaos else ["meterline.cli", "run"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *command, "--port", str(self.port)],
             env=self.env,
