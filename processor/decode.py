@@ -89,8 +89,10 @@ def decode(record: Record) -> Decoded | DeadLetter:
     if usage is None:
         try:
             usage = custom_usage(parsed.raw.get("data"))
-        except ValidationError as exc:  # e.g. a quantity beyond Decimal(38, 12)
-            return DeadLetter(record, "invalid_event", f"custom quantity: {exc}")
+        except (ValidationError, ArithmeticError) as exc:
+            # e.g. a quantity beyond Decimal(38, 12), or one with more digits than the
+            # decimal context holds (1e16, "1e400": the quantize raises InvalidOperation).
+            return DeadLetter(record, "invalid_event", f"custom quantity: {exc!r}")
     return Decoded(
         record,
         parsed,

@@ -15,8 +15,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from core.log.base import Record
+
 POINTS = ("after_poll", "mid_insert", "after_insert", "after_commit")
 ENV = "METERLINE_CHAOS_KILL_AT"
+# A record whose value contains these bytes kills the process each time it is handled
+# (a native crash on one record, as far as the processor can tell).
+KILL_ON_ENV = "METERLINE_CHAOS_KILL_ON"
 
 
 def _kill() -> None:
@@ -24,13 +29,14 @@ def _kill() -> None:
 
 
 class Chaos:
-    def __init__(self, spec: str | None) -> None:
+    def __init__(self, spec: str | None, kill_on: str | None = None) -> None:
+        self.kill_on = kill_on.encode() if kill_on else None
         self.point: str | None = None
         self.nth = 1
         self.batches = 0
         if spec:
             point, _, nth = spec.partition(":")
-            if point not in POINTS:
+            if point and point not in POINTS:
                 raise ValueError(f"{ENV}: {point!r} is not one of {', '.join(POINTS)}")
             self.point, self.nth = point, int(nth or 1)
 
@@ -42,6 +48,10 @@ class Chaos:
 
     def at(self, point: str) -> None:
         if self._armed(point):
+            _kill()
+
+    def handling(self, record: Record) -> None:
+        if self.kill_on is not None and self.kill_on in record.value:
             _kill()
 
     @contextmanager

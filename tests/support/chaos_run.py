@@ -14,12 +14,15 @@ import sys
 
 from core.settings import load_settings
 from meterline.serve import serve
-from tests.support.chaos import ENV, Chaos
+from tests.support.chaos import ENV, KILL_ON_ENV, Chaos
 
 
 def main(argv: list[str]) -> None:
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else None
-    serve(load_settings(port=port), processor_hooks=Chaos(os.environ[ENV]))
+    serve(
+        load_settings(port=port),
+        processor_hooks=Chaos(os.environ.get(ENV), os.environ.get(KILL_ON_ENV)),
+    )
 
 
 if __name__ == "__main__":
