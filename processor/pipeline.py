@@ -53,7 +53,9 @@ class StepHooks(Protocol):
     def handling(self, record: Record) -> None: ...
 
 
-class _NoHooks:
+class NoHooks:
+    """Hooks that do nothing (production); test hooks subclass it and override one step."""
+
     def batch_started(self) -> None:
         pass
 
@@ -67,7 +69,7 @@ class _NoHooks:
         pass
 
 
-NO_HOOKS: StepHooks = _NoHooks()
+NO_HOOKS: StepHooks = NoHooks()
 
 
 class DeadLetterSink(Protocol):
@@ -356,6 +358,7 @@ __all__ = [
     "BillingRun",
     "DeadLetterSink",
     "LiveTables",
+    "NoHooks",
     "Pipeline",
     "StepHooks",
     "Target",

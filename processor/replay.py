@@ -26,7 +26,7 @@ from typing import Any
 from core.log.base import LogAdmin
 from pricing.base import PriceBook
 from processor.decode import DeadLetter
-from processor.pipeline import BillingRun, Pipeline
+from processor.pipeline import BatchResult, BillingRun, Pipeline
 from sinks.base import Sink, quote
 
 
@@ -87,18 +87,15 @@ def replay(
     # The live processor's pipeline, pointed at the run: an id already in the run
     # is skipped, which is what makes re-running the same replay a no-op.
     pipeline = Pipeline(BillingRun(sink, run), price_book, _Counted(result))
+    total = BatchResult()
     for partition, (start, end) in sorted(result.ranges.items()):
         for records in admin.read_range(topic, partition, start, end):
             batch = pipeline.run(records)
             pipeline.remember(batch.stored_keys)
-            result.records += batch.records
-            result.stored += batch.stored
-            result.duplicates += batch.duplicates
-            result.invalid += batch.dead
-            result.unpriced += batch.unpriced
-            for reason, n in batch.dead_reasons.items():
-                result.dead[reason] = result.dead.get(reason, 0) + n
+            total.add(batch)
             progress(len(records))
+    result.records, result.stored, result.duplicates = total.records, total.stored, total.duplicates
+    result.invalid, result.unpriced, result.dead = total.dead, total.unpriced, total.dead_reasons
     sink.query_raw(
         f"INSERT INTO {sink.database}.billing_runs VALUES ({quote(run)}, "
         f"{quote(price_book.version)}, fromUnixTimestamp64Milli(toInt64({from_ms}), 'UTC'), "

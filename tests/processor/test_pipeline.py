@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from core.log.embedded import EmbeddedAdmin, EmbeddedConsumer, EmbeddedProducer
 from meterline.runtime import LogDeadLetters
 from pricing import CatalogPriceBook
 from processor.attempts import Attempts
+from processor.pipeline import NoHooks
 from processor.replay import replay
 from processor.runner import Processor
 from sinks.chdb_sink import ChdbSink
@@ -197,20 +197,11 @@ class Died(BaseException):
     """The process dying while it handles a record: nothing in the processor catches it."""
 
 
-class KillOn:
+class KillOn(NoHooks):
     """Step hooks that 'kill the process' whenever it handles a record with ``marker``."""
 
     def __init__(self, marker: bytes) -> None:
         self.marker = marker
-
-    def batch_started(self) -> None:
-        pass
-
-    def at(self, point: str) -> None:
-        pass
-
-    def around_insert(self) -> AbstractContextManager[None]:
-        return nullcontext()
 
     def handling(self, record: Record) -> None:
         if self.marker in record.value:
