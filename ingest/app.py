@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from core.health import PartProblem
 from ingest.events import post_events
 from ingest.gateway import Gateway
 from ingest.openapi import openapi_document
@@ -30,7 +31,6 @@ from ingest.problems import HTTPProblem
 from ingest.requestlog import RequestContext
 from ingest.usage_api import post_usage
 from ingest.webhook import options_events
-from core.health import PartProblem
 from schemas.problems import Problem
 
 __all__ = ["Gateway", "create_app"]

@@ -31,8 +31,9 @@ from ingest.codec import media_type
 from ingest.gateway import Gateway
 from ingest.problems import HTTPProblem
 from schemas.envelope import parse_event
+from schemas.limits import EARLIEST_TIME, LATEST_TIME, TIME_RANGE_MESSAGE
 from schemas.problems import Problem
-from schemas.times import EPOCH, format_ms, to_ms
+from schemas.times import format_ms, to_ms
 from schemas.usage import MAX_TOKENS, EventType
 
 SOURCE = "/api/usage"
@@ -60,8 +61,9 @@ class UsageIn(BaseModel):
         if value is None:
             return None
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if not EPOCH <= value < _LATEST:
-            raise ValueError("must be between 1970 and 2200")
+        # The event's time: the same bound the envelope applies, named after this field.
+        if not EARLIEST_TIME <= value < LATEST_TIME:
+            raise ValueError(TIME_RANGE_MESSAGE)
         return value
 
 

@@ -12,15 +12,15 @@ from collections.abc import Callable
 import uvicorn
 from prometheus_client import start_http_server
 
+from core.errors import ConfigError, PartFailed
 from core.gc_policy import tune_gc
+from core.health import Health, Liveness, PartProblem
 from core.settings import Settings
 from ingest.app import Gateway, create_app
 from ingest.auth import KeyStore
 from ingest.ratelimit import RateLimiter
 from ingest.requestlog import configure_logging
 from meterline import runtime
-from core.errors import ConfigError, PartFailed
-from core.health import Health, Liveness, PartProblem
 from meterline.instance import Instance
 from meterline.watchdog import Watchdog
 from processor.runner import Processor, StepHooks

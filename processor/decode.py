@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
 from core.log.base import TENANT_HEADER, Record
 from core.types import EventKey
 from schemas.envelope import ValidEvent, parse_event
-from schemas.usage import UnitsUsage, _UsageData
-
-ONE = Decimal(1)
-_UNIT = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+from schemas.usage import _UsageData
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +19,7 @@ class Decoded:
     tenant: str
     time_ms: int  # event time; the ingest time when the event has none
     # The usage to price and store: the event's own for meterline types, custom
-    # units (see ``custom_usage``) for any other type.
+    # units (``schemas.usage.custom_units``) for any other type.
     usage: _UsageData
 
     @property
@@ -40,34 +33,6 @@ class DeadLetter:
     record: Record
     reason: str  # stable code, e.g. "invalid_json", "invalid_event", "missing_tenant"
     detail: str
-
-
-def custom_usage(data: Any) -> UnitsUsage:
-    """An event of a type meterline does not know, as custom units.
-
-    unit = ``data.unit`` when it is a clean name, else "event"; quantity =
-    ``data.quantity`` when it is a non-negative number (int or decimal string),
-    else 1. It is priced only if the price book has a units rule for its
-    (type, unit); otherwise it is stored unpriced and counted, never guessed.
-    """
-    unit, quantity = "event", ONE
-    if isinstance(data, dict):
-        raw_unit = data.get("unit")
-        if isinstance(raw_unit, str) and _UNIT.fullmatch(raw_unit):
-            unit = raw_unit
-        value = data.get("quantity")
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            quantity = Decimal(value)
-        elif isinstance(value, str):
-            try:
-                parsed = Decimal(value)
-            except ArithmeticError:
-                parsed = ONE
-            if parsed.is_finite() and parsed >= 0:
-                quantity = parsed
-    # Columns hold 12 decimals: round here, half-even, rather than in the engine.
-    quantity = quantity.quantize(Decimal("1e-12"), ROUND_HALF_EVEN)
-    return UnitsUsage.model_validate({"unit": unit, "quantity": quantity})
 
 
 def decode(record: Record) -> Decoded | DeadLetter:
@@ -85,18 +50,10 @@ def decode(record: Record) -> Decoded | DeadLetter:
         detail = "; ".join(f"{p.field}: {p.message}" for p in parsed)
         return DeadLetter(record, "invalid_event", detail)
     moment = parsed.envelope.time_ms  # parsed once, by the envelope check
-    usage = parsed.usage
-    if usage is None:
-        try:
-            usage = custom_usage(parsed.raw.get("data"))
-        except (ValidationError, ArithmeticError) as exc:
-            # e.g. a quantity beyond Decimal(38, 12), or one with more digits than the
-            # decimal context holds (1e16, "1e400": the quantize raises InvalidOperation).
-            return DeadLetter(record, "invalid_event", f"custom quantity: {exc!r}")
     return Decoded(
         record,
         parsed,
         tenant_raw.decode("utf-8", "replace"),
         moment if moment is not None else record.timestamp_ms,
-        usage,
+        parsed.usage,
     )

@@ -6,7 +6,7 @@ several times faster than row strings (docs/design.md#clickhouse).
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, cast
 
 import orjson
@@ -21,6 +21,10 @@ ZERO = Decimal(0)
 # The columns are Decimal(38, 12). Rounding here, half-even and explicit, makes
 # the stored value deterministic instead of leaving it to the engine's cast.
 SCALE = Decimal("1e-12")
+# ... in a context as precise as the column: the default one (28 digits) raised
+# InvalidOperation, and stopped the processor, for any cost of 10**16 and up,
+# which the column holds. A value the column cannot hold still raises.
+COLUMN_CONTEXT = Context(prec=38, rounding=ROUND_HALF_EVEN)
 _NO_TOKENS = (0,) * len(TOKEN_FIELDS)
 
 
@@ -100,8 +104,8 @@ class EventColumns:
                 env.subject or "",
                 item.time_ms,
                 *head,
-                priced.cost_usd.quantize(SCALE, ROUND_HALF_EVEN),
-                priced.price_usd.quantize(SCALE, ROUND_HALF_EVEN),
+                priced.cost_usd.quantize(SCALE, context=COLUMN_CONTEXT),
+                priced.price_usd.quantize(SCALE, context=COLUMN_CONTEXT),
                 1 if priced.priced else 0,
                 estimated,
                 priced.matched_model,

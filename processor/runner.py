@@ -41,6 +41,10 @@ from core.errors import MeterlineError, StoreError
 from core.gc_policy import cyclic_gc_paused
 from core.health import Liveness
 from core.log.base import (
+    DLQ_DETAIL_HEADER,
+    DLQ_ORIGINAL_OFFSET_HEADER,
+    DLQ_ORIGINAL_PARTITION_HEADER,
+    DLQ_ORIGINAL_TOPIC_HEADER,
     DLQ_REASON_HEADER,
     LogConsumer,
     OutMessage,
@@ -68,10 +72,10 @@ def dead_letter_message(letter: DeadLetter) -> OutMessage:
     headers = (
         *record.headers,
         (DLQ_REASON_HEADER, letter.reason.encode()),
-        ("meterline-dlq-detail", letter.detail[:1000].encode("utf-8", "replace")),
-        ("meterline-original-topic", record.topic.encode()),
-        ("meterline-original-partition", str(record.partition).encode()),
-        ("meterline-original-offset", str(record.offset).encode()),
+        (DLQ_DETAIL_HEADER, letter.detail[:1000].encode("utf-8", "replace")),
+        (DLQ_ORIGINAL_TOPIC_HEADER, record.topic.encode()),
+        (DLQ_ORIGINAL_PARTITION_HEADER, str(record.partition).encode()),
+        (DLQ_ORIGINAL_OFFSET_HEADER, str(record.offset).encode()),
     )
     return OutMessage(record.key or b"", record.value, headers)
 

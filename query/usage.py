@@ -7,6 +7,7 @@ never a parameter), token events only, as the seed's API returned them.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,7 @@ from schemas.usage import EventType
 from sinks.base import quote
 
 MAX_ROWS = 10_000
+_LIMIT = re.compile(r"[0-9]{1,6}")
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
@@ -37,7 +39,9 @@ async def get_usage(reader: Reader, request: Request) -> Response:
     since = _bound(params.get("date_from"), "date_from", problems, end=False)
     until = _bound(params.get("date_to"), "date_to", problems, end=True)
     limit = params.get("limit", "1000")
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_ROWS:
+    # ASCII digits only, and few of them: str.isdigit() accepts '²' (int() then
+    # raises) and int() refuses more than 4,300 digits; both were a 500.
+    if not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= MAX_ROWS:
         problems.append(Problem("invalid", "limit", f"must be an integer in 1..{MAX_ROWS}"))
     if problems:
         raise HTTPProblem(422, "invalid-query", "the query parameters are invalid", problems)
@@ -96,17 +100,25 @@ def _bound(raw: str | None, name: str, problems: list[Problem], *, end: bool) ->
     """A date (whole day; ``date_to`` inclusive) or an RFC 3339 / ISO 8601 instant."""
     if raw is None or raw == "":
         return None
+    whole_day = len(raw) == 10
     try:
-        if len(raw) == 10:
-            day = datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
-            return day + timedelta(days=1) if end else day
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        if whole_day:
+            moment = datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
+        else:
+            moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         problems.append(Problem("invalid", name, "must be YYYY-MM-DD or an RFC 3339 timestamp"))
         return None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC datetime
+        problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
+        return None
+    # Checked before the day or millisecond is added below: 9999-12-31 + 1 day
+    # overflowed (a 500), and 0001-01-01 reached the SQL.
     if not EPOCH <= moment < _LATEST:
         problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
         return None
     # date_to is inclusive; the SQL compares with '<' on milliseconds.
-    return moment + timedelta(milliseconds=1) if end else moment
+    if end:
+        return moment + (timedelta(days=1) if whole_day else timedelta(milliseconds=1))
+    return moment

@@ -27,16 +27,27 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from schemas.limits import (
+    CONTROL,
+    CONTROL_MESSAGE,
+    EARLIEST_MS,
+    LATEST_MS,
+    MAX_DATA_DEPTH,
+    NO_CONTROL_PATTERN,
+    NO_CONTROL_PATTERN_NON_EMPTY,
+    TIME_RANGE_MESSAGE,
+    too_deep,
+)
 from schemas.problems import Problem
 from schemas.times import parse_ms
-from schemas.usage import USAGE_MODELS, _UsageData
+from schemas.usage import USAGE_MODELS, _UsageData, custom_units
 
 CONTEXT_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
 )
 # Members of the JSON form that are not extension attributes.
 RESERVED = CONTEXT_ATTRIBUTES | {"data", "data_base64"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = CONTROL
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 # RFC 3986 characters: unreserved, reserved and '%' (checked as pct-encoding below).
 _URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
@@ -75,13 +86,20 @@ def _absolute_uri(value: str) -> str:
 
 
 def _rfc3339_ms(value: str) -> int:
-    """Check an RFC 3339 time and return it as epoch ms: parsed once, here."""
+    """Check an RFC 3339 time and return it as epoch ms: parsed once, here.
+
+    Bounded to what the meters can hold (schemas/limits.py): a time outside is
+    refused here, so the gateway answers 400 and the processor dead-letters it.
+    """
     if not _RFC3339.match(value):
         raise ValueError("must be an RFC 3339 timestamp such as 2025-01-31T12:00:00.123Z")
     try:
-        return parse_ms(value)
+        moment = parse_ms(value)
     except ValueError as exc:
         raise ValueError(f"is not a real instant: {exc}") from None
+    if not EARLIEST_MS <= moment < LATEST_MS:
+        raise ValueError(TIME_RANGE_MESSAGE)
+    return moment
 
 
 def _rfc3339(value: str) -> str:
@@ -321,7 +339,9 @@ class ValidEvent(NamedTuple):
 
     raw: dict[str, Any]
     envelope: Envelope
-    usage: _UsageData | None  # None for event types meterline does not know (custom events)
+    # What is metered: the type's own usage, or custom units (``custom_units``) for
+    # event types meterline does not know.
+    usage: _UsageData
 
 
 def _problems_from(exc: ValidationError, prefix: str = "") -> list[Problem]:
@@ -330,6 +350,13 @@ def _problems_from(exc: ValidationError, prefix: str = "") -> list[Problem]:
         field = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
         field = f"{prefix}{field}" if field else prefix.rstrip(".") or "event"
         message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") in (
+            NO_CONTROL_PATTERN,
+            NO_CONTROL_PATTERN_NON_EMPTY,
+        ):
+            # The regex is the rule, but "should match '^[^\x00-...]'" is not a
+            # message a client can act on.
+            message = CONTROL_MESSAGE
         out.append(Problem(code=err["type"], field=field, message=message))
     return out
 
@@ -343,7 +370,7 @@ def parse_event(obj: Any) -> ValidEvent | list[Problem]:
         return envelope
     model = USAGE_MODELS.get(envelope.type)
     if model is None:
-        return ValidEvent(obj, envelope, None)
+        return _custom_event(obj, envelope)
     problems = []
     if envelope.subject is None:
         problems.append(
@@ -360,6 +387,24 @@ def parse_event(obj: Any) -> ValidEvent | list[Problem]:
         return problems
     try:
         usage = model.model_validate(data)
+    except ValidationError as exc:
+        return _problems_from(exc, "data.")
+    return ValidEvent(obj, envelope, usage)
+
+
+def _custom_event(obj: dict[str, Any], envelope: Envelope) -> ValidEvent | list[Problem]:
+    """An event of a type meterline does not know: stored as received, metered as units."""
+    data = obj.get("data")
+    if too_deep(data):
+        return [
+            Problem(
+                "too_deep",
+                "data",
+                f"arrays and objects nest more than {MAX_DATA_DEPTH} levels deep",
+            )
+        ]
+    try:
+        usage = custom_units(data)
     except ValidationError as exc:
         return _problems_from(exc, "data.")
     return ValidEvent(obj, envelope, usage)

@@ -13,12 +13,19 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from core.types import Headers
 from core.health import PartProblem
+from core.types import Headers
 
 TENANT_HEADER = "meterline-tenant"
 INGESTED_AT_HEADER = "meterline-ingested-at"  # epoch milliseconds, ASCII
 DLQ_REASON_HEADER = "meterline-dlq-reason"
+# The rest of a dead letter's headers: why in words, and where the record was read.
+DLQ_DETAIL_HEADER = "meterline-dlq-detail"
+DLQ_ORIGINAL_TOPIC_HEADER = "meterline-original-topic"
+DLQ_ORIGINAL_PARTITION_HEADER = "meterline-original-partition"
+DLQ_ORIGINAL_OFFSET_HEADER = "meterline-original-offset"
+# On a record put back by `meterline dlq redrive`: the DLQ coordinates it came from.
+REDRIVEN_FROM_HEADER = "meterline-redriven-from"
 CONTENT_TYPE_HEADER = "content-type"
 STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=utf-8"
 
@@ -164,3 +171,6 @@ class LogAdmin(abc.ABC):
     @abc.abstractmethod
     def committed(self, topic: str, group: str) -> dict[int, int]:
         """Per partition, the group's committed next offset (missing = none yet)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; Kafka's admin holds nothing to close
+        """Release what the admin holds (the embedded log's connection)."""

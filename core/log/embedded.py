@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -28,10 +28,10 @@ from pathlib import Path
 import orjson
 
 from core.errors import LogUnavailable
+from core.health import Liveness, PartProblem
 from core.log._murmur2 import partition_for
 from core.log.base import LogAdmin, LogConsumer, LogProducer, OutMessage, Record
 from core.types import Headers
-from core.health import Liveness, PartProblem
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (

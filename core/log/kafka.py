@@ -31,9 +31,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from core.errors import LogUnavailable
+from core.health import PartProblem
 from core.log.base import LogAdmin, LogConsumer, LogProducer, OutMessage, Record
 from core.types import Headers
-from core.health import PartProblem
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from ingest.app import create_app
-from ingest.gateway import Gateway
-from meterline import runtime
-from core.settings import Settings, load_settings
 from core.errors import ConfigError
 from core.health import Health, Liveness, PartProblem
 from core.log.base import LogConsumer, OutMessage, Record
+from core.settings import Settings, load_settings
+from ingest.app import create_app
+from ingest.gateway import Gateway
+from meterline import runtime
 from meterline.serve import ProcessorThread
 from meterline.watchdog import Watchdog
-from processor.pricing.base import PriceBook
-from processor.runner import BatchResult, DeadLetterSink, Processor
+from pricing.base import PriceBook
+from processor.runner import BatchResult, DeadLetterSink, Processor, StepHooks
 from sinks.base import Sink
 
 
@@ -80,10 +80,17 @@ def build_buggy(
     price_book: PriceBook,
     dead_letters: DeadLetterSink,
     known_tenant: Callable[[str], bool] | None = None,
+    hooks: StepHooks | None = None,
     liveness: Liveness | None = None,
 ) -> Processor:
     return BuggyProcessor(
-        consumer, sink, price_book, dead_letters, batch_max_wait_s=0.05, liveness=liveness
+        consumer,
+        sink,
+        price_book,
+        dead_letters,
+        batch_max_wait_s=0.05,
+        hooks=hooks,
+        liveness=liveness,
     )
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +52,33 @@ def dead_letters(log_path: Path) -> dict[str, tuple[str, str]]:
 
 
 class ExplodingBook(CatalogPriceBook):
-    """The real catalog, with a bug that raises on one event (any exception type will do)."""
+    """The real catalog with two bugs: it raises on one event, and prices another
+    beyond what a Decimal(38, 12) column holds (its row cannot be built)."""
 
     def price(self, *args: Any, **kwargs: Any) -> Any:
-        if args[1].feature == "explodes":
+        feature = args[1].feature
+        if feature == "explodes":
             raise RuntimeError("price book bug (test)")
-        return super().price(*args, **kwargs)
+        priced = super().price(*args, **kwargs)
+        if feature == "priced-beyond-the-column":
+            return replace(priced, cost_usd=Decimal("1e40"))
+        return priced
 
 
 def poisoned_log(log_path: Path) -> list[dict[str, Any]]:
-    """Good events around three records whose handling raises; returns the good ones."""
+    """Good events around four records that must not be billed; returns the good ones.
+
+    The two quantities stopped the processor (issue 11); the schemas refuse them
+    now, and the other two are failures no schema can see.
+    """
     good = make_events(20, seed=31)
     explodes = dict(
         good[5], id="explodes-in-pricing", data={**good[5]["data"], "feature": "explodes"}
+    )
+    too_dear = dict(
+        good[6],
+        id="row-cannot-be-built",
+        data={**good[6]["data"], "feature": "priced-beyond-the-column"},
     )
     publish(
         log_path,
@@ -71,6 +87,7 @@ def poisoned_log(log_path: Path) -> list[dict[str, Any]]:
             {**CUSTOM, "id": "huge-quantity", "data": {"quantity": 10000000000000000}},
             {**CUSTOM, "id": "overflowing-quantity", "data": {"quantity": "1e400"}},
             explodes,
+            too_dear,
             *good[10:],
         ],
     )
@@ -105,10 +122,10 @@ def test_records_whose_handling_raises_are_dead_lettered_with_the_exception_and_
         "huge-quantity": "invalid_event",
         "overflowing-quantity": "invalid_event",
         "explodes-in-pricing": "pricing_failed",
+        "row-cannot-be-built": "row_failed",
     }
-    assert "InvalidOperation" in letters["huge-quantity"][1]
-    assert "InvalidOperation" in letters["overflowing-quantity"][1]
     assert letters["explodes-in-pricing"][1] == "RuntimeError: price book bug (test)"
+    assert letters["row-cannot-be-built"][1].startswith("InvalidOperation")
     assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(good)
     # Committed: a new member of the group finds nothing left to read.
     assert EmbeddedConsumer(log_path, "events", "g").poll(100, 0.2) == []
@@ -127,9 +144,9 @@ def test_replay_runs_the_same_pipeline_poison_counted_by_reason_and_the_rest_in_
         from_ms=0,
         to_ms=int(time.time() * 1000) + 60_000,
     )
-    assert result.dead == {"invalid_event": 2, "pricing_failed": 1}
-    assert (result.records, result.stored, result.invalid) == (23, 20, 3)
-    assert {e.record.offset for e in result.examples} == {10, 11, 12}
+    assert result.dead == {"invalid_event": 2, "pricing_failed": 1, "row_failed": 1}
+    assert (result.records, result.stored, result.invalid) == (24, 20, 4)
+    assert {e.record.offset for e in result.examples} == {10, 11, 12, 13}
     in_run = totals_query("usage_events").replace(
         "FROM usage_events", "FROM billing_run_events WHERE run = 'fix-1'"
     )
