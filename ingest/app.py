@@ -21,16 +21,17 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from core.health import PartProblem
-from ingest.events import post_events
+from ingest.events import POST_EVENTS, post_events
 from ingest.gateway import Gateway
-from ingest.openapi import openapi_document
+from ingest.openapi import openapi_document, route
+from ingest.ops import HEALTHZ, METRICS, OPENAPI, READYZ
 from ingest.problems import HTTPProblem
 from ingest.requestlog import RequestContext
-from ingest.usage_api import post_usage
-from ingest.webhook import options_events
+from ingest.usage_api import POST_USAGE, post_usage
+from ingest.webhook import OPTIONS_EVENTS, options_events
 from schemas.problems import Problem
 
 __all__ = ["Gateway", "create_app"]
@@ -77,8 +78,6 @@ def create_app(
     async def prometheus(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    document = openapi_document()
-
     async def openapi(_: Request) -> Response:
         return JSONResponse(document)
 
@@ -88,15 +87,15 @@ def create_app(
         for hook in on_shutdown:
             hook()
 
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route("/v1/events", events, methods=["POST", "OPTIONS"]),
-            Route("/api/usage", bind(post_usage), methods=["POST"]),
+            route("/v1/events", events, POST_EVENTS, OPTIONS_EVENTS),
+            route("/api/usage", bind(post_usage), POST_USAGE),
             *mounts,
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", prometheus, methods=["GET"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
+            route("/healthz", healthz, HEALTHZ),
+            route("/readyz", readyz, READYZ),
+            route("/metrics", prometheus, METRICS),
+            route("/openapi.json", openapi, OPENAPI),
         ],
         middleware=[Middleware(RequestContext)],
         exception_handlers={
@@ -106,6 +105,9 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # From what is mounted, once: an undocumented route fails here, at start-up.
+    document = openapi_document(app.routes)
+    return app
 
 
 def _not_ready(problems: Sequence[PartProblem]) -> HTTPProblem:

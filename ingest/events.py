@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ingest import metrics
 from ingest.codec import choose_mode, decode
 from ingest.gateway import Gateway
+from ingest.openapi import Operation, Param, Reply
 from ingest.problems import HTTPProblem
+from ingest.replies import (
+    API_KEY,
+    GUARDED,
+    INVALID,
+    TOO_LARGE,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+)
+from schemas.envelope import CloudEvent
+
+
+class Accepted(BaseModel):
+    """The body of a 202."""
+
+    model_config = ConfigDict(frozen=True)
+
+    accepted: int = Field(ge=0, description="Events durably in the log.")
 
 
 async def post_events(gateway: Gateway, request: Request) -> Response:
@@ -30,4 +49,43 @@ async def post_events(gateway: Gateway, request: Request) -> Response:
     request.state.events = len(accepted)
     if accepted:
         await gateway.publish(gateway.messages(accepted, key.tenant))
-    return JSONResponse({"accepted": len(accepted)}, status_code=202)
+    return JSONResponse(Accepted(accepted=len(accepted)).model_dump(), status_code=202)
+
+
+_CE_HEADERS = tuple(
+    Param(
+        name,
+        "header",
+        description=f"Binary mode: the `{name[3:]}` attribute (percent-encoded, RFC 7230 "
+        "quoting accepted). `ce-specversion` selects binary mode for any Content-Type other "
+        "than the CloudEvents JSON formats.",
+    )
+    for name in ("ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject", "ce-time")
+)
+
+POST_EVENTS = Operation(
+    "POST",
+    "Send events (structured, batch, binary or plain JSON)",
+    description="202 only after the log acknowledged every event. A request is "
+    "all-or-nothing: one invalid event rejects it and nothing is logged. Binary mode "
+    "(`ce-specversion` with any media type, e.g. application/octet-stream): the body is "
+    "the event's data and the `ce-*` headers are its attributes. Usage types "
+    "(io.meterline.usage.*) also need `subject` and a `data` object: their JSON Schemas "
+    "are published in schemas/json/.",
+    security=API_KEY,
+    parameters=_CE_HEADERS,
+    body={
+        "application/cloudevents+json": CloudEvent,
+        "application/cloudevents-batch+json": list[CloudEvent],
+        "application/json": CloudEvent | list[CloudEvent],
+        "application/octet-stream": bytes,
+    },
+    responses={
+        202: Reply("Every event is durably in the log.", {"application/json": Accepted}),
+        400: INVALID,
+        413: TOO_LARGE,
+        415: UNSUPPORTED_MEDIA_TYPE,
+        503: UNAVAILABLE,
+        **GUARDED,
+    },
+)

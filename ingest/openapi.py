@@ -1,457 +1,288 @@
-"""The gateway's OpenAPI 3.1 document, written by hand next to the handlers.
+"""The OpenAPI 3.1 document, generated from the routes actually mounted.
 
-Hand-written because the wire contract is the product here: content modes that
-share one path, binary-mode ``ce-*`` headers and problem documents do not come
-out of a framework's generator faithfully. A schemathesis run in the tests
-(tests/ingest/test_openapi.py) holds it to the real responses: every status and
-body the gateway sends must be described here.
+Each handler module exports one ``Operation`` per method, declared next to the
+handler: its summary, parameters, request body and every status it answers.
+``route(path, endpoint, *operations)`` makes the Starlette route from them, so a
+route answers exactly the methods it documents. ``openapi_document(routes)`` walks
+the routes the app serves and asks pydantic for the JSON Schema of every body,
+parameter and header, from the same models and types that validate them: the
+document cannot describe a field the validator does not have. A route mounted
+without operations fails the build, naming it, so nothing is served undocumented.
+
+Why typed operations and not ``starlette.schemas.SchemaGenerator``: that one reads
+YAML from each endpoint's docstring, so a misspelt status or ``$ref`` is found by
+the first client instead of mypy; it knows nothing of pydantic, so every body
+would be written out by hand again (the drift this module replaces); and it gives
+one docstring to all methods of an endpoint, while ``/v1/events`` answers POST and
+OPTIONS under different contracts. Its route walk is a dozen lines; ours, below,
+also refuses what it cannot describe instead of skipping it.
+
+A schemathesis run (tests/ingest/test_openapi.py) holds the document to the real
+responses: every status, content type, header and body the app sends.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from schemas.usage import MAX_TOKENS
+from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 
-PROBLEM = "application/problem+json"
-_REF = "#/components/"
-
-
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"{_REF}{kind}/{name}"}
-
-
-def _problem(description: str, *headers: str) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {PROBLEM: {"schema": _ref("schemas", "Problem")}},
-    }
-    if headers:
-        response["headers"] = {name: _ref("headers", name) for name in headers}
-    return response
-
-
-_RESPONSES: dict[str, Any] = {
-    "Invalid": _problem(
-        "Invalid request: malformed JSON, or events that fail validation. Nothing was "
-        "accepted; `problems` lists every problem with the event's batch `index`."
-    ),
-    "Unauthorized": _problem(
-        "Missing or invalid API key (`Authorization: Bearer <key>` or `X-API-Key`).",
-        "WWW-Authenticate",
-    ),
-    "Forbidden": _problem("The API key lacks the scope this operation needs."),
-    "NotFound": _problem("Not enabled on this process (no store attached)."),
-    "TooLarge": _problem(
-        "Body, number of events or one event over its limit. Nothing was accepted."
-    ),
-    "UnsupportedMediaType": _problem("Content-Type not accepted."),
-    "UsageInvalid": _problem("The usage record or query is invalid; `problems` names each field."),
-    "RateLimited": _problem(
-        "Over the API key's request rate; retry after Retry-After.", "Retry-After"
-    ),
-    "NotServed": _problem("This process has no price book attached."),
-    "Unavailable": _problem(
-        "The log (or store) did not acknowledge in time. Nothing is acknowledged: retry the "
-        "same request after Retry-After (duplicates are dropped downstream).",
-        "Retry-After",
-    ),
-    "NotReady": _problem(
-        "Not ready: one entry in `problems` per part (`field`: the part, e.g. `processor-0`, "
-        "`embedded-log-writer[meterline.usage]`, `log`; `code`: `dead`, `stuck` or "
-        "`unreachable`; `message`: why). Dead and stuck parts make the process exit."
-    ),
-}
-
-_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
-_TEXT = {"text/plain": {"schema": {"type": "string"}}}
-
-_CE_HEADERS = [
-    {
-        "name": name,
-        "in": "header",
-        "required": False,
-        "description": f"Binary mode: the `{name[3:]}` attribute (percent-encoded, RFC 7230 "
-        "quoting accepted). `ce-specversion` selects binary mode for any Content-Type other "
-        "than the CloudEvents JSON formats.",
-        "schema": {"type": "string"},
-    }
-    for name in ("ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject", "ce-time")
+__all__ = [
+    "DocumentedRoute",
+    "Header",
+    "Operation",
+    "Param",
+    "Reply",
+    "SecurityScheme",
+    "openapi_document",
+    "route",
 ]
 
-_CLOUDEVENT: dict[str, Any] = {
-    "type": "object",
-    "description": "A CloudEvents 1.0 event in JSON format (structured mode). Extension "
-    "attributes: lowercase a-z0-9 names of at most 20 characters with string, boolean or "
-    "32-bit integer values. Usage types (io.meterline.usage.*) also need `subject` and a "
-    "`data` object; see schemas/json/ for their schemas.",
-    "required": ["specversion", "id", "source", "type"],
-    "properties": {
-        "specversion": {"const": "1.0"},
-        "id": {"type": "string", "minLength": 1},
-        "source": {"type": "string", "minLength": 1, "format": "uri-reference"},
-        "type": {"type": "string", "minLength": 1},
-        "subject": {"type": ["string", "null"], "minLength": 1},
-        "time": {"type": ["string", "null"], "format": "date-time"},
-        "datacontenttype": {"type": ["string", "null"], "minLength": 1},
-        "dataschema": {"type": ["string", "null"], "format": "uri"},
-        "data": {},
-        "data_base64": {"type": ["string", "null"], "contentEncoding": "base64"},
-    },
-    "additionalProperties": True,
+Endpoint = Callable[[Request], Awaitable[Response]]
+REF_TEMPLATE = "#/components/schemas/{model}"
+INFO = {
+    "title": "meterline gateway",
+    "version": "1",
+    "description": "CloudEvents in, durably logged, priced and metered. Every response "
+    "carries X-Request-ID (yours when it is a sane token, else a new one). Errors are "
+    "application/problem+json.",
 }
 
-_USAGE_OUT: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "id",
-        "project_id",
-        "provider",
-        "model",
-        "input_tokens",
-        "output_tokens",
-        "total_tokens",
-        "cost_usd",
-        "request_timestamp",
-    ],
-    "properties": {
-        "id": {"type": "string", "description": "The Idempotency-Key, or a new UUID."},
-        "project_id": {"type": "string"},
-        "provider": {"type": "string"},
-        "model": {"type": "string"},
-        "input_tokens": {"type": "integer", "minimum": 0},
-        "output_tokens": {"type": "integer", "minimum": 0},
-        "total_tokens": {"type": "integer", "minimum": 0},
-        "cost_usd": {
-            "type": "string",
-            "pattern": r"^-?\d+(\.\d+)?$",
-            "description": "Provider cost, exact decimal as a string ('0' when unpriced).",
-        },
-        "priced": {"type": "boolean", "description": "False when no price rule matched."},
-        "request_timestamp": {"type": "string", "format": "date-time"},
-    },
-}
+# A schema source is anything pydantic's TypeAdapter describes: a model, a
+# dataclass, ``list[Model]``, ``str``, ``Annotated[int, Field(ge=1)]``. Never a
+# hand-written dict: that is the drift this module exists to prevent.
+SchemaSource = Any
 
 
-def openapi_document() -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A response header; the same name must mean the same header everywhere."""
+
+    name: str
+    schema: SchemaSource = str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    location: Literal["query", "header"]
+    schema: SchemaSource = str
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One response: bodies by media type, and the headers it may carry.
+
+    ``name`` makes it a shared component (``#/components/responses/<name>``), for
+    the problems several operations answer alike (ingest/replies.py).
+    """
+
+    description: str
+    content: Mapping[str, SchemaSource] = field(default_factory=dict)
+    headers: tuple[Header, ...] = ()
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityScheme:
+    name: str
+    scheme: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One method of one route, as its handler module declares it.
+
+    ``body`` maps each accepted media type to the schema of the request body
+    (validation mode); ``responses`` maps every status the handler can answer to
+    its ``Reply`` (serialization mode). An empty ``security`` means no credentials.
+    """
+
+    method: Literal["GET", "POST", "OPTIONS"]
+    summary: str
+    responses: Mapping[int, Reply]
+    description: str = ""
+    parameters: tuple[Param, ...] = ()
+    body: Mapping[str, SchemaSource] | None = None
+    security: tuple[SecurityScheme, ...] = ()
+
+
+class DocumentedRoute(Route):
+    """A Starlette ``Route`` that carries the operations it answers."""
+
+    def __init__(self, path: str, endpoint: Endpoint, operations: Sequence[Operation]) -> None:
+        methods = [op.method for op in operations]
+        if not methods or len(set(methods)) != len(methods):
+            raise ValueError(f"route {path}: give one Operation per method, got {methods}")
+        super().__init__(path, endpoint, methods=methods)
+        self.operations = tuple(operations)
+
+
+def route(path: str, endpoint: Endpoint, *operations: Operation) -> DocumentedRoute:
+    """The route for ``path``, answering exactly the methods of ``operations``."""
+    return DocumentedRoute(path, endpoint, operations)
+
+
+def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes`` (an app's ``routes``, mounts included).
+
+    Raises ``ValueError`` naming a route it cannot describe, so an app that
+    serves an undocumented route fails when it is built, not when a client reads
+    the document.
+    """
+    schemas = _Schemas()
+    components = _Components(schemas)
+    paths: dict[str, dict[str, Any]] = {}
+    for path, operation in _operations(routes):
+        methods = paths.setdefault(path, {})
+        method = operation.method.lower()
+        if method in methods:
+            raise ValueError(f"{operation.method} {path} is documented by two routes")
+        methods[method] = _operation(operation, schemas, components)
+    # After every operation: pydantic generates all schemas in one batch so that a
+    # model used in many places becomes one component, named once.
+    component_schemas = schemas.resolve()
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "meterline gateway",
-            "version": "1",
-            "description": "CloudEvents in, durably logged, priced and metered. Every response "
-            "carries X-Request-ID (yours when it is a sane token, else a new one). Errors are "
-            "application/problem+json.",
-        },
-        "paths": {
-            "/v1/events": {
-                "post": {
-                    "summary": "Send events (structured, batch, binary or plain JSON)",
-                    "description": "202 only after the log acknowledged every event. A request "
-                    "is all-or-nothing: one invalid event rejects it and nothing is logged.",
-                    "security": _SECURITY,
-                    "parameters": _CE_HEADERS,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/cloudevents+json": {
-                                "schema": _ref("schemas", "CloudEvent")
-                            },
-                            "application/cloudevents-batch+json": {
-                                "schema": {"type": "array", "items": _ref("schemas", "CloudEvent")}
-                            },
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        _ref("schemas", "CloudEvent"),
-                                        {"type": "array", "items": _ref("schemas", "CloudEvent")},
-                                    ]
-                                }
-                            },
-                            "application/octet-stream": {
-                                "schema": {"type": "string", "format": "binary"},
-                                "description": "Binary mode (any media type with ce-specversion): "
-                                "the body is the event's data.",
-                            },
-                        },
-                    },
-                    "responses": {
-                        "202": {
-                            "description": "Every event is durably in the log.",
-                            "content": {
-                                "application/json": {"schema": _ref("schemas", "Accepted")}
-                            },
-                        },
-                        "400": _ref("responses", "Invalid"),
-                        "401": _ref("responses", "Unauthorized"),
-                        "403": _ref("responses", "Forbidden"),
-                        "413": _ref("responses", "TooLarge"),
-                        "415": _ref("responses", "UnsupportedMediaType"),
-                        "429": _ref("responses", "RateLimited"),
-                        "503": _ref("responses", "Unavailable"),
-                    },
-                },
-                "options": {
-                    "summary": "CloudEvents webhook abuse-protection handshake",
-                    "parameters": [
-                        {
-                            "name": "WebHook-Request-Origin",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string"},
-                        },
-                        {
-                            "name": "WebHook-Request-Rate",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string"},
-                        },
-                        {
-                            "name": "WebHook-Request-Callback",
-                            "in": "header",
-                            "required": False,
-                            "description": "Not followed (the grant is synchronous).",
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "204": {
-                            "description": "Allowed. Without WebHook-Request-Origin, only Allow.",
-                            "headers": {
-                                "Allow": _ref("headers", "Allow"),
-                                "WebHook-Allowed-Origin": _ref("headers", "WebHook-Allowed-Origin"),
-                                "WebHook-Allowed-Rate": _ref("headers", "WebHook-Allowed-Rate"),
-                            },
-                        },
-                        "403": _problem("This origin may not deliver here."),
-                    },
-                },
-            },
-            "/api/usage": {
-                "post": {
-                    "summary": "Record one LLM call (seed-compatible usage API)",
-                    "security": _SECURITY,
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "description": "Becomes the event id; re-sending is counted once.",
-                            "schema": {"type": "string", "maxLength": 255},
-                        }
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref("schemas", "UsageIn")}},
-                    },
-                    "responses": {
-                        "201": {
-                            "description": "Logged and priced.",
-                            "content": {
-                                "application/json": {"schema": _ref("schemas", "UsageOut")}
-                            },
-                        },
-                        "401": _ref("responses", "Unauthorized"),
-                        "403": _ref("responses", "Forbidden"),
-                        "413": _ref("responses", "TooLarge"),
-                        "415": _ref("responses", "UnsupportedMediaType"),
-                        "422": _ref("responses", "UsageInvalid"),
-                        "429": _ref("responses", "RateLimited"),
-                        "501": _ref("responses", "NotServed"),
-                        "503": _ref("responses", "Unavailable"),
-                    },
-                },
-                "get": {
-                    "summary": "The caller's tenant's token usage, from ClickHouse",
-                    "security": _SECURITY,
-                    "parameters": [
-                        {"name": "project_id", "in": "query", "schema": {"type": "string"}},
-                        {
-                            "name": "date_from",
-                            "in": "query",
-                            "description": "YYYY-MM-DD or RFC 3339, inclusive.",
-                            "schema": {"type": "string"},
-                        },
-                        {
-                            "name": "date_to",
-                            "in": "query",
-                            "description": "YYYY-MM-DD (whole day) or RFC 3339, inclusive.",
-                            "schema": {"type": "string"},
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Usage rows ordered by time.",
-                            "content": {
-                                "application/json": {"schema": _ref("schemas", "UsageList")}
-                            },
-                        },
-                        "401": _ref("responses", "Unauthorized"),
-                        "403": _ref("responses", "Forbidden"),
-                        "404": _ref("responses", "NotFound"),
-                        "422": _ref("responses", "UsageInvalid"),
-                        "429": _ref("responses", "RateLimited"),
-                        "503": _ref("responses", "Unavailable"),
-                    },
-                },
-            },
-            "/v1/sql": {
-                "post": {
-                    "summary": "SQL on this process's store (admin token; meterline sql)",
-                    "security": [{"bearer": []}],
-                    "parameters": [
-                        {
-                            "name": "format",
-                            "in": "query",
-                            "schema": {
-                                "type": "string",
-                                "enum": [
-                                    "JSONCompact",
-                                    "JSONEachRow",
-                                    "CSVWithNames",
-                                    "TSVWithNames",
-                                    "PrettyCompact",
-                                    "JSON",
-                                ],
-                            },
-                        }
-                    ],
-                    "requestBody": {"required": True, "content": _TEXT},
-                    "responses": {
-                        "200": {"description": "The engine's output.", "content": _TEXT},
-                        "400": _ref("responses", "Invalid"),
-                        "401": _ref("responses", "Unauthorized"),
-                        "404": _ref("responses", "NotFound"),
-                        "413": _ref("responses", "TooLarge"),
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "The process is up (503 once a part failed: it is exiting)",
-                    "responses": {
-                        "200": {"description": "ok", "content": _TEXT},
-                        "503": _ref("responses", "NotReady"),
-                    },
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "The log is reachable and no background part is dead or stuck",
-                    "responses": {
-                        "200": {"description": "ready", "content": _TEXT},
-                        "503": _ref("responses", "NotReady"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
-        },
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            },
-            "headers": {
-                "Retry-After": {
-                    "description": "Seconds to wait before retrying.",
-                    "schema": {"type": "string", "pattern": r"^\d+$"},
-                },
-                "WWW-Authenticate": {"schema": {"type": "string"}},
-                "Allow": {"schema": {"type": "string"}},
-                "WebHook-Allowed-Origin": {"schema": {"type": "string"}},
-                "WebHook-Allowed-Rate": {
-                    "description": "Requests per minute, or * for no limit.",
-                    "schema": {"type": "string", "pattern": r"^(\*|[1-9]\d*)$"},
-                },
-            },
-            "responses": _RESPONSES,
-            "schemas": {
-                "CloudEvent": _CLOUDEVENT,
-                "Accepted": {
-                    "type": "object",
-                    "required": ["accepted"],
-                    "properties": {"accepted": {"type": "integer", "minimum": 0}},
-                },
-                "Problem": {
-                    "type": "object",
-                    "description": "RFC 9457 problem details plus a list of problems.",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string", "format": "uri"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "problems": {"type": "array", "items": _ref("schemas", "ProblemItem")},
-                    },
-                },
-                "ProblemItem": {
-                    "type": "object",
-                    "required": ["code", "field", "message"],
-                    "properties": {
-                        "index": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "description": "The event's position in a batch (absent for one "
-                            "event).",
-                        },
-                        "field": {"type": "string", "description": "e.g. data.input_tokens"},
-                        "code": {"type": "string", "description": "Stable, machine-readable."},
-                        "message": {"type": "string"},
-                    },
-                },
-                "UsageIn": {
-                    "type": "object",
-                    "required": [
-                        "project_id",
-                        "provider",
-                        "model",
-                        "input_tokens",
-                        "output_tokens",
-                    ],
-                    "properties": {
-                        "project_id": {"type": "string", "minLength": 1, "maxLength": 256},
-                        "provider": {"type": "string", "minLength": 1, "maxLength": 256},
-                        "model": {"type": "string", "minLength": 1, "maxLength": 256},
-                        "input_tokens": {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS},
-                        "output_tokens": {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS},
-                        "request_timestamp": {"type": "string", "format": "date-time"},
-                    },
-                },
-                "UsageOut": _USAGE_OUT,
-                "UsageList": {
-                    "type": "object",
-                    "required": ["count", "usage"],
-                    "properties": {
-                        "count": {"type": "integer", "minimum": 0},
-                        "usage": {"type": "array", "items": _ref("schemas", "UsageOut")},
-                    },
-                },
-            },
-        },
+        "info": dict(INFO),
+        "paths": paths,
+        "components": {**components.render(), "schemas": component_schemas},
     }
+
+
+def _operations(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, Operation]]:
+    for item in routes:
+        if isinstance(item, DocumentedRoute):
+            for operation in item.operations:
+                yield prefix + item.path, operation
+        elif isinstance(item, Mount):
+            yield from _operations(item.routes, prefix + item.path)
+        elif isinstance(item, Route) and not item.include_in_schema:
+            continue
+        else:
+            # Skipping it would publish a document that silently omits a served route.
+            path = getattr(item, "path", repr(item))
+            methods = sorted(getattr(item, "methods", None) or ())
+            raise ValueError(
+                f"route {prefix}{path} {methods} has no OpenAPI operations: "
+                "build it with ingest.openapi.route(path, endpoint, *operations)"
+            )
+
+
+def _operation(op: Operation, schemas: _Schemas, components: _Components) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary}
+    if op.description:
+        out["description"] = op.description
+    if op.security:
+        out["security"] = [{components.security(scheme): []} for scheme in op.security]
+    if op.parameters:
+        out["parameters"] = [_param(p, schemas) for p in op.parameters]
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {
+                media: {"schema": schemas.of(source, "validation")}
+                for media, source in op.body.items()
+            },
+        }
+    out["responses"] = {
+        str(status): components.response(reply) for status, reply in sorted(op.responses.items())
+    }
+    return out
+
+
+def _param(param: Param, schemas: _Schemas) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": param.name, "in": param.location, "required": param.required}
+    if param.description:
+        out["description"] = param.description
+    out["schema"] = schemas.of(param.schema, "validation")
+    return out
+
+
+class _Schemas:
+    """Every schema the document needs, generated by pydantic in one batch.
+
+    ``of`` hands out an empty dict at once and ``resolve`` fills it in place, so
+    the document is built in a single walk.
+    """
+
+    def __init__(self) -> None:
+        self._wanted: list[tuple[dict[str, Any], JsonSchemaMode, TypeAdapter[Any]]] = []
+
+    def of(self, source: SchemaSource, mode: JsonSchemaMode) -> dict[str, Any]:
+        slot: dict[str, Any] = {}
+        self._wanted.append((slot, mode, TypeAdapter(source)))
+        return slot
+
+    def resolve(self) -> dict[str, Any]:
+        """Fill every slot; return the named schemas (``components.schemas``)."""
+        inputs = [(i, mode, adapter) for i, (_, mode, adapter) in enumerate(self._wanted)]
+        by_key, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF_TEMPLATE)
+        for i, (slot, mode, _) in enumerate(self._wanted):
+            slot.update(by_key[(i, mode)])
+        named: dict[str, Any] = definitions.get("$defs", {})
+        return named
+
+
+class _Components:
+    """Shared responses, headers and security schemes, each defined once by name."""
+
+    def __init__(self, schemas: _Schemas) -> None:
+        self._schemas = schemas
+        self._responses: dict[str, tuple[Reply, dict[str, Any]]] = {}
+        self._headers: dict[str, tuple[Header, dict[str, Any]]] = {}
+        self._security: dict[str, SecurityScheme] = {}
+
+    def response(self, reply: Reply) -> dict[str, Any]:
+        if reply.name is None:
+            return self._render(reply)
+        known = self._responses.get(reply.name)
+        if known is None:
+            self._responses[reply.name] = (reply, self._render(reply))
+        elif known[0] != reply:
+            raise ValueError(f"two different responses are both named {reply.name!r}")
+        return {"$ref": f"#/components/responses/{reply.name}"}
+
+    def _render(self, reply: Reply) -> dict[str, Any]:
+        out: dict[str, Any] = {"description": reply.description}
+        if reply.headers:
+            out["headers"] = {h.name: self._header(h) for h in reply.headers}
+        if reply.content:
+            out["content"] = {
+                media: {"schema": self._schemas.of(source, "serialization")}
+                for media, source in reply.content.items()
+            }
+        return out
+
+    def _header(self, header: Header) -> dict[str, str]:
+        known = self._headers.get(header.name)
+        if known is None:
+            rendered: dict[str, Any] = {"schema": self._schemas.of(header.schema, "serialization")}
+            if header.description:
+                rendered["description"] = header.description
+            self._headers[header.name] = (header, rendered)
+        elif known[0] != header:
+            raise ValueError(f"header {header.name!r} is declared twice, differently")
+        return {"$ref": f"#/components/headers/{header.name}"}
+
+    def security(self, scheme: SecurityScheme) -> str:
+        known = self._security.setdefault(scheme.name, scheme)
+        if known != scheme:
+            raise ValueError(f"two different security schemes are both named {scheme.name!r}")
+        return scheme.name
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "securitySchemes": {name: dict(s.scheme) for name, s in self._security.items()},
+            "headers": {name: rendered for name, (_, rendered) in self._headers.items()},
+            "responses": {name: rendered for name, (_, rendered) in self._responses.items()},
+        }

@@ -29,7 +29,17 @@ from starlette.responses import JSONResponse, Response
 
 from ingest.codec import media_type
 from ingest.gateway import Gateway
+from ingest.openapi import Operation, Param, Reply
 from ingest.problems import HTTPProblem
+from ingest.replies import (
+    API_KEY,
+    GUARDED,
+    NOT_SERVED,
+    TOO_LARGE,
+    UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    USAGE_INVALID,
+)
 from schemas.envelope import parse_event
 from schemas.limits import EARLIEST_TIME, LATEST_TIME, TIME_RANGE_MESSAGE
 from schemas.problems import Problem
@@ -65,6 +75,31 @@ class UsageIn(BaseModel):
         if not EARLIEST_TIME <= value < LATEST_TIME:
             raise ValueError(TIME_RANGE_MESSAGE)
         return value
+
+
+class UsageOut(BaseModel):
+    """One usage record as the seed API answered it (``GET /api/usage`` rows)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="The Idempotency-Key, or a new UUID.")
+    project_id: str
+    provider: str
+    model: str
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    total_tokens: int = Field(ge=0)
+    cost_usd: str = Field(
+        pattern=r"^-?\d+(\.\d+)?$",
+        description="Provider cost, exact decimal as a string ('0' when unpriced).",
+    )
+    request_timestamp: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class UsageRecorded(UsageOut):
+    """The answer to ``POST /api/usage``: the record and whether a price rule matched."""
+
+    priced: bool = Field(description="False when no price rule matched.")
 
 
 def decimal_str(value: Decimal) -> str:
@@ -121,23 +156,24 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
     if price_book is None:
         raise HTTPProblem(501, "pricing-not-configured", "this gateway has no price book")
     priced = price_book.price(EventType.TOKENS.value, parsed.usage, to_ms(moment), usage.project_id)
+    # The answer is built (and checked against its model) before anything is
+    # logged: failing after the publish would answer 500 for a logged event, and a
+    # retry without Idempotency-Key would then bill it twice.
+    recorded = UsageRecorded(
+        id=event_id,
+        project_id=usage.project_id,
+        provider=usage.provider,
+        model=usage.model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
+        cost_usd=decimal_str(priced.cost_usd),
+        priced=priced.priced,
+        request_timestamp=stamp,
+    )
     request.state.events = 1
     await gateway.publish(gateway.messages([(parsed, orjson.dumps(event))], key.tenant))
-    return JSONResponse(
-        {
-            "id": event_id,
-            "project_id": usage.project_id,
-            "provider": usage.provider,
-            "model": usage.model,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "total_tokens": usage.input_tokens + usage.output_tokens,
-            "cost_usd": decimal_str(priced.cost_usd),
-            "priced": priced.priced,
-            "request_timestamp": stamp,
-        },
-        status_code=201,
-    )
+    return JSONResponse(recorded.model_dump(), status_code=201)
 
 
 def _problems(exc: ValidationError) -> list[Problem]:
@@ -146,3 +182,28 @@ def _problems(exc: ValidationError) -> list[Problem]:
         field = ".".join(str(part) for part in err["loc"]) or "body"
         out.append(Problem(err["type"], field, err["msg"].removeprefix("Value error, ")))
     return out
+
+
+POST_USAGE = Operation(
+    "POST",
+    "Record one LLM call (seed-compatible usage API)",
+    security=API_KEY,
+    parameters=(
+        Param(
+            "Idempotency-Key",
+            "header",
+            Annotated[str, Field(max_length=MAX_IDEMPOTENCY_KEY)],
+            "Becomes the event id; re-sending is counted once.",
+        ),
+    ),
+    body={"application/json": UsageIn},
+    responses={
+        201: Reply("Logged and priced.", {"application/json": UsageRecorded}),
+        413: TOO_LARGE,
+        415: UNSUPPORTED_MEDIA_TYPE,
+        422: USAGE_INVALID,
+        501: NOT_SERVED,
+        503: UNAVAILABLE,
+        **GUARDED,
+    },
+)

@@ -14,12 +14,16 @@ Granting costs nothing: every delivery still needs an API key.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ingest.gateway import Gateway
+from ingest.openapi import Header, Operation, Param, Reply
 from ingest.problems import HTTPProblem
+from ingest.replies import problem
 
 ALLOW = "POST, OPTIONS"
 
@@ -58,3 +62,33 @@ def _allowed_rate(gateway: Gateway, request: Request) -> str:
     if limits is None:
         return "*"
     return str(max(1, math.floor(limits[0] * 60)))
+
+
+OPTIONS_EVENTS = Operation(
+    "OPTIONS",
+    "CloudEvents webhook abuse-protection handshake",
+    parameters=(
+        Param("WebHook-Request-Origin", "header"),
+        Param("WebHook-Request-Rate", "header"),
+        Param(
+            "WebHook-Request-Callback",
+            "header",
+            description="Not followed (the grant is synchronous).",
+        ),
+    ),
+    responses={
+        204: Reply(
+            "Allowed. Without WebHook-Request-Origin, only Allow.",
+            headers=(
+                Header("Allow"),
+                Header("WebHook-Allowed-Origin"),
+                Header(
+                    "WebHook-Allowed-Rate",
+                    Annotated[str, Field(pattern=r"^(\*|[1-9]\d*)$")],
+                    "Requests per minute, or * for no limit.",
+                ),
+            ),
+        ),
+        403: problem("OriginNotAllowed", "This origin may not deliver here."),
+    },
+)

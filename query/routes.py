@@ -6,11 +6,12 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from ingest.openapi import route
 from query.reader import Reader
-from query.sql import post_sql
-from query.usage import get_usage
+from query.sql import POST_SQL, post_sql
+from query.usage import GET_USAGE, get_usage
 
 Handler = Callable[[Reader, Request], Awaitable[Response]]
 
@@ -25,6 +26,6 @@ def routes(reader: Reader) -> list[BaseRoute]:
     return [
         # POST /api/usage is the write path's (ingest/app.py); Starlette tries the
         # next route with the same path when the method does not match.
-        Route("/api/usage", bind(get_usage), methods=["GET"]),
-        Route("/v1/sql", bind(post_sql), methods=["POST"]),
+        route("/api/usage", bind(get_usage), GET_USAGE),
+        route("/v1/sql", bind(post_sql), POST_SQL),
     ]

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from typing import Annotated
 
+from pydantic import Field, JsonValue
 from starlette.requests import Request
 from starlette.responses import Response
 
 from core.errors import StoreError
 from ingest.guard import read_body
+from ingest.openapi import Operation, Param, Reply
 from ingest.problems import HTTPProblem
+from ingest.replies import BEARER, INVALID, NOT_FOUND, TEXT, TOO_LARGE, UNAUTHORIZED
 from query.reader import Reader
 
 SQL_FORMATS = {
@@ -44,3 +48,27 @@ async def post_sql(reader: Reader, request: Request) -> Response:
     except StoreError as exc:
         raise HTTPProblem(400, "sql-error", str(exc)) from exc
     return Response(out, 200, media_type="text/plain; charset=utf-8")
+
+
+_FORMATS: list[JsonValue] = [*sorted(SQL_FORMATS)]
+POST_SQL = Operation(
+    "POST",
+    "SQL on this process's store (admin token; meterline sql)",
+    security=(BEARER,),
+    parameters=(
+        Param(
+            "format",
+            "query",
+            Annotated[str, Field(json_schema_extra={"enum": _FORMATS})],
+            "Default JSONCompact.",
+        ),
+    ),
+    body=TEXT,
+    responses={
+        200: Reply("The engine's output.", TEXT),
+        400: INVALID,
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        413: TOO_LARGE,
+    },
+)

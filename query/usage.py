@@ -10,14 +10,17 @@ import asyncio
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from core.errors import StoreError
+from ingest.openapi import Operation, Param, Reply
 from ingest.problems import HTTPProblem
-from ingest.usage_api import decimal_str
+from ingest.replies import API_KEY, GUARDED, NOT_FOUND, UNAVAILABLE, USAGE_INVALID
+from ingest.usage_api import UsageOut, decimal_str
 from query.reader import Reader
 from schemas.problems import Problem
 from schemas.times import EPOCH, format_ms, from_ms, to_ms
@@ -27,6 +30,15 @@ from sinks.base import quote
 MAX_ROWS = 10_000
 _LIMIT = re.compile(r"[0-9]{1,6}")
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+class UsageList(BaseModel):
+    """The body of ``GET /api/usage``: usage rows ordered by time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int = Field(ge=0)
+    usage: list[UsageOut]
 
 
 async def get_usage(reader: Reader, request: Request) -> Response:
@@ -72,24 +84,25 @@ async def get_usage(reader: Reader, request: Request) -> Response:
         raise HTTPProblem(
             503, "store-unavailable", f"the store did not answer: {exc}", retry_after=1
         ) from exc
+    # Through the models (~4 µs a row): the answer is what the document describes.
     usage = [_row(row) for row in rows]
-    return JSONResponse({"count": len(usage), "usage": usage})
+    return JSONResponse(UsageList(count=len(usage), usage=usage).model_dump())
 
 
-def _row(row: dict[str, Any]) -> dict[str, Any]:
+def _row(row: dict[str, Any]) -> UsageOut:
     input_tokens, output_tokens = int(row["input_tokens"]), int(row["output_tokens"])
     moment = from_ms(int(row["time_ms"]))
-    return {
-        "id": row["id"],
-        "project_id": row["subject"],
-        "provider": row["provider"],
-        "model": row["model"],
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-        "cost_usd": decimal_str(Decimal(row["cost_usd"])),
-        "request_timestamp": format_ms(moment),
-    }
+    return UsageOut(
+        id=row["id"],
+        project_id=row["subject"],
+        provider=row["provider"],
+        model=row["model"],
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=input_tokens + output_tokens,
+        cost_usd=decimal_str(Decimal(row["cost_usd"])),
+        request_timestamp=format_ms(moment),
+    )
 
 
 def _printable(value: str) -> bool:
@@ -122,3 +135,23 @@ def _bound(raw: str | None, name: str, problems: list[Problem], *, end: bool) ->
     if end:
         return moment + (timedelta(days=1) if whole_day else timedelta(milliseconds=1))
     return moment
+
+
+GET_USAGE = Operation(
+    "GET",
+    "The caller's tenant's token usage, from ClickHouse",
+    security=API_KEY,
+    parameters=(
+        Param("project_id", "query", Annotated[str, Field(min_length=1, max_length=256)]),
+        Param("date_from", "query", description="YYYY-MM-DD or RFC 3339, inclusive."),
+        Param("date_to", "query", description="YYYY-MM-DD (whole day) or RFC 3339, inclusive."),
+        Param("limit", "query", Annotated[int, Field(ge=1, le=MAX_ROWS)], "Default 1000."),
+    ),
+    responses={
+        200: Reply("Usage rows ordered by time.", {"application/json": UsageList}),
+        404: NOT_FOUND,
+        422: USAGE_INVALID,
+        503: UNAVAILABLE,
+        **GUARDED,
+    },
+)

@@ -116,6 +116,11 @@ def _media_type(value: str) -> str:
 NonEmpty = Annotated[str, Field(min_length=1, strict=True), AfterValidator(_string)]
 
 
+def _format(name: str) -> Any:
+    """The JSON Schema ``format`` a validator checks (pydantic cannot see inside it)."""
+    return Field(json_schema_extra={"format": name})
+
+
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 event in JSON format.
 
@@ -128,14 +133,16 @@ class CloudEvent(BaseModel):
 
     specversion: Literal["1.0"]
     id: NonEmpty
-    source: Annotated[NonEmpty, AfterValidator(_uri_reference)]
+    source: Annotated[NonEmpty, AfterValidator(_uri_reference), _format("uri-reference")]
     type: NonEmpty
     subject: NonEmpty | None = Field(None, description="The customer being metered.")
-    time: Annotated[NonEmpty, AfterValidator(_rfc3339)] | None = None
+    time: Annotated[NonEmpty, AfterValidator(_rfc3339), _format("date-time")] | None = None
     datacontenttype: Annotated[NonEmpty, AfterValidator(_media_type)] | None = None
-    dataschema: Annotated[NonEmpty, AfterValidator(_absolute_uri)] | None = None
+    dataschema: Annotated[NonEmpty, AfterValidator(_absolute_uri), _format("uri")] | None = None
     data: Any = None
-    data_base64: Annotated[str, Field(strict=True)] | None = None
+    data_base64: (
+        Annotated[str, Field(strict=True, json_schema_extra={"contentEncoding": "base64"})] | None
+    ) = None
 
     @model_validator(mode="before")
     @classmethod

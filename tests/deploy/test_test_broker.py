@@ -33,8 +33,9 @@ def test_configured_bootstrap_servers_win_and_nothing_is_started(
 
 
 def test_session_broker_is_the_suites_own_and_is_stopped_and_deleted_at_the_end() -> None:
-    with support.session_broker() as bootstrap:
-        home = support.SESSIONS / f"session-{os.getpid()}"
+    # Labelled: the session broker of this very pytest process must keep running.
+    with support.session_broker(label="selftest") as bootstrap:
+        home = support.SESSIONS / f"session-{os.getpid()}.selftest"
         broker = support.PrivateBroker(home, int(bootstrap.rpartition(":")[2]))
         pid = broker.pid()
         assert pid is not None  # a JVM this session started, not whatever answered

@@ -134,7 +134,8 @@ class PrivateBroker:
 def _reap_stale_sessions() -> None:
     """Stop and delete the brokers of sessions that died uncleanly (kill -9, Ctrl-C twice).
 
-    A session folder is named after its pytest pid; kafka.sh's ``down`` only ever
+    A session folder is named after its pytest pid (``session-<pid>`` or
+    ``session-<pid>.<label>``); kafka.sh's ``down`` only ever
     signals the JVM started for that folder, so a reused pid costs nothing worse
     than a folder kept until the next session.
     """
@@ -142,7 +143,7 @@ def _reap_stale_sessions() -> None:
         return
     for folder in SESSIONS.glob("session-*"):
         try:
-            owner = int(folder.name.removeprefix("session-"))
+            owner = int(folder.name.removeprefix("session-").partition(".")[0])
         except ValueError:
             continue
         if _pid_alive(owner):
@@ -154,10 +155,14 @@ def _reap_stale_sessions() -> None:
 
 
 @contextmanager
-def session_broker() -> Iterator[str]:
-    """The suite's own broker for one test session; stopped and deleted at the end."""
+def session_broker(label: str = "") -> Iterator[str]:
+    """The suite's own broker for one test session; stopped and deleted at the end.
+
+    ``label``: a second broker of the same pytest process (the fixture's own test)
+    must never share, and so stop, the session's broker folder.
+    """
     _reap_stale_sessions()
-    home = SESSIONS / f"session-{os.getpid()}"
+    home = SESSIONS / (f"session-{os.getpid()}" + (f".{label}" if label else ""))
     shutil.rmtree(home, ignore_errors=True)
     broker = PrivateBroker(home)
     home.mkdir(parents=True)
