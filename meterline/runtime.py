@@ -118,7 +118,13 @@ def build_processor(
     hooks: StepHooks | None = None,
     liveness: Liveness | None = None,
 ) -> Processor:
-    """A processor loop with the batch and dedupe settings (``meterline processor``'s)."""
+    """A processor loop with the batch and dedupe settings (``meterline processor``'s).
+
+    Its attempts file in the data folder counts batches that killed the process
+    (processor/attempts.py): a record that kills it ``DEFAULT_LIMIT`` times is
+    dead-lettered instead of wedging its partition.
+    """
+    from processor.attempts import Attempts
     from processor.runner import Processor
 
     return Processor(
@@ -133,6 +139,7 @@ def build_processor(
         known_tenant=known_tenant,
         hooks=hooks,
         liveness=liveness,
+        attempts=Attempts(settings.data_dir / "processor-attempts.sqlite3"),
     )
 
 

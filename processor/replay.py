@@ -6,25 +6,27 @@ timestamps, so back-dated events are found where they were appended), prices
 them with the chosen book, and writes them to ``billing_run_events`` under the
 run name. Live tables are untouched; runs can be compared with SQL.
 
-Re-running the same replay changes nothing: each (tenant, source, id) already
-in the run is skipped, exactly as the live processor skips stored events.
-Events older than the dedupe horizon are re-billed too (that is the point of
-a replay); invalid records are counted, not re-dead-lettered.
+It runs the live processor's own batch pipeline (processor/pipeline.py), given
+a ``BillingRun`` target instead of the live tables. Re-running the same replay
+changes nothing: each (tenant, source, id) already in the run is skipped,
+exactly as the live processor skips stored events. Events older than the dedupe
+horizon are re-billed too (that is the point of a replay). Records the pipeline
+dead-letters (invalid, or whose handling fails: the same reasons as live) are
+counted per reason in the result, not published again: the live DLQ already
+holds those the live processor refused, and a replay is not the live stream.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from core.log.base import LogAdmin, Record
+from core.log.base import LogAdmin
 from pricing.base import PriceBook
-from processor.decode import Decoded, decode
-from processor.dedupe import Deduplicator
-from processor.rows import EventColumns
+from processor.decode import DeadLetter
+from processor.pipeline import BatchResult, BillingRun, Pipeline
 from sinks.base import Sink, quote
 
 
@@ -35,9 +37,22 @@ class ReplayResult:
     records: int = 0
     stored: int = 0
     duplicates: int = 0
-    invalid: int = 0
+    invalid: int = 0  # dead-lettered by the pipeline, for any reason (see ``dead``)
     unpriced: int = 0
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
+    dead: dict[str, int] = field(default_factory=dict)  # reason -> records
+    examples: list[DeadLetter] = field(default_factory=list)  # the first few, for the operator
+
+
+class _Counted:
+    """Replay's dead letters: counted in the result (see the module docstring)."""
+
+    def __init__(self, result: ReplayResult) -> None:
+        self._result = result
+
+    def publish(self, letters: Sequence[DeadLetter]) -> None:
+        room = 10 - len(self._result.examples)
+        self._result.examples.extend(letters[: max(0, room)])
 
 
 @dataclass(frozen=True)
@@ -69,13 +84,18 @@ def replay(
     progress: Callable[[int], None] = lambda _n: None,
 ) -> ReplayResult:
     result = ReplayResult(run, price_book.version, ranges=plan(admin, topic, from_ms, to_ms))
-    # The live processor's dedupe, pointed at the run: an id already in the run
+    # The live processor's pipeline, pointed at the run: an id already in the run
     # is skipped, which is what makes re-running the same replay a no-op.
-    dedupe = Deduplicator(sink, run=run)
+    pipeline = Pipeline(BillingRun(sink, run), price_book, _Counted(result))
+    total = BatchResult()
     for partition, (start, end) in sorted(result.ranges.items()):
         for records in admin.read_range(topic, partition, start, end):
-            _rebill(records, sink, dedupe, price_book, run, result)
+            batch = pipeline.run(records)
+            pipeline.remember(batch.stored_keys)
+            total.add(batch)
             progress(len(records))
+    result.records, result.stored, result.duplicates = total.records, total.stored, total.duplicates
+    result.invalid, result.unpriced, result.dead = total.dead, total.unpriced, total.dead_reasons
     sink.query_raw(
         f"INSERT INTO {sink.database}.billing_runs VALUES ({quote(run)}, "
         f"{quote(price_book.version)}, fromUnixTimestamp64Milli(toInt64({from_ms}), 'UTC'), "
@@ -83,44 +103,6 @@ def replay(
         "CSV",
     )
     return result
-
-
-def _rebill(
-    records: list[Record],
-    sink: Sink,
-    dedupe: Deduplicator,
-    price_book: PriceBook,
-    run: str,
-    result: ReplayResult,
-) -> None:
-    result.records += len(records)
-    good: list[Decoded] = []
-    for record in records:
-        item = decode(record)
-        if isinstance(item, Decoded):
-            good.append(item)
-        else:
-            result.invalid += 1
-    keys = [item.key for item in good]
-    new_indexes, in_batch, stored = dedupe.new_indexes(keys)
-    result.duplicates += in_batch + stored
-    columns = EventColumns()
-    now_ms = int(time.time() * 1000)
-    for index in new_indexes:
-        item = good[index]
-        env = item.event.envelope
-        priced = price_book.price(env.type, item.usage, item.time_ms, env.subject or "")
-        result.unpriced += not priced.priced
-        columns.add(item, priced, price_book.version, now_ms)
-    if len(columns):
-        first_record, last_record = records[0], records[-1]
-        token = (
-            f"replay:{run}:{first_record.topic}:{first_record.partition}:"
-            f"{first_record.offset}-{last_record.offset}"
-        )
-        sink.insert_events(columns.columns, token, run=run)
-        result.stored += len(columns)
-        dedupe.remember(keys[i] for i in new_indexes)
 
 
 def compare(sink: Sink, run: str) -> list[SubjectTotals]:

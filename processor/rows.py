@@ -43,6 +43,12 @@ class EventColumns:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def take(self, start: int, stop: int) -> EventColumns:
+        """Rows ``start:stop`` as a batch of their own (the halves of a refused insert)."""
+        part = EventColumns()
+        part._rows = self._rows[start:stop]
+        return part
+
     @property
     def columns(self) -> dict[str, list[Any]]:
         if self._columns is None or len(self._columns["id"]) != len(self._rows):

@@ -1,23 +1,33 @@
 """The processor loop: log -> decode -> dedupe -> price -> ClickHouse -> commit.
 
-Checkpoint order for every batch (the ``# Step N.`` markers below match):
+Checkpoint order for every batch (the ``# Step N.`` markers match; steps 2-6
+are ``Pipeline.run`` in processor/pipeline.py, the one pipeline replay runs too):
 
-1. Decode and validate every record. Records that cannot be events become dead
-   letters; they never block the partition.
-2. Drop duplicates: inside the batch, against this process's recent keys, then
+1. Mark the attempt, per partition, in the attempts file (processor/attempts.py).
+   Crash after this, up to step 8: the next start finds the mark and narrows the
+   batch, so a record that kills the process is found and dead-lettered after
+   ``attempts_limit`` deaths instead of wedging its partition.
+2. Decode and validate every record. Records that cannot be events, or whose
+   handling raises anything at all, become dead letters; they never block the
+   partition.
+3. Drop duplicates: inside the batch, against this process's recent keys, then
    against ``usage_event_ids`` in ClickHouse.
-3. Price the new events (cached price resolution, Decimal arithmetic).
-4. Publish dead letters to the DLQ and wait for its acknowledgement.
+4. Price the new events (cached price resolution, Decimal arithmetic) and build
+   their rows; a record whose pricing or row raises becomes a dead letter.
+5. Publish dead letters to the DLQ and wait for its acknowledgement.
    Crash after this: the batch is read again and the DLQ gets a second copy
    (same original topic/partition/offset headers, so it is recognisable).
-5. Insert the new events in ONE statement; the materialized views update the
-   dedupe index and the meters from the same INSERT.
-   Crash after this: the batch is read again, step 2 finds every id stored and
-   inserts nothing; a retry of the identical batch is also absorbed by the
-   insert_deduplication_token.
-6. Commit the next offsets to the log.
+6. Insert the new events in ONE statement; the materialized views update the
+   dedupe index and the meters from the same INSERT. If the store refuses the
+   data, the insert is bisected: refused records are dead-lettered, the rest is
+   written. Crash after this (or mid-bisection): the batch is read again, step 3
+   finds every stored id and inserts nothing twice; a retry of the identical
+   batch is also absorbed by the insert_deduplication_token.
+7. Commit the next offsets to the log.
    Crash before this: as above, nothing is lost or counted twice.
-7. Remember the inserted keys in memory (a cache only, never the truth).
+8. Clear the attempt's mark and remember the inserted keys in memory (a cache
+   only, never the truth). Crash before this: a stale mark at an offset already
+   committed is never read again.
 """
 
 from __future__ import annotations
@@ -25,10 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable
 
 from core.errors import MeterlineError, StoreError
 from core.gc_policy import cyclic_gc_paused
@@ -43,61 +50,21 @@ from core.log.base import (
     OutMessage,
     Record,
 )
-from core.types import EventKey
 from pricing.base import PriceBook
 from processor import metrics
-from processor.decode import DeadLetter, Decoded, decode
-from processor.dedupe import Deduplicator
-from processor.rows import EventColumns
+from processor.attempts import Attempts, Plan
+from processor.decode import DeadLetter
+from processor.pipeline import (
+    NO_HOOKS,
+    BatchResult,
+    DeadLetterSink,
+    LiveTables,
+    Pipeline,
+    StepHooks,
+)
 from sinks.base import Sink
 
 log = logging.getLogger(__name__)
-
-
-class StepHooks(Protocol):
-    """Called at the checkpoint steps; the chaos tests pass one that SIGKILLs the process.
-
-    Passed in by whoever builds the processor (``meterline.runtime``), never read
-    from the environment: production code has no crash switch.
-    """
-
-    def batch_started(self) -> None: ...
-    def at(self, point: str) -> None: ...
-    def around_insert(self) -> AbstractContextManager[None]: ...
-
-
-class _NoHooks:
-    def batch_started(self) -> None:
-        pass
-
-    def at(self, point: str) -> None:
-        pass
-
-    def around_insert(self) -> AbstractContextManager[None]:
-        return nullcontext()
-
-
-NO_HOOKS: StepHooks = _NoHooks()
-
-
-class DeadLetterSink(Protocol):
-    """Where dead letters go: a log topic (Kafka DLQ topic or embedded DLQ topic).
-
-    ``publish`` returns only once every letter is durable: offsets are
-    committed right after, and a letter lost here would be lost for good.
-    """
-
-    def publish(self, letters: Sequence[DeadLetter]) -> None: ...
-
-
-@dataclass
-class BatchResult:
-    records: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    dead: int = 0
-    unpriced: int = 0
-    next_offsets: dict[int, int] = field(default_factory=dict)
 
 
 def dead_letter_message(letter: DeadLetter) -> OutMessage:
@@ -129,18 +96,25 @@ class Processor:
         clock: Callable[[], float] = time.time,
         hooks: StepHooks | None = None,
         liveness: Liveness | None = None,
+        attempts: Attempts | None = None,
     ) -> None:
         self._consumer = consumer
-        self._sink = sink
-        self._price_book = price_book
-        self._dead_letters = dead_letters
-        self._dedupe = Deduplicator(sink, dedupe_cache_ids)
+        self._hooks = hooks or NO_HOOKS
+        self._pipeline = Pipeline(
+            LiveTables(sink),
+            price_book,
+            dead_letters,
+            dedupe_cache_ids=dedupe_cache_ids,
+            horizon_ms=dedupe_horizon_days * 86_400_000,
+            known_tenant=known_tenant,
+            clock=clock,
+            hooks=self._hooks,
+        )
+        # In memory when none is given (tests, bench): counts deaths only durably
+        # when built by meterline.runtime with a file in the data folder.
+        self._attempts = attempts or Attempts()
         self._batch_max_events = batch_max_events
         self._batch_max_wait_s = batch_max_wait_s
-        self._horizon_ms = dedupe_horizon_days * 86_400_000
-        self._known_tenant = known_tenant
-        self._hooks = hooks or NO_HOOKS
-        self._clock = clock
         self.totals = BatchResult()
         # Busy from a poll or a batch's first attempt until it is done: a batch
         # retried past METERLINE_STUCK_AFTER_S makes the process exit (health.py).
@@ -222,124 +196,53 @@ class Processor:
                 self._consumer.resume()
 
     def process_batch(self, records: list[Record]) -> BatchResult:
+        """Process a polled batch: in one piece, or in pieces while a killer is narrowed down."""
         with cyclic_gc_paused():
-            return self._process_batch(records)
+            total = BatchResult()
+            remaining = records
+            while remaining:
+                plan = self._attempts.plan(remaining)
+                total.add(self._process_batch(plan))
+                remaining = plan.rest
+            return total
 
-    def _process_batch(self, records: list[Record]) -> BatchResult:
+    def _process_batch(self, plan: Plan) -> BatchResult:
         self._hooks.batch_started()
         self._hooks.at("after_poll")
-        result = BatchResult(records=len(records))
-        metrics.EVENTS_READ.inc(len(records))
-        metrics.BATCH_SIZE.observe(len(records))
-        for record in records:
-            end = result.next_offsets.get(record.partition, -1)
-            result.next_offsets[record.partition] = max(end, record.offset + 1)
+        metrics.EVENTS_READ.inc(len(plan.records) + len(plan.condemned))
+        metrics.BATCH_SIZE.observe(len(plan.records))
 
-        # Step 1. Decode and validate; invalid records become dead letters, and
-        # so do events older than the dedupe horizon: we could no longer prove
-        # they are not duplicates, and a billing system must not guess.
-        good: list[Decoded] = []
-        dead: list[DeadLetter] = []
-        oldest_ms = int(self._clock() * 1000) - self._horizon_ms
-        for record in records:
-            item = decode(record)
-            if isinstance(item, DeadLetter):
-                dead.append(item)
-            elif self._known_tenant is not None and not self._known_tenant(item.tenant):
-                dead.append(DeadLetter(record, "unknown_tenant", f"no API key for {item.tenant!r}"))
-            elif item.time_ms < oldest_ms:
-                dead.append(
-                    DeadLetter(
-                        record,
-                        "beyond_dedupe_horizon",
-                        f"event time is older than the {self._horizon_ms // 86_400_000}-day "
-                        "dedupe horizon",
-                    )
-                )
-            else:
-                good.append(item)
-
-        # Step 2. Drop duplicates (in batch, recent, stored).
-        keys: list[EventKey] = [d.key for d in good]
-        new_indexes, in_batch, stored_dupes = self._dedupe.new_indexes(keys)
-        result.duplicates = in_batch + stored_dupes
-
-        # Step 3. Price the new events.
-        now_ms = int(time.time() * 1000)
-        columns = EventColumns()
-        price_book = self._price_book
-        version = price_book.version
-        for index in new_indexes:
-            item = good[index]
-            priced = price_book.price(
-                item.event.envelope.type,
-                item.usage,
-                item.time_ms,
-                item.event.envelope.subject or "",
-            )
-            if not priced.priced:
-                result.unpriced += 1
-                metrics.EVENTS_UNPRICED.labels(item.event.envelope.type).inc()
-            columns.add(item, priced, version, now_ms)
-
-        # Step 4. Dead letters first: once offsets are committed they must be in the DLQ.
-        if dead:
-            self._dead_letters.publish(dead)
-            result.dead = len(dead)
-            reasons: dict[str, list[DeadLetter]] = {}
-            for letter in dead:
-                reasons.setdefault(letter.reason, []).append(letter)
-            for reason, letters in reasons.items():
-                metrics.EVENTS_DEAD.labels(reason).inc(len(letters))
-                first = letters[0].record
-                log.warning(
-                    "%d record(s) dead-lettered: %s, e.g. %s/%d/%d: %s",
-                    len(letters),
-                    reason,
-                    first.topic,
-                    first.partition,
-                    first.offset,
-                    letters[0].detail[:200],
-                )
-
-        # Step 5. One INSERT; the views derive ids and meters from it.
-        if len(columns):
-            token = (
-                "-".join(
-                    f"{records[0].topic}:{p}:{o}" for p, o in sorted(result.next_offsets.items())
-                )
-                + f"-n{len(records)}"
-            )
-            began = time.perf_counter()
-            with self._hooks.around_insert():
-                self._sink.insert_events(columns.columns, token)
-            metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
-            result.stored = len(columns)
-            # A sample of ~100 per batch keeps the delay distribution; one
-            # observe() per event cost 5% of the processor's time.
-            now_s = time.time()
-            ingested_at = columns.columns["ingested_at"]
-            for ingested in ingested_at[:: max(1, len(ingested_at) // 100)]:
-                metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - ingested / 1000))
+        # Step 1. Mark the attempt before anything that could kill the process.
+        self._attempts.begin(plan)
+        try:
+            # Steps 2-6. Decode, dedupe, price, dead letters, insert (processor/pipeline.py).
+            result = self._pipeline.run(plan.records, plan.condemned)
+        except Exception:
+            # Handled (the caller retries the batch): not a death, so it does not count.
+            self._attempts.abandon(plan)
+            raise
 
         self._hooks.at("after_insert")
 
-        # Step 6. Commit: only now is the batch done as far as the log knows.
+        # Step 7. Commit: only now is the batch done as far as the log knows.
         try:
             self._consumer.commit(result.next_offsets)
         except Exception as exc:
             # The rows are stored; whoever reads these offsets again is
-            # stopped by step 2. Losing the commit costs only re-reading.
+            # stopped by step 3. Losing the commit costs only re-reading.
             log.warning("offset commit failed (batch is stored, will be re-read): %s", exc)
 
         self._hooks.at("after_commit")
 
-        # Step 7. Cache the keys we now know are stored.
-        self._dedupe.remember(keys[i] for i in new_indexes)
+        # Step 8. Clear the attempt's mark; cache the keys we now know are stored.
+        self._attempts.done(plan)
+        self._pipeline.remember(result.stored_keys)
         metrics.EVENTS_STORED.inc(result.stored)
         if result.duplicates:
-            metrics.EVENTS_DUPLICATE.labels("batch").inc(in_batch)
-            metrics.EVENTS_DUPLICATE.labels("stored").inc(stored_dupes)
+            metrics.EVENTS_DUPLICATE.labels("batch").inc(result.in_batch_duplicates)
+            metrics.EVENTS_DUPLICATE.labels("stored").inc(
+                result.duplicates - result.in_batch_duplicates
+            )
         self._accumulate(result)
         for partition, behind in self._consumer.lag().items():
             metrics.LAG.labels(str(partition)).set(behind)
@@ -352,6 +255,7 @@ class Processor:
     def close(self) -> None:
         """Leave the group without committing anything more."""
         self._consumer.close()
+        self._attempts.close()
 
     def _accumulate(self, result: BatchResult) -> None:
         t = self.totals
@@ -362,4 +266,11 @@ class Processor:
         t.unpriced += result.unpriced
 
 
-__all__ = ["BatchResult", "DeadLetterSink", "Processor", "StoreError", "dead_letter_message"]
+__all__ = [
+    "BatchResult",
+    "DeadLetterSink",
+    "Processor",
+    "StepHooks",
+    "StoreError",
+    "dead_letter_message",
+]

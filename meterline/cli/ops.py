@@ -133,6 +133,14 @@ def replay_command(
         f"{result.stored} events written, {result.duplicates} duplicates or already in the run, "
         f"{result.invalid} invalid, {result.unpriced} unpriced"
     )
+    for reason, count in sorted(result.dead.items()):
+        console.print(f"  {count} dead-lettered: {reason} (not re-published; see the live DLQ)")
+    for letter in result.examples:
+        record = letter.record
+        console.print(
+            f"  e.g. {record.topic}/{record.partition}/{record.offset}: {letter.reason}: "
+            f"{escape(letter.detail[:200])}"
+        )
     table = Table(title=f"billing run {run!r}: old (live) vs new, per subject")
     for name in (
         "subject",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 from core.errors import StoreUnavailable
 from core.log.base import INGESTED_AT_HEADER, TENANT_HEADER, LogConsumer, OutMessage
-from core.log.embedded import EmbeddedAdmin, EmbeddedConsumer, EmbeddedProducer
+from core.log.embedded import EmbeddedConsumer, EmbeddedProducer
 from meterline.runtime import LogDeadLetters
 from pricing import CatalogPriceBook
 from processor.runner import Processor
@@ -30,14 +29,6 @@ HEADERS = ((TENANT_HEADER, b"default"), (INGESTED_AT_HEADER, b"0"))
 
 def message(event: dict[str, Any], headers: Any = HEADERS) -> OutMessage:
     return OutMessage(event["id"].encode(), orjson.dumps(event), headers)
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[ChdbSink]:
-    sink = ChdbSink(tmp_path / "chdb", "mtest")
-    sink.migrate()
-    yield sink
-    sink.close()
 
 
 class Worker:
@@ -69,15 +60,6 @@ def wait(check: Any, timeout_s: float = 60) -> None:
 
 
 # --- embedded log ------------------------------------------------------------------
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Path:
-    path = tmp_path / "log.sqlite3"
-    admin = EmbeddedAdmin(path)
-    admin.ensure_topic("events", 2)
-    admin.ensure_topic("events.dlq", 1)
-    return path
 
 
 def embedded_processor(log_path: Path, sink: ChdbSink, **kwargs: Any) -> Processor:

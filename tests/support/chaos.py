@@ -20,10 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from core.errors import StoreError
+from core.log.base import Record
 
 POINTS = ("after_poll", "mid_insert", "after_insert", "after_commit")
 ENV = "METERLINE_CHAOS_KILL_AT"
 STORE_AWAY_ENV = "METERLINE_CHAOS_STORE_AWAY"
+# A record whose value contains these bytes kills the process each time it is handled
+# (a native crash on one record, as far as the processor can tell).
+KILL_ON_ENV = "METERLINE_CHAOS_KILL_ON"
 
 
 def _kill() -> None:
@@ -31,14 +35,17 @@ def _kill() -> None:
 
 
 class Chaos:
-    def __init__(self, spec: str | None, store_away: bool = False) -> None:
+    def __init__(
+        self, spec: str | None, store_away: bool = False, kill_on: str | None = None
+    ) -> None:
         self.store_away = store_away
+        self.kill_on = kill_on.encode() if kill_on else None
         self.point: str | None = None
         self.nth = 1
         self.batches = 0
         if spec:
             point, _, nth = spec.partition(":")
-            if point not in POINTS:
+            if point and point not in POINTS:
                 raise ValueError(f"{ENV}: {point!r} is not one of {', '.join(POINTS)}")
             self.point, self.nth = point, int(nth or 1)
 
@@ -50,6 +57,10 @@ class Chaos:
 
     def at(self, point: str) -> None:
         if self._armed(point):
+            _kill()
+
+    def handling(self, record: Record) -> None:
+        if self.kill_on is not None and self.kill_on in record.value:
             _kill()
 
     @contextmanager

@@ -16,14 +16,16 @@ import sys
 
 from core.settings import load_settings
 from meterline.serve import serve
-from tests.support.chaos import ENV, STORE_AWAY_ENV, Chaos
+from tests.support.chaos import ENV, KILL_ON_ENV, STORE_AWAY_ENV, Chaos
 
 
 def main(argv: list[str]) -> None:
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else None
     serve(
         load_settings(port=port),
-        processor_hooks=Chaos(os.environ.get(ENV), STORE_AWAY_ENV in os.environ),
+        processor_hooks=Chaos(
+            os.environ.get(ENV), STORE_AWAY_ENV in os.environ, os.environ.get(KILL_ON_ENV)
+        ),
     )
 
 

@@ -21,7 +21,7 @@ import orjson
 
 from meterline.instance import Instance
 from tests.support.chaos import ENV as CHAOS_ENV
-from tests.support.chaos import STORE_AWAY_ENV
+from tests.support.chaos import KILL_ON_ENV, STORE_AWAY_ENV
 
 
 def free_port() -> int:
@@ -55,7 +55,7 @@ class MeterlineProcess:
         Instance.remove(self.data_dir)
         # The real CLI, unless the test arms a SIGKILL at a checkpoint step: then the
         # chaos harness, which passes the kill hook to the same serve().
-        chaos = CHAOS_ENV in self.env or STORE_AWAY_ENV in self.env
+        chaos = any(name in self.env for name in (CHAOS_ENV, STORE_AWAY_ENV, KILL_ON_ENV))
         command = ["tests.support.chaos_run"] if chaos else ["meterline.cli", "run"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *command, "--port", str(self.port)],
