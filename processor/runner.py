@@ -5,13 +5,23 @@ Checkpoint order for every batch (the ``# Step N.`` markers below match):
 1. Decode and validate every record. Records that cannot be events become dead
    letters; they never block the partition.
 2. Drop duplicates: inside the batch, against this process's recent keys, then
-   against ``usage_event_ids`` in ClickHouse.
+   against ``usage_event_ids`` in ClickHouse. Before that lookup, when an
+   INSERT of ours failed or partitions were newly assigned to us, restore
+   ``usage_event_ids`` from the events written recently: that INSERT (or the
+   last one of the member that died holding those partitions) may have landed
+   in ``usage_events`` only, and its ids must be found, or this batch stores
+   them a second time. Crash during the repair: it is repeated, idempotently.
 3. Price the new events (cached price resolution, Decimal arithmetic).
 4. Publish dead letters to the DLQ and wait for its acknowledgement.
    Crash after this: the batch is read again and the DLQ gets a second copy
    (same original topic/partition/offset headers, so it is recognisable).
 5. Insert the new events in ONE statement; the materialized views update the
-   dedupe index and the meters from the same INSERT.
+   dedupe index and the meters from the same INSERT, each as its own part,
+   after the usage_events part.
+   Crash between those parts (a torn write): the start-up repair
+   (``processor/verify.py`` repair_at_start) restores the index, then the
+   meters, before anything is read; a new owner of the partitions repairs the
+   index at step 2. An exception there: step 2 of the retry repairs first.
    Crash after this: the batch is read again, step 2 finds every id stored and
    inserts nothing; a retry of the identical batch is also absorbed by the
    insert_deduplication_token.
@@ -44,6 +54,7 @@ from processor.decode import DeadLetter, Decoded, decode
 from processor.dedupe import Deduplicator
 from processor.pricing.base import PriceBook
 from processor.rows import EventColumns
+from processor.verify import RECENT_MS, repair_dedupe_index
 from sinks.base import EventKey, Sink
 
 log = logging.getLogger(__name__)
@@ -179,6 +190,9 @@ class Processor:
         self._known_tenant = known_tenant
         self._chaos = chaos or Chaos.from_env()
         self._clock = clock
+        # Set when usage_event_ids may lack ids of events written since then
+        # (processed_at, epoch ms): step 2 repairs it before its lookup.
+        self._repair_since: int | None = None
         self.totals = BatchResult()
 
     def run(self, stop: threading.Event) -> None:
@@ -190,6 +204,9 @@ class Processor:
             with _cyclic_gc_paused():
                 budget = self._batch_max_events - len(pending)
                 records = self._consumer.poll(min(budget, 10_000), 0.1)
+                if self._consumer.take_assigned():
+                    # A member that died holding these may have torn its last INSERT.
+                    self._needs_repair(int(time.time() * 1000) - RECENT_MS)
                 revoked = self._consumer.take_revoked()
                 if revoked and pending:
                     # Not ours any more: drop uncommitted, the new owner reads them again.
@@ -227,6 +244,10 @@ class Processor:
                     return
                 except (MeterlineError, OSError) as exc:
                     metrics.STORE_RETRIES.inc()
+                    # Before keepalive() can hand partitions to another member:
+                    # it would replay this batch against an index that may lack
+                    # its ids. If the store is still away, step 2 repairs later.
+                    self._repair_index(quiet=True)
                     if stop.is_set():
                         # Not committed: the next start reads this batch again.
                         log.warning("stopping with an unwritten batch (will be re-read): %s", exc)
@@ -287,7 +308,9 @@ class Processor:
             else:
                 good.append(item)
 
-        # Step 2. Drop duplicates (in batch, recent, stored).
+        # Step 2. Drop duplicates (in batch, recent, stored), once the stored
+        # ids are known to include every stored event (see the docstring).
+        self._repair_index()
         keys: list[EventKey] = [d.key for d in good]
         new_indexes, in_batch, stored_dupes = self._dedupe.new_indexes(keys)
         result.duplicates = in_batch + stored_dupes
@@ -339,8 +362,13 @@ class Processor:
                 + f"-n{len(records)}"
             )
             began = time.perf_counter()
-            with self._chaos.around_insert():
-                self._sink.insert_events(columns.columns, token)
+            try:
+                with self._chaos.around_insert():
+                    self._sink.insert_events(columns.columns, token)
+            except Exception:
+                # The usage_events part may be stored without its ids.
+                self._needs_repair(now_ms)
+                raise
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
             result.stored = len(columns)
             # A sample of ~100 per batch keeps the delay distribution; one
@@ -372,6 +400,29 @@ class Processor:
         for partition, behind in self._consumer.lag().items():
             metrics.LAG.labels(str(partition)).set(behind)
         return result
+
+    def _needs_repair(self, since_ms: int) -> None:
+        if self._repair_since is None or since_ms < self._repair_since:
+            self._repair_since = since_ms
+
+    def _repair_index(self, quiet: bool = False) -> None:
+        """Restore usage_event_ids if a torn INSERT may have left it short."""
+        if self._repair_since is None:
+            return
+        try:
+            restored = repair_dedupe_index(self._sink, self._repair_since)
+        except (MeterlineError, OSError) as exc:
+            if not quiet:
+                raise
+            log.warning("dedupe index repair failed, retried before the next lookup: %s", exc)
+            return
+        self._repair_since = None
+        if restored:
+            metrics.IDS_RESTORED.inc(restored)
+            log.warning(
+                "dedupe index: %d stored event(s) had no id in usage_event_ids; restored",
+                restored,
+            )
 
     @property
     def consumer(self) -> LogConsumer:

@@ -10,14 +10,16 @@ fresh consumer in the same group) and replay the log through the real processor.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from meterline.errors import StoreUnavailable
 from meterline.log.base import INGESTED_AT_HEADER, TENANT_HEADER, OutMessage, Record
 from meterline.log.embedded import EmbeddedAdmin, EmbeddedConsumer, EmbeddedProducer
 from meterline.runtime import LogDeadLetters
@@ -36,9 +38,11 @@ class Killed(BaseException):
 
 
 class TornSink(ChdbSink):
-    """The real chDB sink whose next INSERT lands in usage_events only, then "dies"."""
+    """The real chDB sink whose next INSERT lands in usage_events only, then fails."""
 
     tear: tuple[str, ...] = ()
+    failure: type[BaseException] = Killed
+    on_failure: Callable[[], None] = staticmethod(lambda: None)
 
     def insert_events(self, *args: Any, **kwargs: Any) -> None:
         views, self.tear = self.tear, ()
@@ -52,7 +56,8 @@ class TornSink(ChdbSink):
         finally:
             for view in views:
                 self.query_raw(f"ATTACH TABLE {view}", "CSV")
-        raise Killed
+        self.on_failure()
+        raise self.failure("the engine failed after the usage_events part (test)")
 
 
 @pytest.fixture
@@ -72,12 +77,30 @@ def log_path(tmp_path: Path) -> Path:
     return path
 
 
-def processor(log_path: Path, sink: ChdbSink) -> Processor:
+class RevokingConsumer(EmbeddedConsumer):
+    """The embedded consumer, told that a group coordinator took ``revoke`` away."""
+
+    revoke: frozenset[int] = frozenset()
+
+    def take_revoked(self) -> set[int]:
+        revoked, self.revoke = self.revoke, frozenset()
+        return set(revoked)
+
+
+def processor(
+    log_path: Path, sink: ChdbSink, consumer: EmbeddedConsumer | None = None
+) -> Processor:
     return Processor(
-        EmbeddedConsumer(log_path, "events", "g"),
+        consumer or EmbeddedConsumer(log_path, "events", "g"),
         sink,
         CatalogPriceBook(),
         LogDeadLetters(EmbeddedProducer(log_path, "events.dlq")),
+    )
+
+
+def publish(log_path: Path, events: list[dict[str, Any]]) -> None:
+    EmbeddedProducer(log_path, "events").publish_sync(
+        [OutMessage(e["id"].encode(), orjson.dumps(e), HEADERS) for e in events]
     )
 
 
@@ -106,9 +129,7 @@ def test_a_batch_replayed_after_a_torn_insert_is_stored_exactly_once(
 ) -> None:
     events = make_events(300, seed=31)
     events += events[::10]  # client re-sends at later offsets
-    EmbeddedProducer(log_path, "events").publish_sync(
-        [OutMessage(e["id"].encode(), orjson.dumps(e), HEADERS) for e in events]
-    )
+    publish(log_path, events)
     first = processor(log_path, sink)
     records = read_all(first, len(events))
     first.process_batch(records[:100])
@@ -127,6 +148,42 @@ def test_a_batch_replayed_after_a_torn_insert_is_stored_exactly_once(
     cut = replay_cut - 100
     second.process_batch(again[:cut])
     second.process_batch(again[cut:])
+    second.close()
+
+    assert_each_event_stored_once(sink, events)
+
+
+def test_a_failed_insert_that_tore_repairs_the_index_before_partitions_move(
+    log_path: Path, sink: TornSink
+) -> None:
+    """No restart: the INSERT raised after its usage_events part. While the
+    processor backs off, partition 1 moves to another member: the retry (now
+    partition 0 only, so another dedup token) and the new owner must both find
+    the ids the failed INSERT stored."""
+    events = make_events(300, seed=32)
+    events += events[::10]
+    publish(log_path, events)
+    consumer = RevokingConsumer(log_path, "events", "g", partitions=[0, 1])
+    sink.tear, sink.failure = VIEWS["ids"], StoreUnavailable
+
+    def move_partition_1() -> None:  # the retry loop's keepalive() serves it
+        consumer.revoke = frozenset({1})
+
+    sink.on_failure = move_partition_1
+    first = processor(log_path, sink, consumer)
+    stop = threading.Event()
+    worker = threading.Thread(target=first.run, args=(stop,), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while first.totals.records == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    worker.join(30)
+    first.close()
+    assert 0 < first.totals.records < len(events), "partition 1 was meant to move"
+
+    second = processor(log_path, sink, EmbeddedConsumer(log_path, "events", "g", [1]))
+    second.process_batch(read_all(second, len(events) - first.totals.records))
     second.close()
 
     assert_each_event_stored_once(sink, events)
