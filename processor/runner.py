@@ -363,7 +363,7 @@ class Processor:
             )
             began = time.perf_counter()
             try:
-                with self._chaos.around_insert():
+                with self._chaos.around_insert(self._sink):
                     self._sink.insert_events(columns.columns, token)
             except Exception:
                 # The usage_events part may be stored without its ids.
