@@ -118,18 +118,18 @@ class ProcessorThread:
             thread.start()
 
     def _repair(self) -> None:
-        """Before any worker inserts: restore meters a crash may have torn (verify.py)."""
-        from processor.verify import repair_recent
+        """Before any worker reads: mend the dedupe index and the meters a crash
+        may have torn (processor/verify.py repair_at_start)."""
+        from processor.verify import repair_at_start
 
-        db = self._sink.database
-        last = self._sink.scalar(
-            f"SELECT toUnixTimestamp64Milli(max(processed_at)) FROM {db}.usage_events"
-        )
-        if not last:
-            return
-        # The torn INSERT, if any, is among the last ones written before the stop.
-        refused = repair_recent(self._sink, int(last) - 10 * 60_000)
-        for difference in refused:
+        repaired = repair_at_start(self._sink)
+        if repaired.ids_restored:
+            log.warning(
+                "dedupe index: %d stored event(s) had no id in usage_event_ids "
+                "(a crash between the parts of one INSERT); restored",
+                repaired.ids_restored,
+            )
+        for difference in repaired.refused:
             log.error("usage_meters is above usage_events, left as is: %s", difference)
 
     def stop(self, timeout_s: float = 30.0) -> None:

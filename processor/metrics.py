@@ -28,3 +28,7 @@ END_TO_END_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 LAG = Gauge("meterline_processor_lag_records", "Records behind the log end", ["partition"])
+IDS_RESTORED = Counter(
+    "meterline_processor_dedupe_ids_restored_total",
+    "Stored events whose id was missing from usage_event_ids (a torn INSERT), restored",
+)

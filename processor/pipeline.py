@@ -49,7 +49,7 @@ class StepHooks(Protocol):
 
     def batch_started(self) -> None: ...
     def at(self, point: str) -> None: ...
-    def around_insert(self) -> AbstractContextManager[None]: ...
+    def around_insert(self, sink: Sink) -> AbstractContextManager[None]: ...
     def handling(self, record: Record) -> None: ...
 
 
@@ -62,7 +62,7 @@ class NoHooks:
     def at(self, point: str) -> None:
         pass
 
-    def around_insert(self) -> AbstractContextManager[None]:
+    def around_insert(self, sink: Sink) -> AbstractContextManager[None]:
         return nullcontext()
 
     def handling(self, record: Record) -> None:
@@ -259,7 +259,7 @@ class Pipeline:
         # commit); the rest is written.
         if items:
             began = time.perf_counter()
-            with self._hooks.around_insert():
+            with self._hooks.around_insert(self._target.sink):
                 refused = self._write(columns, items, self._target.token(records), top=True)
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
             self._publish(refused, result)

@@ -11,18 +11,28 @@ are ``Pipeline.run`` in processor/pipeline.py, the one pipeline replay runs too)
    handling raises anything at all, become dead letters; they never block the
    partition.
 3. Drop duplicates: inside the batch, against this process's recent keys, then
-   against ``usage_event_ids`` in ClickHouse.
+   against ``usage_event_ids`` in ClickHouse. Before that lookup, when an
+   INSERT of ours failed or partitions were newly assigned to us, restore
+   ``usage_event_ids`` from the events written recently: that INSERT (or the
+   last one of the member that died holding those partitions) may have landed
+   in ``usage_events`` only, and its ids must be found, or this batch stores
+   them a second time. Crash during the repair: it is repeated, idempotently.
 4. Price the new events (cached price resolution, Decimal arithmetic) and build
    their rows; a record whose pricing or row raises becomes a dead letter.
 5. Publish dead letters to the DLQ and wait for its acknowledgement.
    Crash after this: the batch is read again and the DLQ gets a second copy
    (same original topic/partition/offset headers, so it is recognisable).
 6. Insert the new events in ONE statement; the materialized views update the
-   dedupe index and the meters from the same INSERT. If the store refuses the
-   data, the insert is bisected: refused records are dead-lettered, the rest is
-   written. Crash after this (or mid-bisection): the batch is read again, step 3
-   finds every stored id and inserts nothing twice; a retry of the identical
-   batch is also absorbed by the insert_deduplication_token.
+   dedupe index and the meters from the same INSERT, each as its own part,
+   after the usage_events part. If the store refuses the data, the insert is
+   bisected: refused records are dead-lettered, the rest is written.
+   Crash between the parts (a torn write): the start-up repair
+   (``processor/verify.py`` repair_at_start) restores the index, then the
+   meters, before anything is read; a new owner of the partitions repairs the
+   index at step 3. An exception there: step 3 of the retry repairs first.
+   Crash after this (or mid-bisection): the batch is read again, step 3 finds
+   every stored id and inserts nothing twice; a retry of the identical batch is
+   also absorbed by the insert_deduplication_token.
 7. Commit the next offsets to the log.
    Crash before this: as above, nothing is lost or counted twice.
 8. Clear the attempt's mark and remember the inserted keys in memory (a cache
@@ -62,6 +72,7 @@ from processor.pipeline import (
     Pipeline,
     StepHooks,
 )
+from processor.verify import RECENT_MS, repair_dedupe_index
 from sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -99,6 +110,7 @@ class Processor:
         attempts: Attempts | None = None,
     ) -> None:
         self._consumer = consumer
+        self._sink = sink  # for the dedupe-index repair (step 3's precondition)
         self._hooks = hooks or NO_HOOKS
         self._pipeline = Pipeline(
             LiveTables(sink),
@@ -115,6 +127,9 @@ class Processor:
         self._attempts = attempts or Attempts()
         self._batch_max_events = batch_max_events
         self._batch_max_wait_s = batch_max_wait_s
+        # Set when usage_event_ids may lack ids of events written since then
+        # (processed_at, epoch ms): step 3 repairs it before its lookup.
+        self._repair_since: int | None = None
         self.totals = BatchResult()
         # Busy from a poll or a batch's first attempt until it is done: a batch
         # retried past METERLINE_STUCK_AFTER_S makes the process exit (health.py).
@@ -131,6 +146,9 @@ class Processor:
                 self.liveness.busy("polling the log")
                 records = self._consumer.poll(min(budget, 10_000), 0.1)
                 self.liveness.idle()
+                if self._consumer.take_assigned():
+                    # A member that died holding these may have torn its last INSERT.
+                    self._needs_repair(int(time.time() * 1000) - RECENT_MS)
                 revoked = self._consumer.take_revoked()
                 if revoked and pending:
                     # Not ours any more: drop uncommitted, the new owner reads them again.
@@ -172,6 +190,10 @@ class Processor:
                     self.liveness.busy(
                         f"retrying a batch of {len(records)} records ({str(exc)[:300]})"
                     )
+                    # Before keepalive() can hand partitions to another member:
+                    # it would replay this batch against an index that may lack
+                    # its ids. If the store is still away, step 3 repairs later.
+                    self._repair_index(quiet=True)
                     if stop.is_set():
                         # Not committed: the next start reads this batch again.
                         log.warning("stopping with an unwritten batch (will be re-read): %s", exc)
@@ -214,12 +236,18 @@ class Processor:
 
         # Step 1. Mark the attempt before anything that could kill the process.
         self._attempts.begin(plan)
+        began_ms = int(time.time() * 1000)
         try:
+            # Step 3's precondition: the stored ids include every stored event
+            # (a torn INSERT of ours, or of a dead member, is mended first).
+            self._repair_index()
             # Steps 2-6. Decode, dedupe, price, dead letters, insert (processor/pipeline.py).
             result = self._pipeline.run(plan.records, plan.condemned)
         except Exception:
             # Handled (the caller retries the batch): not a death, so it does not count.
             self._attempts.abandon(plan)
+            # An INSERT may have failed after its usage_events part was stored.
+            self._needs_repair(began_ms)
             raise
 
         self._hooks.at("after_insert")
@@ -247,6 +275,29 @@ class Processor:
         for partition, behind in self._consumer.lag().items():
             metrics.LAG.labels(str(partition)).set(behind)
         return result
+
+    def _needs_repair(self, since_ms: int) -> None:
+        if self._repair_since is None or since_ms < self._repair_since:
+            self._repair_since = since_ms
+
+    def _repair_index(self, quiet: bool = False) -> None:
+        """Restore usage_event_ids if a torn INSERT may have left it short."""
+        if self._repair_since is None:
+            return
+        try:
+            restored = repair_dedupe_index(self._sink, self._repair_since)
+        except (MeterlineError, OSError) as exc:
+            if not quiet:
+                raise
+            log.warning("dedupe index repair failed, retried before the next lookup: %s", exc)
+            return
+        self._repair_since = None
+        if restored:
+            metrics.IDS_RESTORED.inc(restored)
+            log.warning(
+                "dedupe index: %d stored event(s) had no id in usage_event_ids; restored",
+                restored,
+            )
 
     @property
     def consumer(self) -> LogConsumer:

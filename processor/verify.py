@@ -1,20 +1,31 @@
-"""Recompute meters from usage_events and compare them with usage_meters.
+"""Check what the processor stored, and mend what a crash between parts can tear.
 
-The materialized view and the dedup settings are what keep the two equal; this
-is the independent check an operator runs before invoicing (``meterline verify``).
-Windows are whole minutes, so the range is widened to minute boundaries.
+``meterline verify`` (the independent check an operator runs before invoicing):
+meters recomputed from usage_events must equal usage_meters (windows are whole
+minutes, so the range is widened to minute boundaries); every (tenant, source,
+id) must be stored once; the dedupe index must hold every stored id.
+
+Start-up repair (``repair_at_start``): one INSERT writes the usage_events part
+first and each view's part after it (usage_event_ids, usage_meters). A crash
+between them leaves stored events the dedupe index does not know, and meters
+short of them. Both are mended from usage_events before any worker reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from core.types import EventKey
 from schemas.times import parse_ms
 from sinks.base import METER_KEYS, METER_SUMS, Sink, quote
 
 MINUTE_MS = 60_000
+# How far before the newest write a torn INSERT can be: inserts are the last
+# step of a batch, so a torn one was written seconds before the crash.
+RECENT_MS = 10 * MINUTE_MS
+EXAMPLES = 5
 
 
 def _literal(value: Any) -> str:
@@ -135,3 +146,108 @@ def repair_recent(sink: Sink, processed_since_ms: int) -> list[Difference]:
             "CSV",
         )
     return refused
+
+
+def _ms(value: int) -> str:
+    return f"fromUnixTimestamp64Milli(toInt64({value}), 'UTC')"
+
+
+def repair_dedupe_index(sink: Sink, processed_since_ms: int) -> int:
+    """Add to usage_event_ids every event written since then that it lacks; return how many.
+
+    Why: a crash (or a failed view) after the usage_events part of an INSERT
+    and before the usage_event_ids part leaves events the dedupe lookup cannot
+    see. The replayed batch, cut at other offsets, carries another dedup token
+    and would store them a second time (and a replay with the SAME token pushes
+    the views again, doubling meters a start-up repair had already restored).
+    With the index whole again, the replay finds every id stored and writes
+    nothing. Safe at any time, also while other workers insert: it only adds
+    identities that usage_events holds, and a second copy of an index row is
+    harmless (ReplacingMergeTree; the lookup returns a set).
+    """
+    db = sink.database
+    recent = f"{db}.usage_events WHERE processed_at >= {_ms(processed_since_ms)}"
+    missing = (
+        f"SELECT id, source, tenant, time, partition, offset FROM {recent} "
+        "AND (id, source, tenant) NOT IN (SELECT id, source, tenant "
+        f"FROM {db}.usage_event_ids WHERE id IN (SELECT id FROM {recent}))"
+    )
+    count = int(sink.scalar(f"SELECT count() FROM ({missing})") or 0)
+    if count:
+        # insert_deduplicate = 0: a repeated repair block must never be
+        # dropped as a "duplicate block" of an earlier one.
+        sink.query_raw(
+            f"INSERT INTO {db}.usage_event_ids (id, source, tenant, time, partition, offset) "
+            f"{missing} SETTINGS async_insert = 0, insert_deduplicate = 0",
+            "CSV",
+        )
+    return count
+
+
+@dataclass(frozen=True)
+class StartupRepair:
+    ids_restored: int = 0
+    refused: list[Difference] = field(default_factory=list)
+
+
+def repair_at_start(sink: Sink) -> StartupRepair:
+    """Mend what a crash may have torn; call before any worker reads the log.
+
+    The dedupe index first: meters repaired while an id is still missing would
+    be doubled by the replayed batch. The meter repair is not safe while
+    workers insert (an INSERT between its parts looks torn), hence start-up.
+    """
+    last = sink.scalar(
+        f"SELECT toUnixTimestamp64Milli(max(processed_at)) FROM {sink.database}.usage_events"
+    )
+    if not last:
+        return StartupRepair()
+    since = int(last) - RECENT_MS
+    ids = repair_dedupe_index(sink, since)
+    return StartupRepair(ids, repair_recent(sink, since))
+
+
+@dataclass(frozen=True)
+class IdentityProblems:
+    """Events stored more than once, and stored events the dedupe index lacks."""
+
+    duplicated: int = 0  # identities with more than one row
+    duplicate_examples: list[tuple[EventKey, int]] = field(default_factory=list)
+    unindexed: int = 0  # identities in usage_events, not in usage_event_ids
+    unindexed_examples: list[EventKey] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.duplicated or self.unindexed)
+
+
+def check_identities(sink: Sink, from_ms: int, to_ms: int) -> IdentityProblems:
+    """(tenant, source, id) of events in [from_ms, to_ms) is stored once and indexed.
+
+    Copies are counted over the whole table, not only the range: a re-send
+    can carry another event time than the copy stored first.
+    """
+    db = sink.database
+    window = f"time >= {_ms(from_ms)} AND time < {_ms(to_ms)}"
+    in_range = f"SELECT id FROM {db}.usage_events WHERE {window}"
+    copies = (
+        f"SELECT tenant, source, id, count() AS copies FROM {db}.usage_events "
+        f"WHERE id IN ({in_range}) GROUP BY tenant, source, id HAVING copies > 1"
+    )
+    unindexed = (
+        f"SELECT DISTINCT tenant, source, id FROM {db}.usage_events "
+        f"WHERE {window} AND (id, source, tenant) NOT IN (SELECT id, source, tenant "
+        f"FROM {db}.usage_event_ids WHERE id IN ({in_range}))"
+    )
+    order = "ORDER BY tenant, source, id"
+    return IdentityProblems(
+        duplicated=int(sink.scalar(f"SELECT count() FROM ({copies})") or 0),
+        duplicate_examples=[
+            ((r["tenant"], r["source"], r["id"]), int(r["copies"]))
+            for r in sink.query_rows(f"{copies} {order} LIMIT {EXAMPLES}")
+        ],
+        unindexed=int(sink.scalar(f"SELECT count() FROM ({unindexed})") or 0),
+        unindexed_examples=[
+            (r["tenant"], r["source"], r["id"])
+            for r in sink.query_rows(f"{unindexed} {order} LIMIT {EXAMPLES}")
+        ],
+    )

@@ -130,6 +130,13 @@ class LogConsumer(abc.ABC):
         """Partitions revoked or lost since the last call (their pending records must go)."""
         return set()
 
+    def take_assigned(self) -> set[int]:
+        """Partitions newly assigned since the last call (a group coordinator moved them here).
+
+        Logs whose partitions never move between members return nothing.
+        """
+        return set()
+
     @abc.abstractmethod
     def assignment(self) -> list[int]:
         """Partitions currently assigned to this member."""

@@ -255,6 +255,8 @@ class KafkaConsumer(LogConsumer):
     ) -> None:
         self.topic = topic
         self._revoked: set[int] = set()
+        self._assigned: set[int] = set()
+        self._revocations = 0
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -277,12 +279,15 @@ class KafkaConsumer(LogConsumer):
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # cooperative-sticky: `partitions` is the increment, not the whole assignment.
         self._owned = self._owned | {tp.partition for tp in partitions}
+        self._assigned.update(tp.partition for tp in partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called inside poll(). Records of these partitions still waiting in the
         # processor must be dropped uncommitted: the new owner re-reads them.
         gone = {tp.partition for tp in partitions}
         self._revoked.update(gone)
+        self._revocations += 1
+        self._assigned.difference_update(gone)
         self._owned = self._owned - gone
 
     def keepalive(self) -> None:
@@ -314,8 +319,21 @@ class KafkaConsumer(LogConsumer):
         revoked, self._revoked = self._revoked, set()
         return revoked
 
+    def take_assigned(self) -> set[int]:
+        assigned, self._assigned = self._assigned, set()
+        return assigned
+
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        revocations = self._revocations
         messages = self._consumer.consume(max_records, timeout_s)
+        if self._revocations != revocations:
+            # The revocation was served inside this consume(): messages it
+            # returned from a partition we no longer own must go too, like the
+            # pending ones the processor drops. Kept, they would be stored by
+            # us while the new owner reads them from the committed offset and
+            # (its lookup running before our insert) stores them again.
+            owned = self._owned
+            messages = [m for m in messages if m.error() or m.partition() in owned]
         out = []
         for msg in messages:
             err = msg.error()

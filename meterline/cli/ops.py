@@ -32,23 +32,44 @@ def verify_command(
     from_: Annotated[str, typer.Option("--from", help="Start (event time), inclusive.")],
     to: Annotated[str, typer.Option("--to", help="End (event time), exclusive.")],
 ) -> None:
-    """Recompute meters from usage_events; compare with usage_meters (exit 1 if any differ)."""
+    """Check the range before invoicing (exit 1 on any problem): meters recomputed from
+    usage_events equal usage_meters, each (tenant, source, id) is stored once, and the
+    dedupe index (usage_event_ids) holds every stored id."""
     settings = _settings()
     from meterline import runtime
-    from processor.verify import verify
+    from processor.verify import check_identities, verify
 
+    start, end = parse_instant(from_), parse_instant(to)
     try:
         sink = runtime.build_sink(settings)
         try:
             sink.migrate(settings.billing_timezone)
-            differences = verify(sink, parse_instant(from_), parse_instant(to))
+            differences = verify(sink, start, end)
+            identities = check_identities(sink, start, end)
         finally:
             sink.close()
     except MeterlineError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    if identities.duplicated:
+        examples = ", ".join(f"{t}/{s}/{i} x{n}" for (t, s, i), n in identities.duplicate_examples)
+        console.print(
+            f"[red]{identities.duplicated} event id(s) stored more than once in usage_events "
+            f"(tenant/source/id x copies), e.g. {escape(examples)}[/red]"
+        )
+    if identities.unindexed:
+        examples = ", ".join(f"{t}/{s}/{i}" for t, s, i in identities.unindexed_examples)
+        console.print(
+            f"[red]{identities.unindexed} stored event id(s) missing from the dedupe index "
+            f"usage_event_ids (a re-send would be stored again), e.g. {escape(examples)}[/red]"
+        )
     if not differences:
-        console.print("[green]usage_meters matches usage_events exactly[/green]")
+        if identities:
+            raise typer.Exit(1)
+        console.print(
+            "[green]usage_meters matches usage_events exactly; every event id is stored once "
+            "and indexed[/green]"
+        )
         return
     table = Table(title=f"{len(differences)} difference(s)")
     for name in (

@@ -18,11 +18,15 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from core.errors import StoreError
 from core.log.base import Record
 
-POINTS = ("after_poll", "mid_insert", "after_insert", "after_commit")
+if TYPE_CHECKING:
+    from sinks.base import Sink
+
+POINTS = ("after_poll", "mid_insert", "torn_insert", "after_insert", "after_commit")
 ENV = "METERLINE_CHAOS_KILL_AT"
 STORE_AWAY_ENV = "METERLINE_CHAOS_STORE_AWAY"
 # A record whose value contains these bytes kills the process each time it is handled
@@ -64,10 +68,22 @@ class Chaos:
             _kill()
 
     @contextmanager
-    def around_insert(self) -> Iterator[None]:
-        """``mid_insert``: a timer kills the process while the INSERT is running."""
+    def around_insert(self, sink: Sink) -> Iterator[None]:
+        """``mid_insert``: a timer kills the process while the INSERT is running.
+
+        ``torn_insert``: the process dies between the INSERT's usage_events part
+        and its usage_event_ids part. The view is detached for this one INSERT
+        (not permanently: the restarted engine attaches it again), which leaves
+        the state a SIGKILL between the two parts leaves, deterministically.
+
+        ``store_away``: every INSERT fails as if its table were gone.
+        """
         if self.store_away:
             raise StoreError("chaos: Table meterline.usage_events does not exist. (UNKNOWN_TABLE)")
+        if self._armed("torn_insert"):
+            sink.query_raw(f"DETACH TABLE {sink.database}.usage_event_ids_mv", "CSV")
+            yield
+            _kill()
         timer = threading.Timer(0.002, _kill) if self._armed("mid_insert") else None
         if timer is not None:
             timer.start()
