@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import MeterlineFactory
+from tests.support.cli import meterline_cli
 from tests.support.unstorable import UNSTORABLE
 
 NOW = datetime.now(UTC)
@@ -188,14 +187,7 @@ def test_hostile_batches_are_refused_or_billed_exactly_once_and_never_stop_the_p
 
 
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "METERLINE_DATA_DIR": str(data_dir), "METERLINE_LOG": "embedded"}
-    return subprocess.run(
-        [sys.executable, "-m", "meterline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return meterline_cli(data_dir, *args)
 
 
 def _dead_letters(data_dir: Path) -> list[dict[str, Any]]:

@@ -6,14 +6,13 @@ on the same data folder, as an operator would run them.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from tests.conftest import MeterlineFactory
+from tests.support.cli import meterline_cli
 from tests.support.events import make_events
 
 BOOK = """\
@@ -29,19 +28,7 @@ models:
 
 
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "METERLINE_DATA_DIR": str(data_dir),
-        "METERLINE_LOG": "embedded",
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "meterline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return meterline_cli(data_dir, *args)
 
 
 def test_replay_reprices_into_a_separate_run_and_rerunning_changes_nothing(

@@ -21,7 +21,7 @@ import pytest
 
 from core.errors import StoreUnavailable
 from core.log.base import INGESTED_AT_HEADER, TENANT_HEADER, OutMessage, Record
-from core.log.embedded import EmbeddedAdmin, EmbeddedConsumer, EmbeddedProducer
+from core.log.embedded import EmbeddedConsumer, EmbeddedProducer
 from meterline.runtime import LogDeadLetters
 from pricing import CatalogPriceBook
 from processor.runner import Processor
@@ -61,20 +61,11 @@ class TornSink(ChdbSink):
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[TornSink]:
+def sink(tmp_path: Path) -> Iterator[TornSink]:  # overrides conftest's: the torn double
     sink = TornSink(tmp_path / "chdb", "mtorn")
     sink.migrate()
     yield sink
     sink.close()
-
-
-@pytest.fixture
-def log_path(tmp_path: Path) -> Path:
-    path = tmp_path / "log.sqlite3"
-    admin = EmbeddedAdmin(path)
-    admin.ensure_topic("events", 2)
-    admin.ensure_topic("events.dlq", 1)
-    return path
 
 
 class RevokingConsumer(EmbeddedConsumer):

@@ -8,27 +8,19 @@ and re-driving again stores nothing more.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
 from tests.conftest import MeterlineFactory
+from tests.support.cli import meterline_cli
 from tests.support.stack import MeterlineProcess
 
 
 def dlq(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "METERLINE_DATA_DIR": str(data_dir), "METERLINE_LOG": "embedded"}
-    return subprocess.run(
-        [sys.executable, "-m", "meterline.cli", "dlq", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return meterline_cli(data_dir, "dlq", *args)
 
 
 def backfilled_event(days_ago: int) -> dict[str, object]:
