@@ -63,6 +63,7 @@ from ingest.replies import (
 from schemas.envelope import parse_event
 from schemas.limits import EARLIEST_TIME, LATEST_TIME, TIME_RANGE_MESSAGE
 from schemas.problems import Problem
+from schemas.providers import ProviderName
 from schemas.times import format_ms, to_ms
 from schemas.usage import MAX_TOKENS, EventType
 
@@ -79,7 +80,7 @@ class UsageIn(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     project_id: Name
-    provider: Name
+    provider: ProviderName
     model: Name
     input_tokens: Tokens
     output_tokens: Tokens
