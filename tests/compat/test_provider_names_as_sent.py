@@ -14,7 +14,6 @@ def _event(id_: str, provider: str) -> dict[str, Any]:
         "source": "/compat/providers",
         "type": "io.meterline.usage.tokens",
         "subject": "prov-cust",
-        "time": "2025-03-01T10:00:00.000Z",
         "data": {"provider": provider, "model": "gpt-4o", "input_tokens": 1000},
     }
 
