@@ -299,6 +299,7 @@ async def _wait_stored(
 def _answer(recorded: UsageRecorded) -> Response:
     return seed_json(recorded, 201)
 
+
 def _problems(exc: ValidationError) -> list[Problem]:
     out = []
     for err in exc.errors(include_url=False):
