@@ -10,7 +10,8 @@ The HTTP protocol binding (3.1.3) says how to read an attribute header:
 
 The body is the data and ``Content-Type`` is ``datacontenttype``. JSON media
 types are parsed into ``data`` (so usage payloads validate like in structured
-mode); any other body is kept byte-exact as ``data_base64``. The result goes
+mode), and so is a body without Content-Type that parses as JSON (what the
+reference Python SDK sends); any other body is kept byte-exact as ``data_base64``. The result goes
 through the same envelope validation as every other mode and is logged in
 structured JSON form, so the processor and other consumers see one format.
 """
@@ -96,7 +97,7 @@ def binary_event(
             event[name] = decode_header_value(raw_value)
         except HeaderValueError as exc:
             problems.append(Problem("invalid_header", field, f"value {exc}"))
-    if content_type is not None:
+    if content_type:  # an empty Content-Type is no media type: as if absent
         event["datacontenttype"] = content_type
     if body:
         if content_type is not None and MEDIA_JSON.match(content_type):
@@ -104,6 +105,24 @@ def binary_event(
                 event["data"] = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 problems.append(Problem("malformed_json", "data", f"body is not valid JSON: {exc}"))
+        elif not content_type:
+            event.update(_untyped_data(body))
         else:
             event["data_base64"] = base64.b64encode(body).decode("ascii")
     return problems or event
+
+
+def _untyped_data(body: bytes) -> dict[str, Any]:
+    """The data of a body sent without Content-Type.
+
+    The reference Python SDK (cloudevents 2.x, ``to_binary`` in both its APIs)
+    sends a JSON body with no Content-Type at all, and its own receiver
+    (``from_http``) reads such a body as JSON when it parses. Treating it as
+    opaque bytes answered 400 to every usage event that SDK sent. So: a body that
+    parses as JSON is JSON data (datacontenttype stays absent, which the JSON
+    event format reads as application/json); any other body stays byte-exact.
+    """
+    try:
+        return {"data": orjson.loads(body)}
+    except orjson.JSONDecodeError:
+        return {"data_base64": base64.b64encode(body).decode("ascii")}

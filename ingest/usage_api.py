@@ -35,9 +35,16 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ingest.codec import media_type
 from ingest.gateway import Gateway
@@ -56,6 +63,7 @@ from ingest.replies import (
 from schemas.envelope import parse_event
 from schemas.limits import EARLIEST_TIME, LATEST_TIME, TIME_RANGE_MESSAGE
 from schemas.problems import Problem
+from schemas.providers import ProviderName
 from schemas.times import format_ms, to_ms
 from schemas.usage import MAX_TOKENS, EventType
 
@@ -72,7 +80,7 @@ class UsageIn(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     project_id: Name
-    provider: Name
+    provider: ProviderName
     model: Name
     input_tokens: Tokens
     output_tokens: Tokens
@@ -102,9 +110,9 @@ class UsageOut(BaseModel):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     total_tokens: int = Field(ge=0)
-    cost_usd: str = Field(
-        pattern=r"^-?\d+(\.\d+)?$",
-        description="Provider cost, exact decimal as a string ('0' when unpriced).",
+    cost_usd: SeedDecimal = Field(
+        description="Provider cost in USD, a JSON number written with the exact decimal "
+        "digits of the stored Decimal (0 when unpriced).",
     )
     request_timestamp: str = Field(json_schema_extra={"format": "date-time"})
 
@@ -148,6 +156,31 @@ def decimal_str(value: Decimal) -> str:
     """Exact, no exponent, no trailing zeros: Decimal('0.004500000000') -> '0.0045'."""
     text = format(value.normalize(), "f")
     return "0" if text in ("-0", "") else text
+
+
+# The seed API answered cost_usd as a JSON number and its clients compute with
+# it (f"{cost_usd:.4f}", sum(...)): a string there raised in their code. The
+# number is written with the Decimal's own digits (orjson.Fragment), never via a
+# float, so 0.000000123456789012 reaches the client as stored. The native /v1
+# API keeps decimal strings: a JSON parser reading doubles cannot round those.
+SeedDecimal = Annotated[
+    Decimal, WithJsonSchema({"type": "number", "minimum": 0, "title": "Cost Usd"})
+]
+
+
+def _exact_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(decimal_str(value).encode("ascii"))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def seed_json(model: BaseModel, status_code: int = 200) -> Response:
+    """A seed-compatible answer: the model's fields, Decimals as exact JSON numbers."""
+    return Response(
+        orjson.dumps(model.model_dump(), default=_exact_number),
+        status_code=status_code,
+        media_type="application/json",
+    )
 
 
 async def post_usage(gateway: Gateway, request: Request) -> Response:
@@ -211,7 +244,7 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         total_tokens=usage.input_tokens + usage.output_tokens,
-        cost_usd=decimal_str(priced.cost_usd),
+        cost_usd=priced.cost_usd,
         priced=priced.priced,
         request_timestamp=stamp,
     )
@@ -234,7 +267,7 @@ async def post_usage(gateway: Gateway, request: Request) -> Response:
         return _answer(
             recorded.model_copy(
                 update={
-                    "cost_usd": decimal_str(stored.cost_usd),
+                    "cost_usd": stored.cost_usd,
                     "priced": stored.priced,
                     "request_timestamp": stored.time,
                 }
@@ -263,8 +296,9 @@ async def _wait_stored(
     )
 
 
-def _answer(recorded: UsageRecorded) -> JSONResponse:
-    return JSONResponse(recorded.model_dump(), status_code=201)
+def _answer(recorded: UsageRecorded) -> Response:
+    return seed_json(recorded, 201)
+
 
 def _problems(exc: ValidationError) -> list[Problem]:
     out = []

@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from core.errors import StoreError
 from ingest.openapi import Operation, Param, Reply
 from ingest.problems import HTTPProblem
 from ingest.replies import API_KEY, GUARDED, NOT_FOUND, UNAVAILABLE, USAGE_INVALID
-from ingest.usage_api import UsageOut, decimal_str
+from ingest.usage_api import UsageOut, seed_json
 from query.reader import Reader
 from schemas.problems import Problem
 from schemas.times import EPOCH, format_ms, from_ms, to_ms
@@ -86,7 +86,7 @@ async def get_usage(reader: Reader, request: Request) -> Response:
         ) from exc
     # Through the models (~4 µs a row): the answer is what the document describes.
     usage = [_row(row) for row in rows]
-    return JSONResponse(UsageList(count=len(usage), usage=usage).model_dump())
+    return seed_json(UsageList(count=len(usage), usage=usage))
 
 
 def _row(row: dict[str, Any]) -> UsageOut:
@@ -100,7 +100,7 @@ def _row(row: dict[str, Any]) -> UsageOut:
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_tokens=input_tokens + output_tokens,
-        cost_usd=decimal_str(Decimal(row["cost_usd"])),
+        cost_usd=Decimal(row["cost_usd"]),
         request_timestamp=format_ms(moment),
     )
 

@@ -46,6 +46,7 @@ from schemas.limits import (
     PLAIN_DECIMAL_MESSAGE,
     currencies,
 )
+from schemas.providers import OptionalProviderName, ProviderName
 
 MAX_METADATA_KEYS = 32
 MAX_METADATA_KEY_CHARS = 64
@@ -166,9 +167,7 @@ class _UsageData(BaseModel):
 class TokenUsage(_UsageData):
     """LLM token usage for one provider response (type ``io.meterline.usage.tokens``)."""
 
-    provider: Name = Field(
-        description="Provider id as in genai-prices: openai, anthropic, google..."
-    )
+    provider: ProviderName
     model: Name = Field(description="The model the provider reported, e.g. 'gpt-4o-2024-08-06'.")
     input_tokens: TokenCount = Field(0, description="All prompt tokens, cached ones included.")
     output_tokens: TokenCount = Field(0, description="All generated tokens, reasoning included.")
@@ -202,7 +201,7 @@ class TokenUsage(_UsageData):
 class ImageUsage(_UsageData):
     """Generated images (type ``io.meterline.usage.image``)."""
 
-    provider: Name
+    provider: ProviderName
     model: Name
     images: int = Field(ge=1, le=10_000, strict=True, description="Images generated.")
     size: Label = Field("", description="e.g. '1024x1024'.")
@@ -216,7 +215,7 @@ class UnitsUsage(_UsageData):
     quantity: ExactDecimal = Field(
         Decimal(1), ge=0, description="How many; default 1. Never negative: a credit is not usage."
     )
-    provider: Label = ""
+    provider: OptionalProviderName = ""
     model: Label = ""
 
 

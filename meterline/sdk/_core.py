@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from meterline.sdk.builders import TRUNCATED
 from meterline.sdk.config import MeterConfig
 from schemas.envelope import parse_event
 
@@ -53,6 +54,7 @@ class Stats:
     provider_errors: int = 0  # provider calls that raised: not metered, only counted
     metering_errors: int = 0  # our own failures while metering (logged, never raised)
     estimated: int = 0  # events whose token counts were estimated locally
+    metadata_truncated: int = 0  # sent with metadata cut to the limits (marked in the event)
 
     def copy(self) -> Stats:
         return Stats(**self.__dict__)
@@ -177,7 +179,7 @@ def prepare(items: Iterable[Item], buffer: Buffer) -> tuple[list[bytes], list[Ev
         parsed = parse_event(event)
         if isinstance(parsed, list):
             refused += 1
-            log.warning(
+            log.error(
                 "meterline event %s refused before sending: %s",
                 event.get("id"),
                 "; ".join(f"{p.field}: {p.message}" for p in parsed),
@@ -190,6 +192,8 @@ def prepare(items: Iterable[Item], buffer: Buffer) -> tuple[list[bytes], list[Ev
             log.warning("meterline event %s is not JSON-serialisable: %s", event.get("id"), exc)
             continue
         events.append(event)
+        if TRUNCATED in parsed.usage.metadata:
+            buffer.count("metadata_truncated")
     return encoded, events, refused
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from meterline.sdk import builders
+from meterline.sdk._cloudevents import from_cloudevent
 from meterline.sdk._core import Buffer, Event, Item, Stats, every_power_of_ten
 from meterline.sdk.config import MeterConfig
 from meterline.sdk.context import Scope, resolve
@@ -64,12 +65,19 @@ class Recorder:
         """Queue an event built later, on the sender, from ``scope`` (for the wrappers)."""
         return self._submit(lambda: make(scope))
 
-    def emit(self, event: Mapping[str, Any]) -> bool:
-        """Queue a ready CloudEvent (validated on the sender, like every event)."""
+    def emit(self, event: Mapping[str, Any] | object) -> bool:
+        """Queue a ready CloudEvent (validated on the sender, like every event).
+
+        ``event`` is its JSON form (a mapping) or a ``CloudEvent`` of the official
+        ``cloudevents`` SDK, converted by that SDK's own JSON format.
+        """
         try:
-            return self._submit(dict(event))
-        except Exception:
-            log.exception("meterline could not queue an event")
+            if isinstance(event, Mapping):
+                return self._submit(dict(event))
+            return self._submit(from_cloudevent(event))
+        except Exception as exc:
+            self._buffer.count("invalid")
+            log.error("meterline: event not recorded: %s", exc)
             return False
 
     def _track(
@@ -89,8 +97,9 @@ class Recorder:
             )
             return self._submit(event)
         except Exception as exc:
+            # Usage lost for good: an error, with the reason, and counted (stats().invalid).
             self._buffer.count("invalid")
-            log.warning("meterline: usage event not recorded: %s", exc)
+            log.error("meterline: usage event not recorded: %s", exc)
             return False
 
     def track_tokens(
@@ -207,7 +216,7 @@ class Recorder:
 
     def track_charge(
         self,
-        amount: Decimal | str | int,
+        amount: Decimal | str | int | float,
         currency: str = "USD",
         *,
         description: str = "",
@@ -218,7 +227,7 @@ class Recorder:
         id: str | None = None,
         time: builders.TimeLike = None,
     ) -> bool:
-        """An instant charge of an exact amount (Decimal or text, never float)."""
+        """An instant charge of an exact amount (a float is read by its shortest repr)."""
         return self._track(
             builders.charge_event,
             _scope(customer, feature, user, metadata),

@@ -19,8 +19,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from meterline.sdk.normalize import TOKEN_FIELDS
+from schemas.limits import CONTROL
 from schemas.times import format_ms
-from schemas.usage import EventType
+from schemas.usage import (
+    MAX_METADATA_KEY_CHARS,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_CHARS,
+    EventType,
+)
 
 TimeLike = datetime | float | int | str | None
 SPECVERSION = "1.0"
@@ -41,13 +47,18 @@ def rfc3339(value: TimeLike = None) -> str:
     return format_ms(moment)
 
 
-def exact(value: Decimal | str | int | float, name: str, *, allow_float: bool) -> str:
-    """A decimal as exact text. Money refuses floats: 0.1 is not exactly 0.1."""
+def exact(value: Decimal | str | int | float, name: str) -> str:
+    """A decimal as exact text.
+
+    A float is read by its shortest repr (``Decimal(repr(5.99))`` = ``5.99``,
+    not the binary double 5.9900000000000002131...): that is the number the
+    caller wrote, and refusing it lost usage (AgentMeter's ``amount=5.99``).
+    Pass a Decimal or a string when the amount has more than 15 significant
+    digits: a double cannot hold those.
+    """
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a number, not a boolean")
     if isinstance(value, float):
-        if not allow_float:
-            raise ValueError(f"{name} must be a Decimal or a string such as '0.50', not a float")
         value = repr(value)
     try:
         number = Decimal(value)
@@ -66,8 +77,42 @@ def _common(
     if user:
         data["user"] = user
     if metadata:
-        data["metadata"] = {str(k): str(v) for k, v in metadata.items()}
+        data["metadata"] = bounded_metadata(metadata)
     return data
+
+
+# Set (to "true") in metadata that had to be cut to fit the limits (docs/sdk.md).
+TRUNCATED = "metadata_truncated"
+_REPLACEMENT = "\ufffd"
+
+
+def bounded_metadata(metadata: Mapping[Any, Any]) -> dict[str, str]:
+    """``metadata`` as text within the gateway's limits, marked when anything was cut.
+
+    Metadata is labels, never what is billed: refusing the event over a label
+    lost the usage itself. So instead of a refusal: control characters become
+    U+FFFD, keys are cut to 64 characters and values to 1,024, empty keys are
+    dropped, and over 32 keys the first 31 are kept (in the mapping's order) and
+    ``metadata_truncated: "true"`` is the 32nd: it says the labels are not whole.
+    """
+    out: dict[str, str] = {}
+    cut = False
+    for raw_key, raw_value in metadata.items():
+        text_key, text_value = str(raw_key), str(raw_value)
+        key = CONTROL.sub(_REPLACEMENT, text_key)[:MAX_METADATA_KEY_CHARS]
+        value = CONTROL.sub(_REPLACEMENT, text_value)[:MAX_METADATA_VALUE_CHARS]
+        if key != text_key or value != text_value or not key or key in out:
+            cut = True
+        if key and key not in out:
+            out[key] = value
+    if len(out) > MAX_METADATA_KEYS:
+        out = dict(list(out.items())[: MAX_METADATA_KEYS - 1])
+        cut = True
+    if cut:
+        if TRUNCATED not in out and len(out) == MAX_METADATA_KEYS:
+            out.popitem()
+        out[TRUNCATED] = "true"
+    return out
 
 
 def envelope(
@@ -177,7 +222,7 @@ def units_event(
     time: TimeLike = None,
 ) -> dict[str, Any]:
     """Custom units (pages, seconds...). Quantities go out as exact decimal text."""
-    data: dict[str, Any] = {"unit": unit, "quantity": exact(quantity, "quantity", allow_float=True)}
+    data: dict[str, Any] = {"unit": unit, "quantity": exact(quantity, "quantity")}
     if provider:
         data["provider"] = provider
     if model:
@@ -220,7 +265,7 @@ def charge_event(
     *,
     source: str,
     customer: str,
-    amount: Decimal | str | int,
+    amount: Decimal | str | int | float,
     currency: str = "USD",
     description: str = "",
     feature: str = "",
@@ -229,9 +274,9 @@ def charge_event(
     id: str | None = None,
     time: TimeLike = None,
 ) -> dict[str, Any]:
-    """An instant charge; ``amount`` is exact (Decimal or text), never a float."""
+    """An instant charge; ``amount`` is exact (a float is read by its shortest repr)."""
     data: dict[str, Any] = {
-        "amount": exact(amount, "amount", allow_float=False),
+        "amount": exact(amount, "amount"),
         "currency": currency,
     }
     if description:

@@ -87,7 +87,7 @@ def meter_units(
 
 
 def meter_charge(
-    amount: Decimal | str | int,
+    amount: Decimal | str | int | float,
     currency: str = "USD",
     *,
     description: str = "",

@@ -196,6 +196,55 @@ async def test_binary_non_json_body_is_kept_byte_exact_as_data_base64(
     assert logged["datacontenttype"] == "image/png"
 
 
+def _sdk_binary_v1() -> tuple[dict[str, str], bytes]:
+    from cloudevents.v1.conversion import to_binary
+    from cloudevents.v1.http import CloudEvent as V1Event
+
+    attributes = {"id": "b-1", "source": "/app", "type": HEADERS["ce-type"], "subject": "acme"}
+    return to_binary(V1Event(attributes, USAGE))
+
+
+def _sdk_binary_core() -> tuple[dict[str, str], bytes]:
+    from cloudevents.core.bindings.http import to_binary_event
+    from cloudevents.core.v1.event import CloudEvent as CoreEvent
+
+    attributes = {"id": "b-1", "source": "/app", "type": HEADERS["ce-type"], "subject": "acme",
+                  "specversion": "1.0"}  # fmt: skip
+    message = to_binary_event(CoreEvent(attributes, USAGE))
+    return message.headers, message.body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("build", [_sdk_binary_v1, _sdk_binary_core], ids=["v1", "core"])
+async def test_reference_sdk_binary_mode_without_content_type_is_json_data(
+    make_client: ClientFactory, tap: LogTap, build: Any
+) -> None:
+    # cloudevents 2.x sends binary mode with a JSON body and no Content-Type; its
+    # own receiver reads that body as JSON, so the gateway must too (it was 400).
+    headers, body = build()
+    assert "content-type" not in {name.lower() for name in headers}
+    async with make_client() as client:
+        response = await client.post("/v1/events", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (202, {"accepted": 1})
+    logged = orjson.loads(tap.records()[0].value)
+    assert logged["data"] == USAGE
+    assert "datacontenttype" not in logged and "data_base64" not in logged
+
+
+@pytest.mark.anyio
+async def test_binary_body_without_content_type_that_is_not_json_stays_bytes(
+    make_client: ClientFactory, tap: LogTap
+) -> None:
+    body = b"\x00\xffnot json"
+    async with make_client() as client:
+        response = await client.post(
+            "/v1/events", content=body, headers={**HEADERS, "ce-type": "com.acme.blob"}
+        )
+    assert response.status_code == 202
+    logged = orjson.loads(tap.records()[0].value)
+    assert base64.b64decode(logged["data_base64"]) == body
+
+
 @pytest.mark.anyio
 async def test_binary_usage_event_with_invalid_payload_is_400_naming_the_field(
     make_client: ClientFactory, tap: LogTap

@@ -49,7 +49,7 @@ async def test_post_is_201_priced_and_logged_as_a_token_event(
         "input_tokens": 1000,
         "output_tokens": 500,
         "total_tokens": 1500,
-        "cost_usd": "0.0075",  # $2.50/M in + $10/M out, from the same price book
+        "cost_usd": 0.0075,  # $2.50/M in + $10/M out, from the same price book
         "priced": True,
         "request_timestamp": "2025-01-01T12:00:00.000Z",
     }
@@ -84,7 +84,7 @@ async def test_post_without_idempotency_key_gets_a_uuid_and_unknown_models_are_u
     body = response.json()
     assert response.status_code == 201
     assert len(body["id"]) == 36 and body["id"].count("-") == 4
-    assert (body["cost_usd"], body["priced"]) == ("0", False)
+    assert (body["cost_usd"], body["priced"]) == (0, False)
 
 
 @pytest.mark.anyio

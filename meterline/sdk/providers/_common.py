@@ -13,9 +13,11 @@ Rules every wrapper follows (a failure of ours must never become the app's):
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -112,11 +114,25 @@ class StreamWatcher:
         if self._finished:
             return
         self._finished = True
+        _OPEN.discard(self)
         guard(
             self.call, self.what, lambda: self.call.meter.submit_built(self.call.scope, self.event)
         )
 
+    def _open(self) -> None:
+        """The stream is the caller's now: from here on, exit records it too."""
+        _OPEN.add(self)
+        _finish_at_exit_before(self.call.meter)
+
     def watch(self, items: Iterator[T]) -> Iterator[T]:
+        self._open()
+        return self._watch(items)
+
+    def watch_async(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        self._open()
+        return self._watch_async(items)
+
+    def _watch(self, items: Iterator[T]) -> Iterator[T]:
         try:
             for item in items:
                 guard(self.call, self.what, lambda item=item: self.see(item))  # type: ignore[misc]
@@ -127,7 +143,7 @@ class StreamWatcher:
             # the provider produced so far is metered once.
             self.finish()
 
-    async def watch_async(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    async def _watch_async(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
         try:
             async for item in items:
                 guard(self.call, self.what, lambda item=item: self.see(item))  # type: ignore[misc]
@@ -135,6 +151,59 @@ class StreamWatcher:
                     yield item
         finally:
             self.finish()
+
+
+def attach(stream: Any, watcher: StreamWatcher, is_async: bool) -> Any:
+    """Watch a provider ``Stream`` object (OpenAI, Anthropic) and return it, same object.
+
+    Its inner ``_iterator`` is replaced by the watched one, and its ``close``
+    records the usage first: ``s.close()`` and leaving ``with`` (whose
+    ``__exit__`` calls ``close``) close only the HTTP response, never the
+    iterator, so a stream cut off that way was recorded at garbage collection
+    only (and not at all when the process exited first).
+    """
+    iterator = getattr(stream, "_iterator", None)
+    if iterator is None:
+        return stream
+    stream._iterator = watcher.watch_async(iterator) if is_async else watcher.watch(iterator)
+    original = stream.close
+    if is_async:
+
+        async def close_async() -> None:
+            watcher.finish()  # never raises (guarded); before the close that may
+            await original()
+
+        stream.close = close_async
+    else:
+
+        def close() -> None:
+            watcher.finish()
+            original()
+
+        stream.close = close
+    return stream
+
+
+# Streams not finished yet: at interpreter exit each records what it saw (a
+# stream abandoned in a loop that raised is otherwise recorded only when
+# collected, and exit may come first).
+_OPEN: weakref.WeakSet[StreamWatcher] = weakref.WeakSet()
+_HOOKED: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+def _finish_at_exit_before(meter: Recorder) -> None:
+    """Register the exit hook after ``meter``'s own: atexit runs hooks last-in first-out,
+    so the open streams are recorded before that meter flushes and closes."""
+    if meter in _HOOKED:
+        return
+    _HOOKED.add(meter)
+    atexit.register(finish_open_streams)
+
+
+def finish_open_streams() -> None:
+    """Record every stream still open (idempotent: each stream is recorded once)."""
+    for watcher in list(_OPEN):
+        watcher.finish()
 
 
 def text_of(content: Any) -> str:

@@ -22,6 +22,7 @@ from meterline.sdk.normalize import AnthropicStreamUsage, field
 from meterline.sdk.providers._common import (
     Call,
     StreamWatcher,
+    attach,
     begin,
     guard,
     is_wrapped,
@@ -112,11 +113,9 @@ class MessageStream(StreamWatcher):
 
 
 def _watch(result: Any, call: Call, is_async: bool) -> Any:
-    iterator = getattr(result, "_iterator", None)
-    if iterator is not None:
-        watcher = MessageStream(call)
-        result._iterator = watcher.watch_async(iterator) if is_async else watcher.watch(iterator)
-    return result
+    if getattr(result, "_iterator", None) is None:
+        return result
+    return attach(result, MessageStream(call), is_async)
 
 
 def _patch_create(messages: Any, meter: Recorder | None, is_async: bool) -> None:

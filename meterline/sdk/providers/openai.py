@@ -24,6 +24,7 @@ from meterline.sdk.normalize import field
 from meterline.sdk.providers._common import (
     Call,
     StreamWatcher,
+    attach,
     begin,
     guard,
     is_wrapped,
@@ -250,15 +251,8 @@ def _patch(
         if call is None:
             return result
         if watcher is not None:
-            iterator = getattr(result, "_iterator", None)
-            if iterator is None:
-                return result
-            # Same Stream object for the caller; only its inner iterator is watched.
-            if is_async:
-                result._iterator = watcher.watch_async(iterator)
-            else:
-                result._iterator = watcher.watch(iterator)
-            return result
+            # Same Stream object for the caller; its iterator and close are watched.
+            return attach(result, watcher, is_async)
         guard(
             call,
             "an OpenAI response",

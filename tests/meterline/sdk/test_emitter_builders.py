@@ -117,12 +117,50 @@ def test_times(value: float | datetime, expected: str) -> None:
     assert api_request_event(**COMMON, time=value)["time"] == expected
 
 
-def test_money_refuses_floats_and_bad_input() -> None:
-    with pytest.raises(ValueError, match="not a float"):
-        charge_event(**COMMON, amount=0.1)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("amount", "text"), [(5.99, "5.99"), (0.1, "0.1"), (1e-7, "1E-7")])
+def test_float_amounts_are_read_by_their_shortest_repr(amount: float, text: str) -> None:
+    data = charge_event(**COMMON, amount=amount)["data"]
+    assert Decimal(data["amount"]) == Decimal(text)
+    assert data["amount"] == format(Decimal(text), "f")  # no exponent on the wire
+
+
+def test_money_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match=">= 0"):
+        charge_event(**COMMON, amount=-5.99)
+    with pytest.raises(ValueError, match="finite"):
+        charge_event(**COMMON, amount=float("nan"))
     with pytest.raises(ValueError, match=">= 0"):
         charge_event(**COMMON, amount="-1")
     with pytest.raises(ValueError, match="customer"):
         api_request_event(source="/a", customer="")
     with pytest.raises(ValueError, match="unknown token fields"):
         token_event(**COMMON, provider="p", model="m", tokens={"inputTokens": 5})
+
+
+def test_metadata_over_the_limits_is_trimmed_and_marked_so_the_usage_is_kept() -> None:
+    metadata = {f"k{i:02}": "v" for i in range(40)} | {"long": "x" * 2000, "bad\x00key": "a\nb"}
+    event = token_event(**COMMON, provider="openai", model="gpt-4o", metadata=metadata)
+    parsed = parse_event(event)  # the gateway's own validation
+    assert not isinstance(parsed, list), parsed
+    kept = event["data"]["metadata"]
+    assert len(kept) == 32
+    assert kept["metadata_truncated"] == "true"
+    assert list(kept)[:31] == [f"k{i:02}" for i in range(31)]  # the caller's order
+
+
+def test_metadata_within_the_limits_is_sent_as_given_without_a_mark() -> None:
+    metadata = {f"k{i:02}": "v" * 1024 for i in range(32)}
+    event = token_event(**COMMON, provider="openai", model="gpt-4o", metadata=metadata)
+    assert event["data"]["metadata"] == metadata
+
+
+def test_metadata_with_control_characters_or_long_keys_is_cleaned_and_marked() -> None:
+    event = token_event(
+        **COMMON, provider="openai", model="gpt-4o", metadata={"a\x00": "b\nc", "k" * 70: "v"}
+    )
+    assert event["data"]["metadata"] == {
+        "a\ufffd": "b\ufffdc",
+        "k" * 64: "v",
+        "metadata_truncated": "true",
+    }
+    assert not isinstance(parse_event(event), list)

@@ -170,12 +170,13 @@ def test_locally_invalid_events_never_poison_a_batch() -> None:
 def test_bad_arguments_never_raise_into_the_caller() -> None:
     gateway = FakeGateway()
     meter = meter_for(gateway)
-    assert meter.track_charge(0.1, customer="acme") is False  # type: ignore[arg-type]
+    assert meter.track_charge(-0.1, customer="acme") is False
     assert meter.track_tokens("openai", "gpt-4o", input_tokens=-1, customer="acme") is True
     assert meter.track_units("page", "lots", customer="acme") is False
+    assert meter.emit(object()) is False
     assert meter.flush(timeout=10)
     assert gateway.accepted == []  # the negative count was refused before sending
-    assert meter.stats().invalid == 3
+    assert meter.stats().invalid == 4
     meter.close()
 
 

@@ -278,3 +278,39 @@ def _json(body: dict[str, Any]) -> Any:
     from tests.meterline.sdk.fakes.emitter_fake_server import Reply
 
     return Reply(200, body)
+
+
+def _cut_off(how: str, stream: Any) -> None:
+    if how == "close":
+        next(iter(stream))
+        stream.close()
+    elif how == "with-exit":
+        with stream:
+            next(iter(stream))
+    else:  # an exception in the consumer loop, then the exit hook (atexit runs it)
+        from meterline.sdk.providers._common import finish_open_streams
+
+        with pytest.raises(RuntimeError):
+            for _chunk in stream:
+                raise RuntimeError("the app's own bug")
+        finish_open_streams()
+
+
+@pytest.mark.parametrize("how", ["close", "with-exit", "error-then-exit"])
+def test_stream_cut_off_early_is_recorded_without_waiting_for_garbage_collection(
+    how: str, fake_provider: FakeServer, emitter_stack: MeterlineProcess, meter: Meter
+) -> None:
+    subject = f"cut-{uuid.uuid4().hex[:8]}"
+    fake_provider.expect("/chat/completions", openai_chat_stream(f"chatcmpl-{how}"))
+    client = client_for(fake_provider, meter)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, meter_customer=subject
+    )
+
+    _cut_off(how, stream)
+
+    # `stream` is still referenced here: its iterator cannot have been collected.
+    [event] = settle(emitter_stack, meter, subject, 1)
+    assert stream is not None
+    assert event["id"] == f"chatcmpl-{how}"
+    assert event["data"]["input_tokens"] > 0  # the prompt, estimated: usage never arrived
