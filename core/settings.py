@@ -70,9 +70,9 @@ class Settings(BaseSettings):
         description="A librdkafka/Java-style properties file (key=value lines, # comments), "
         "e.g. the client config a managed Kafka's console hands out.",
     )
-    kafka_security_protocol: (
-        Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] | None
-    ) = Field(None, description="librdkafka security.protocol (sasl_ssl for managed Kafka).")
+    kafka_security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] | None = (
+        Field(None, description="librdkafka security.protocol (sasl_ssl for managed Kafka).")
+    )
     kafka_sasl_mechanism: (
         Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None
     ) = Field(None, description="librdkafka sasl.mechanism (Confluent Cloud: PLAIN; MSK: SCRAM).")
