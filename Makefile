@@ -1,6 +1,7 @@
 # meterline: every target sets up what it needs on a fresh clone.
 #   make run    the embedded pipeline (no servers) with demo traffic
-#   make test   lint + type-check + the whole test suite (starts a real Kafka)
+#   make test   lint + type-check + deploy-check + the whole test suite (starts a real Kafka)
+#   make deploy-check   the Helm chart: helm lint, helm template, Kubernetes schema check
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck pytest kafka-up kafka-down schemas clean
+.PHONY: setup run test lint typecheck pytest deploy-check kafka-up kafka-down schemas clean
 
 setup: $(STAMP)
 
@@ -34,7 +35,11 @@ typecheck: setup
 pytest: setup
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck deploy-check pytest
+
+# Builds a pinned Helm into .cache/tools/ the first time (Go needed; minutes), then ~3 s.
+deploy-check: setup
+	bash deploy/helm/check.sh
 
 kafka-up:
 	bash deploy/kafka/kafka.sh up

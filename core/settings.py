@@ -10,13 +10,19 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.kafka_config import (
+    KafkaValue,
+    contract_problems,
+    read_properties,
+    wrap_secrets,
+)
 
 
 class Settings(BaseSettings):
@@ -53,13 +59,48 @@ class Settings(BaseSettings):
     produce_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Longest wait for the log to acknowledge a request (503)."
     )
-    kafka_extra: dict[str, Any] = Field(
-        default_factory=dict, description="Extra librdkafka settings (JSON object)."
+    kafka_extra: dict[str, KafkaValue] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings (JSON object), on top of "
+        "METERLINE_KAFKA_PROPERTIES_FILE. Secret-bearing keys (*.password, *.secret, "
+        "sasl.jaas.config, ssl.key.pem) are held as secrets and never printed.",
+    )
+    kafka_properties_file: Path | None = Field(
+        None,
+        description="A librdkafka/Java-style properties file (key=value lines, # comments), "
+        "e.g. the client config a managed Kafka's console hands out.",
+    )
+    kafka_security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] | None = (
+        Field(None, description="librdkafka security.protocol (sasl_ssl for managed Kafka).")
+    )
+    kafka_sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None
+    ) = Field(None, description="librdkafka sasl.mechanism (Confluent Cloud: PLAIN; MSK: SCRAM).")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name (or API key).")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (or API secret); never printed or logged."
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        None, description="CA bundle for the brokers' TLS (default: the system's trust store)."
     )
 
     # --- ClickHouse -----------------------------------------------------------------------
     clickhouse_url: str = Field(
-        "http://default:@127.0.0.1:8123", description="ClickHouse server URL (store=clickhouse)."
+        "http://default:@127.0.0.1:8123",
+        description="ClickHouse server URL (store=clickhouse); https:// for TLS. A password "
+        "in it is moved to METERLINE_CLICKHOUSE_PASSWORD, so it is never printed.",
+    )
+    clickhouse_user: str | None = Field(
+        None, description="ClickHouse user (default: the URL's, else 'default')."
+    )
+    clickhouse_password: SecretStr | None = Field(
+        None, description="ClickHouse password (default: none); never printed or logged."
+    )
+    clickhouse_ca_cert: Path | None = Field(
+        None, description="CA bundle for an https:// ClickHouse (default: the system's)."
+    )
+    clickhouse_verify: bool = Field(
+        True, description="Verify the https:// ClickHouse server's certificate and host name."
     )
     database: str = Field("meterline", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     billing_timezone: str = Field(
@@ -153,13 +194,45 @@ class Settings(BaseSettings):
         "enough to ride out a store or broker restart; a restart re-creates dropped tables.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _password_out_of_url(cls, data: Any) -> Any:
+        """Move a password in METERLINE_CLICKHOUSE_URL into the secret field.
+
+        A URL is printed in errors and `repr`; a password left in it would be too.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("clickhouse_url"), str):
+            return data
+        parts = urlsplit(data["clickhouse_url"])
+        if parts.password is None:
+            return data
+        if data.get("clickhouse_password") not in (None, ""):
+            raise ValueError(
+                "METERLINE_CLICKHOUSE_URL carries a password and METERLINE_CLICKHOUSE_PASSWORD "
+                "is set too: keep only METERLINE_CLICKHOUSE_PASSWORD"
+            )
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return {
+            **data,
+            "clickhouse_url": parts._replace(netloc=f"{user}@{host}" if user else host).geturl(),
+            "clickhouse_password": unquote(parts.password),
+        }
+
     @field_validator("clickhouse_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as http://user:pass@host:8123")
+            raise ValueError("must be an http(s) URL such as https://user@host:8443")
         return value
+
+    @field_validator("kafka_extra", mode="after")
+    @classmethod
+    def _check_kafka_extra(cls, value: dict[str, KafkaValue]) -> dict[str, KafkaValue]:
+        if problems := contract_problems(value):
+            raise ValueError("; ".join(problems))
+        return wrap_secrets(value)
 
     @field_validator("billing_timezone")
     @classmethod
@@ -181,6 +254,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_combination(self) -> Settings:
+        if self.kafka_properties_file is not None:
+            read_properties(self.kafka_properties_file)  # fail at start, naming file and line
+        if (self.kafka_sasl_username is None) != (self.kafka_sasl_password is None):
+            raise ValueError(
+                "METERLINE_KAFKA_SASL_USERNAME and METERLINE_KAFKA_SASL_PASSWORD go together: "
+                "set both or neither"
+            )
         if self.max_event_bytes > self.max_body_bytes:
             raise ValueError("max_event_bytes must not exceed max_body_bytes")
         if (
@@ -198,6 +278,34 @@ class Settings(BaseSettings):
                 "METERLINE_OPEN_MODE_ON_NETWORK=i-understand"
             )
         return self
+
+    def kafka_config(self) -> dict[str, str | int | float | bool]:
+        """The librdkafka settings for every client, secrets revealed: for the client only.
+
+        Layers, later wins: the properties file, METERLINE_KAFKA_EXTRA, then the
+        METERLINE_KAFKA_SASL_*/SSL_*/SECURITY_PROTOCOL settings. Bootstrap servers and
+        the producer/consumer contract (idempotence, acks, partitioner, commits) are
+        not overridable: see core/kafka_config.py.
+        """
+        layered: dict[str, KafkaValue] = {}
+        if self.kafka_properties_file is not None:
+            layered.update(read_properties(self.kafka_properties_file))
+        layered.update(self.kafka_extra)
+        named: dict[str, KafkaValue] = {
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+            "ssl.ca.location": str(self.kafka_ssl_ca_location)
+            if self.kafka_ssl_ca_location
+            else None,
+        }
+        layered.update({k: v for k, v in named.items() if v is not None})
+        return {
+            k: v.get_secret_value() if isinstance(v, SecretStr) else v
+            for k, v in layered.items()
+            if v is not None
+        }
 
     @property
     def embedded_log_path(self) -> Path:
@@ -229,5 +337,5 @@ def load_settings(**overrides: Any) -> Settings:
                 problems.append(err["msg"].removeprefix("Value error, "))
                 continue
             name = "_".join(str(part) for part in err["loc"])
-            problems.append(f"METERLINE_{name.upper()}: {err['msg']}")
+            problems.append(f"METERLINE_{name.upper()}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -35,7 +35,7 @@ def build_admin(settings: Settings) -> LogAdmin:
             from core.log.kafka import KafkaAdmin
         except ImportError as exc:
             raise _need("server", exc) from exc
-        return KafkaAdmin(settings.kafka_bootstrap_servers, settings.kafka_extra)
+        return KafkaAdmin(settings.kafka_bootstrap_servers, settings.kafka_config())
     from core.log.embedded import EmbeddedAdmin
 
     return EmbeddedAdmin(settings.embedded_log_path)
@@ -57,7 +57,7 @@ def build_producer(settings: Settings, topic: str | None = None) -> LogProducer:
             settings.kafka_bootstrap_servers,
             topic,
             settings.produce_timeout_s,
-            settings.kafka_extra,
+            settings.kafka_config(),
         )
     from core.log.embedded import EmbeddedProducer
 
@@ -72,7 +72,7 @@ def build_consumer(settings: Settings, partitions: Sequence[int] | None = None) 
             settings.kafka_bootstrap_servers,
             settings.topic,
             settings.consumer_group,
-            settings.kafka_extra,
+            settings.kafka_config(),
         )
     from core.log.embedded import EmbeddedConsumer
 
@@ -87,7 +87,15 @@ def build_sink(settings: Settings) -> Sink:
             from sinks.clickhouse_sink import ClickHouseSink
         except ImportError as exc:
             raise _need("server", exc) from exc
-        return ClickHouseSink(settings.clickhouse_url, settings.database)
+        password = settings.clickhouse_password
+        return ClickHouseSink(
+            settings.clickhouse_url,
+            settings.database,
+            user=settings.clickhouse_user,
+            password=password.get_secret_value() if password is not None else None,
+            ca_cert=str(settings.clickhouse_ca_cert) if settings.clickhouse_ca_cert else None,
+            verify=settings.clickhouse_verify,
+        )
     try:
         from sinks.chdb_sink import ChdbSink
     except ImportError as exc:

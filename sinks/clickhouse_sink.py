@@ -23,16 +23,29 @@ _TIME_COLUMNS = ("time", "ingested_at", "processed_at")
 
 
 class ClickHouseSink(Sink):
-    def __init__(self, url: str, database: str = "meterline", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str = "meterline",
+        timeout_s: float = 30.0,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        ca_cert: str | None = None,
+        verify: bool = True,
+    ) -> None:
+        """``user``/``password`` win over the URL's; ``ca_cert``/``verify`` apply to https."""
         self.database = database
         parts = urlsplit(url)
         try:
             self._client = clickhouse_connect.get_client(
                 host=parts.hostname,
                 port=parts.port or (8443 if parts.scheme == "https" else 8123),
-                username=unquote(parts.username or "default"),
-                password=unquote(parts.password or ""),
+                username=user or unquote(parts.username or "default"),
+                password=password if password is not None else unquote(parts.password or ""),
                 secure=parts.scheme == "https",
+                verify=verify,
+                ca_cert=ca_cert,
                 # Keep inserts well below Kafka's max.poll.interval.ms (300 s).
                 send_receive_timeout=timeout_s,
                 # No server-side session: it refuses concurrent queries
