@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 
 from sinks.base import EVENT_COLUMNS
-from sinks.chdb_sink import ChdbSink
+from sinks.chdb_sink import ChdbEngine
+from sinks.migrations import migrate
 
 
 @pytest.fixture(scope="module")
 def sink(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    sink = ChdbSink(tmp_path_factory.mktemp("chdb") / "db", "mtest")
-    sink.migrate()
+    sink = ChdbEngine(tmp_path_factory.mktemp("chdb") / "db", "mtest")
+    migrate(sink)
     yield sink
     sink.close()
 
@@ -33,12 +34,12 @@ def columns(ids: list[str], cost: str = "0.000000000001") -> dict[str, list[Any]
     return cols
 
 
-def test_migrate_is_idempotent(sink: ChdbSink) -> None:
-    sink.migrate()
-    sink.migrate("Europe/Paris")
+def test_migrate_is_idempotent(sink: ChdbEngine) -> None:
+    migrate(sink)
+    migrate(sink, "Europe/Paris")
     tables = {
         r["name"]
-        for r in sink.query_rows("SELECT name FROM system.tables WHERE database = 'mtest'")
+        for r in sink.sql.query_rows("SELECT name FROM system.tables WHERE database = 'mtest'")
     }
     assert {
         "usage_events",
@@ -50,9 +51,9 @@ def test_migrate_is_idempotent(sink: ChdbSink) -> None:
     } <= tables
 
 
-def test_insert_keeps_milliseconds_decimals_and_metadata(sink: ChdbSink) -> None:
-    sink.insert_events(columns(["a1"], "12345678901234567890.123456789012"), "tok-a1")
-    row = sink.query_rows(
+def test_insert_keeps_milliseconds_decimals_and_metadata(sink: ChdbEngine) -> None:
+    sink.writer().insert(columns(["a1"], "12345678901234567890.123456789012"), "tok-a1")
+    row = sink.sql.query_rows(
         "SELECT toString(time) AS t, cost_usd, metadata['k'] AS k FROM usage_events WHERE id = 'a1'"
     )[0]
     assert row == {
@@ -62,41 +63,41 @@ def test_insert_keeps_milliseconds_decimals_and_metadata(sink: ChdbSink) -> None
     }
 
 
-def test_same_dedup_token_inserts_once_into_events_and_meters(sink: ChdbSink) -> None:
-    sink.insert_events(columns(["d1", "d2"]), "tok-d")
-    sink.insert_events(columns(["d1", "d2"]), "tok-d")
-    assert sink.scalar("SELECT count() FROM usage_events WHERE id IN ('d1', 'd2')") == 2
-    meters = sink.scalar(
+def test_same_dedup_token_inserts_once_into_events_and_meters(sink: ChdbEngine) -> None:
+    sink.writer().insert(columns(["d1", "d2"]), "tok-d")
+    sink.writer().insert(columns(["d1", "d2"]), "tok-d")
+    assert sink.sql.scalar("SELECT count() FROM usage_events WHERE id IN ('d1', 'd2')") == 2
+    meters = sink.sql.scalar(
         "SELECT sum(input_tokens) FROM usage_meters WHERE subject = 'acme' "
         "AND window_start = toDateTime('2025-01-01 00:00:00', 'UTC')"
     )
-    events = sink.scalar(
+    events = sink.sql.scalar(
         "SELECT sum(input_tokens) FROM usage_events WHERE subject = 'acme' "
         "AND toStartOfMinute(time) = toDateTime('2025-01-01 00:00:00', 'UTC')"
     )
     assert meters == events
 
 
-def test_stored_keys_finds_exactly_the_stored_identities(sink: ChdbSink) -> None:
-    sink.insert_events(columns(["k1"]), "tok-k1")
-    found = sink.stored_keys(
+def test_stored_keys_finds_exactly_the_stored_identities(sink: ChdbEngine) -> None:
+    sink.writer().insert(columns(["k1"]), "tok-k1")
+    found = sink.key_lookup().stored_keys(
         [("t", "/s", "k1"), ("t", "/other", "k1"), ("t2", "/s", "k1"), ("t", "/s", "k9")]
     )
     assert found == {("t", "/s", "k1")}
 
 
-def test_verify_passes_on_consistent_data_and_catches_a_corrupted_meter(sink: ChdbSink) -> None:
+def test_verify_passes_on_consistent_data_and_catches_a_corrupted_meter(sink: ChdbEngine) -> None:
     from processor.verify import verify
 
     start, end = 1_735_689_600_000, 1_735_689_660_000
-    sink.insert_events(columns(["v1", "v2"]), "tok-v")
-    assert verify(sink, start, end) == []
+    sink.writer().insert(columns(["v1", "v2"]), "tok-v")
+    assert verify(sink.sql, start, end) == []
     # Someone "fixes" a meter by hand: verify must name the group and the column.
-    sink.query_raw(
+    sink.sql.query_raw(
         "INSERT INTO usage_meters (tenant, window_start, subject, input_tokens) "
         "VALUES ('t', toDateTime('2025-01-01 00:00:00', 'UTC'), 'acme', 5)"
     )
-    differences = verify(sink, start, end)
+    differences = verify(sink.sql, start, end)
     assert [(d.group["subject"], d.column, d.from_events, d.in_meters) for d in differences] == [
         ("acme", "input_tokens", differences[0].from_events, differences[0].from_events + 5)
     ]
