@@ -79,8 +79,15 @@ class ClickHouseEngine(Engine):
         self.client.database = database
 
     def run_sql(self, sql: str, fmt: str = "JSONCompact") -> bytes:
+        # ``fmt`` is the DEFAULT output format (the X-ClickHouse-Format request
+        # header), as in chDB's session.query(sql, fmt): a statement's own FORMAT
+        # wins. Not raw_query(fmt=...), which appends "FORMAT x" to the text: an
+        # INSERT ... VALUES then fails (the VALUES parser reads it as a row), so
+        # replay could not record its run and verify's repair could not insert.
         with _translated():
-            return bytes(self.client.raw_query(sql, fmt=fmt))
+            return bytes(
+                self.client.raw_query(sql, transport_settings={"X-ClickHouse-Format": fmt})
+            )
 
     def writer(self, table: EventTable = LIVE_EVENTS) -> EventWriter:
         return ClickHouseWriter(self, table)

@@ -1,23 +1,13 @@
-"""The chDB sink: idempotent migrations, exact decimals, dedup token, stored keys."""
+"""Every engine (chDB, clickhouse-connect over HTTP, a real server): idempotent migrations,
+exact decimals and milliseconds, the dedup token, stored keys, billing runs, verify."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
-from sinks.base import EVENT_COLUMNS
-from sinks.chdb_sink import ChdbEngine
+from sinks.base import EVENT_COLUMNS, Engine
 from sinks.migrations import migrate
-
-
-@pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    sink = ChdbEngine(tmp_path_factory.mktemp("chdb") / "db", "mtest")
-    migrate(sink)
-    yield sink
-    sink.close()
 
 
 def columns(ids: list[str], cost: str = "0.000000000001") -> dict[str, list[Any]]:
@@ -34,12 +24,12 @@ def columns(ids: list[str], cost: str = "0.000000000001") -> dict[str, list[Any]
     return cols
 
 
-def test_migrate_is_idempotent(sink: ChdbEngine) -> None:
-    migrate(sink)
-    migrate(sink, "Europe/Paris")
+def test_migrate_is_idempotent(engine: Engine) -> None:
+    migrate(engine)
+    migrate(engine, "Europe/Paris")
     tables = {
         r["name"]
-        for r in sink.sql.query_rows("SELECT name FROM system.tables WHERE database = 'mtest'")
+        for r in engine.sql.query_rows("SELECT name FROM system.tables WHERE database = 'mtest'")
     }
     assert {
         "usage_events",
@@ -51,9 +41,9 @@ def test_migrate_is_idempotent(sink: ChdbEngine) -> None:
     } <= tables
 
 
-def test_insert_keeps_milliseconds_decimals_and_metadata(sink: ChdbEngine) -> None:
-    sink.writer().insert(columns(["a1"], "12345678901234567890.123456789012"), "tok-a1")
-    row = sink.sql.query_rows(
+def test_insert_keeps_milliseconds_decimals_and_metadata(engine: Engine) -> None:
+    engine.writer().insert(columns(["a1"], "12345678901234567890.123456789012"), "tok-a1")
+    row = engine.sql.query_rows(
         "SELECT toString(time) AS t, cost_usd, metadata['k'] AS k FROM usage_events WHERE id = 'a1'"
     )[0]
     assert row == {
@@ -63,41 +53,41 @@ def test_insert_keeps_milliseconds_decimals_and_metadata(sink: ChdbEngine) -> No
     }
 
 
-def test_same_dedup_token_inserts_once_into_events_and_meters(sink: ChdbEngine) -> None:
-    sink.writer().insert(columns(["d1", "d2"]), "tok-d")
-    sink.writer().insert(columns(["d1", "d2"]), "tok-d")
-    assert sink.sql.scalar("SELECT count() FROM usage_events WHERE id IN ('d1', 'd2')") == 2
-    meters = sink.sql.scalar(
+def test_same_dedup_token_inserts_once_into_events_and_meters(engine: Engine) -> None:
+    engine.writer().insert(columns(["d1", "d2"]), "tok-d")
+    engine.writer().insert(columns(["d1", "d2"]), "tok-d")
+    assert engine.sql.scalar("SELECT count() FROM usage_events WHERE id IN ('d1', 'd2')") == 2
+    meters = engine.sql.scalar(
         "SELECT sum(input_tokens) FROM usage_meters WHERE subject = 'acme' "
         "AND window_start = toDateTime('2025-01-01 00:00:00', 'UTC')"
     )
-    events = sink.sql.scalar(
+    events = engine.sql.scalar(
         "SELECT sum(input_tokens) FROM usage_events WHERE subject = 'acme' "
         "AND toStartOfMinute(time) = toDateTime('2025-01-01 00:00:00', 'UTC')"
     )
     assert meters == events
 
 
-def test_stored_keys_finds_exactly_the_stored_identities(sink: ChdbEngine) -> None:
-    sink.writer().insert(columns(["k1"]), "tok-k1")
-    found = sink.key_lookup().stored_keys(
+def test_stored_keys_finds_exactly_the_stored_identities(engine: Engine) -> None:
+    engine.writer().insert(columns(["k1"]), "tok-k1")
+    found = engine.key_lookup().stored_keys(
         [("t", "/s", "k1"), ("t", "/other", "k1"), ("t2", "/s", "k1"), ("t", "/s", "k9")]
     )
     assert found == {("t", "/s", "k1")}
 
 
-def test_verify_passes_on_consistent_data_and_catches_a_corrupted_meter(sink: ChdbEngine) -> None:
+def test_verify_passes_on_consistent_data_and_catches_a_corrupted_meter(engine: Engine) -> None:
     from processor.verify import verify
 
     start, end = 1_735_689_600_000, 1_735_689_660_000
-    sink.writer().insert(columns(["v1", "v2"]), "tok-v")
-    assert verify(sink.sql, start, end) == []
+    engine.writer().insert(columns(["v1", "v2"]), "tok-v")
+    assert verify(engine.sql, start, end) == []
     # Someone "fixes" a meter by hand: verify must name the group and the column.
-    sink.sql.query_raw(
+    engine.sql.query_raw(
         "INSERT INTO usage_meters (tenant, window_start, subject, input_tokens) "
         "VALUES ('t', toDateTime('2025-01-01 00:00:00', 'UTC'), 'acme', 5)"
     )
-    differences = verify(sink.sql, start, end)
+    differences = verify(engine.sql, start, end)
     assert [(d.group["subject"], d.column, d.from_events, d.in_meters) for d in differences] == [
         ("acme", "input_tokens", differences[0].from_events, differences[0].from_events + 5)
     ]
