@@ -6,7 +6,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sinks.base import EVENT_COLUMNS, Engine
+import pytest
+
+from core.errors import StoreError
+from sinks.base import EVENT_COLUMNS, Engine, EventTable, billing_run
 from sinks.migrations import migrate
 
 
@@ -92,3 +95,52 @@ def test_verify_passes_on_consistent_data_and_catches_a_corrupted_meter(engine: 
         ("acme", "input_tokens", differences[0].from_events, differences[0].from_events + 5)
     ]
     assert differences[0].group["window_start"] == "2025-01-01 00:00:00"
+
+
+def test_a_billing_run_writer_and_lookup_see_only_their_run(engine: Engine) -> None:
+    run_a, run_b = engine.writer(billing_run("a")), engine.writer(billing_run("b"))
+    run_a.insert(columns(["r1", "r2"], "0.000000000007"), "tok-run-a")
+    run_b.insert(columns(["r2"]), "tok-run-b")
+    assert engine.key_lookup(billing_run("a")).stored_keys(
+        [("t", "/s", "r1"), ("t", "/s", "r2"), ("t", "/s", "r3")]
+    ) == {("t", "/s", "r1"), ("t", "/s", "r2")}
+    assert engine.key_lookup(billing_run("b")).stored_keys([("t", "/s", "r1")]) == set()
+    # A billing run never reaches the live tables (what is billed).
+    assert engine.key_lookup().stored_keys([("t", "/s", "r1")]) == set()
+    assert engine.sql.scalar("SELECT sum(cost_usd) FROM billing_run_events WHERE run = 'a'") == (
+        Decimal("0.000000000014")
+    )
+
+
+def test_stored_keys_of_a_full_batch_come_back_exactly(engine: Engine) -> None:
+    ids = [f"big-{i}" for i in range(20_000)]  # METERLINE_BATCH_MAX_EVENTS' default
+    engine.writer().insert(columns(ids[::2]), "tok-big")
+    found = engine.key_lookup().stored_keys([("t", "/s", i) for i in ids])
+    assert found == {("t", "/s", i) for i in ids[::2]}
+
+
+def test_an_insert_values_statement_runs_as_written(engine: Engine) -> None:
+    # replay records its run this way; clickhouse-connect's raw_query(fmt=) appended
+    # "FORMAT x" to it, which the VALUES parser refused.
+    engine.sql.query_raw(
+        "INSERT INTO billing_runs VALUES ('run-v', 'book', "
+        "toDateTime64('2025-01-01 00:00:00', 3, 'UTC'), "
+        "toDateTime64('2025-01-02 00:00:00', 3, 'UTC'), now64(3, 'UTC'))",
+        "CSV",
+    )
+    assert engine.sql.scalar("SELECT count() FROM billing_runs WHERE run = 'run-v'") == 1
+
+
+def test_a_statement_with_its_own_format_keeps_it(engine: Engine) -> None:
+    assert engine.sql.query_raw("SELECT 1 AS x FORMAT CSV", "JSONCompact") == b"1\n"
+
+
+def test_sql_the_engine_refuses_is_a_store_error_naming_the_cause(engine: Engine) -> None:
+    with pytest.raises(StoreError, match="UNKNOWN_TABLE"):
+        engine.sql.query_rows("SELECT * FROM no_such_table")
+
+
+def test_a_write_the_engine_refuses_is_a_store_error(engine: Engine) -> None:
+    gone = engine.writer(EventTable("no_such_events", "no_such_ids"))
+    with pytest.raises(StoreError, match="no_such_events"):
+        gone.insert(columns(["gone-1"]), "tok-gone")
