@@ -30,7 +30,7 @@ def clickhouse_server() -> Iterator[str]:
         docker.from_env().ping()
     except Exception as exc:
         pytest.skip(f"no Docker engine: {type(exc).__name__}: {exc}"[:300])
-    from testcontainers.clickhouse import ClickHouseContainer
+    from testcontainers.community.clickhouse import ClickHouseContainer
 
     with ClickHouseContainer(CLICKHOUSE_IMAGE, port=8123) as server:
         host, port = server.get_container_host_ip(), server.get_exposed_port(8123)

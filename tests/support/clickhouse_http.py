@@ -109,7 +109,7 @@ def _decompress(body: bytes, encoding: str) -> bytes:
         try:
             from compression import zstd  # type: ignore[import-not-found]
         except ImportError:
-            from backports import zstd  # type: ignore[import-not-found, no-redef]
+            from backports import zstd
         return bytes(zstd.decompress(body))
     if encoding == "gzip":
         return gzip.decompress(body)
@@ -128,7 +128,8 @@ class ChdbBackend:
     def __init__(self, path: Path) -> None:
         from chdb import session as chdb_session
 
-        self._session: Any = chdb_session.Session(str(path))  # chDB ships no annotations
+        # chDB ships no annotations.
+        self._session: Any = chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
         self._spool = Path(tempfile.mkdtemp(prefix="ch-http-inserts-"))
         self._lock = threading.Lock()
 
