@@ -28,7 +28,7 @@ from bench.workers import headers
 from core.log.base import Record
 
 if TYPE_CHECKING:
-    from sinks.chdb_sink import ChdbSink
+    from sinks.chdb_sink import ChdbEngine
 
 BATCH = 20_000  # METERLINE_BATCH_MAX_EVENTS' default
 
@@ -48,18 +48,18 @@ def _per_event(fn: Callable[[], Any], events: int, clock: Callable[[], float]) -
 
 def measure(events: int = 200_000) -> list[Stage]:
     """Run each step over ``events`` generated records in batches of 20k."""
-    from sinks.chdb_sink import ChdbSink
+    from sinks.chdb_sink import ChdbEngine
 
     work = Path(tempfile.mkdtemp(prefix="meterline-stages-"))
-    sink = ChdbSink(work / "chdb")
+    engine = ChdbEngine(work / "chdb")
     try:
-        return _measure(sink, work, events)
+        return _measure(engine, work, events)
     finally:
-        sink.close()
+        engine.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _measure(sink: ChdbSink, work: Path, events: int) -> list[Stage]:
+def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     from core.settings import load_settings
     from meterline.runtime import build_price_book
     from processor.decode import Decoded, decode
@@ -69,9 +69,10 @@ def _measure(sink: ChdbSink, work: Path, events: int) -> list[Stage]:
     from schemas.envelope import check_envelope
     from schemas.usage import USAGE_MODELS
     from sinks.chdb_sink import _arrow_table
+    from sinks.migrations import migrate
 
     settings = load_settings(log="embedded", store="chdb", data_dir=work)
-    sink.migrate()
+    migrate(engine)
     book = build_price_book(settings)
 
     class _NoLog:  # commits and lag: nothing to do without a log
@@ -82,7 +83,7 @@ def _measure(sink: ChdbSink, work: Path, events: int) -> list[Stage]:
     class _NoDlq:
         def publish(self, _letters: Any) -> None: ...
 
-    processor = Processor(_NoLog(), sink, book, _NoDlq())  # type: ignore[arg-type]
+    processor = Processor(_NoLog(), engine, book, _NoDlq())  # type: ignore[arg-type]
     processor.process_batch(_records(BATCH, seed=10))  # warm: caches, chDB's first Python() read
     cpu = time.thread_time
     stages: list[Stage] = []
@@ -110,7 +111,7 @@ def _measure(sink: ChdbSink, work: Path, events: int) -> list[Stage]:
         book.price(d.event.envelope.type, d.usage, d.time_ms, d.event.envelope.subject or "")
         for d in decoded
     ]
-    dedupe = Deduplicator(sink, capacity=0)  # every key goes to the engine, as new ids do
+    dedupe = Deduplicator(engine.key_lookup(), capacity=0)  # every key goes to the engine
     tables: list[dict[str, list[Any]]] = []
 
     def parse() -> None:
@@ -165,9 +166,11 @@ def _measure(sink: ChdbSink, work: Path, events: int) -> list[Stage]:
     finally:
         gc.enable()
 
+    writer = engine.writer()
+
     def inserts() -> None:
         for i, columns in enumerate(tables):
-            sink.insert_events(columns, f"stages-{i}")
+            writer.insert(columns, f"stages-{i}")
 
     stages.append(
         Stage(

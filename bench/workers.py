@@ -123,8 +123,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         data_dir=Path(args["data_dir"]),
     )
     runtime.ensure_topics(settings)
-    sink = runtime.build_sink(settings)
-    sink.migrate(settings.billing_timezone)
+    engine = runtime.build_engine(settings)
     price_book = runtime.build_price_book(settings)
     dead = runtime.LogDeadLetters(runtime.build_producer(settings, runtime.dlq_topic(settings)))
     marks = {"first": 0.0}
@@ -137,7 +136,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
             return records
 
     consumer = TimedConsumer(settings.kafka_bootstrap_servers, settings.topic, args["group"])
-    worker = runtime.build_processor(settings, consumer, sink, price_book, dead)
+    worker = runtime.build_processor(settings, consumer, engine, price_book, dead)
     tune_gc()  # as `meterline processor` does once start-up is done
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
@@ -151,9 +150,9 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
     thread.join(60)
     totals = worker.totals
     rss_after = rss_mib()
-    stored = _stored_totals(sink)
+    stored = _stored_totals(engine.sql)
     worker.close()
-    sink.close()
+    engine.close()
     return {
         "events": totals.records,
         "seconds": done - marks["first"],
@@ -167,14 +166,14 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _stored_totals(sink: Any) -> dict[str, Any]:
+def _stored_totals(sql: Any) -> dict[str, Any]:
     """usage_events and usage_meters summed per (subject, model, feature, type)."""
     from bench.data import SUMS
 
     sums = ", ".join(f"toString(sum({c})) AS {c}" for c in SUMS)
     out: dict[str, Any] = {}
     for table, count in (("usage_events", "count()"), ("usage_meters", "sum(events)")):
-        rows = sink.query_rows(
+        rows = sql.query_rows(
             f"SELECT subject, model, feature, type, toString({count}) AS events, {sums}, "
             f"toString(sum(cost_usd)) AS cost_usd FROM {table} "
             "GROUP BY subject, model, feature, type"

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pricing.base import PriceBook
     from processor.decode import DeadLetter
     from processor.runner import DeadLetterSink, Processor, StepHooks
-    from sinks.base import Sink
+    from sinks.base import Engine
 
 
 def _need(extra: str, exc: ImportError) -> ConfigError:
@@ -81,14 +81,15 @@ def build_consumer(settings: Settings, partitions: Sequence[int] | None = None) 
     )
 
 
-def build_sink(settings: Settings) -> Sink:
+def build_engine(settings: Settings, migrate: bool = True) -> Engine:
+    """The store's one engine connection, migrated (the DDL is idempotent) unless told not to."""
     if settings.store == "clickhouse":
         try:
-            from sinks.clickhouse_sink import ClickHouseSink
+            from sinks.clickhouse_sink import ClickHouseEngine
         except ImportError as exc:
             raise _need("server", exc) from exc
         password = settings.clickhouse_password
-        return ClickHouseSink(
+        engine: Engine = ClickHouseEngine(
             settings.clickhouse_url,
             settings.database,
             user=settings.clickhouse_user,
@@ -96,11 +97,21 @@ def build_sink(settings: Settings) -> Sink:
             ca_cert=str(settings.clickhouse_ca_cert) if settings.clickhouse_ca_cert else None,
             verify=settings.clickhouse_verify,
         )
-    try:
-        from sinks.chdb_sink import ChdbSink
-    except ImportError as exc:
-        raise _need("server", exc) from exc
-    return ChdbSink(settings.chdb_path, settings.database)
+    else:
+        try:
+            from sinks.chdb_sink import ChdbEngine
+        except ImportError as exc:
+            raise _need("server", exc) from exc
+        engine = ChdbEngine(settings.chdb_path, settings.database)
+    if migrate:
+        from sinks.migrations import migrate as apply_ddl
+
+        try:
+            apply_ddl(engine, settings.billing_timezone)
+        except BaseException:
+            engine.close()  # chDB: release the folder lock for whoever retries
+            raise
+    return engine
 
 
 def build_price_book(settings: Settings) -> PriceBook:
@@ -119,7 +130,7 @@ def build_price_book(settings: Settings) -> PriceBook:
 def build_processor(
     settings: Settings,
     consumer: LogConsumer,
-    sink: Sink,
+    engine: Engine,
     price_book: PriceBook,
     dead_letters: DeadLetterSink,
     known_tenant: Callable[[str], bool] | None = None,
@@ -137,7 +148,7 @@ def build_processor(
 
     return Processor(
         consumer,
-        sink,
+        engine,
         price_book,
         dead_letters,
         batch_max_events=settings.batch_max_events,

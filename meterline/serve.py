@@ -27,7 +27,7 @@ from processor.runner import Processor, StepHooks
 from query import Reader
 from query import routes as read_routes
 from query.idempotency import StoredUsageLookup
-from sinks.base import Sink
+from sinks.base import Engine
 
 log = logging.getLogger("meterline")
 
@@ -50,12 +50,12 @@ class ProcessorThread:
     With Kafka each worker is one consumer-group member (partitions are spread
     by the group coordinator); with the embedded log, which has no coordinator,
     worker i owns the partitions p with p % workers == i. Workers share the
-    sink (chDB allows one process per folder, so this is how chDB scales out).
+    engine (chDB allows one process per folder, so this is how chDB scales out).
     """
 
-    def __init__(self, settings: Settings, sink: Sink, hooks: StepHooks | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine, hooks: StepHooks | None = None) -> None:
         self._stop = threading.Event()
-        self._sink = sink
+        self._engine = engine
         known_tenant = _known_tenants(settings)
         price_book = runtime.build_price_book(settings)
         self._dead_letters = dead_letters = runtime.LogDeadLetters(
@@ -72,7 +72,7 @@ class ProcessorThread:
                 self._build(
                     settings,
                     runtime.build_consumer(settings, partitions),
-                    sink,
+                    engine,
                     price_book,
                     dead_letters,
                     known_tenant,
@@ -122,7 +122,7 @@ class ProcessorThread:
         may have torn (processor/verify.py repair_at_start)."""
         from processor.verify import repair_at_start
 
-        repaired = repair_at_start(self._sink)
+        repaired = repair_at_start(self._engine.sql)
         if repaired.ids_restored:
             log.warning(
                 "dedupe index: %d stored event(s) had no id in usage_event_ids "
@@ -195,15 +195,14 @@ def serve(
     _keep_data_private(settings)
     runtime.ensure_topics(settings)
     health = Health(settings.stuck_after_s)
-    sink: Sink | None = None
+    engine: Engine | None = None
     # A ClickHouse server can be shared, so a gateway-only process opens it too
     # (GET /api/usage reads from it); a chDB folder cannot, so it stays closed there.
     if processor or sql_endpoint or settings.store == "clickhouse":
-        sink = runtime.build_sink(settings)
-        sink.migrate(settings.billing_timezone)
+        engine = runtime.build_engine(settings)
     worker = None
-    if processor and sink is not None:
-        worker = ProcessorThread(settings, sink, processor_hooks)
+    if processor and engine is not None:
+        worker = ProcessorThread(settings, engine, processor_hooks)
         worker.add_checks(health)
     # Once, before any worker or request allocates (freezing later would pin
     # whatever a batch in flight holds). The gateway allocates like the
@@ -230,15 +229,15 @@ def serve(
             watchdog.quiet()
             if worker:
                 worker.stop()
-            if sink:
-                sink.close()
+            if engine:
+                engine.close()
             watchdog.close()
         _exit_if_failed(health)
         return
 
     producer = runtime.build_producer(settings)
     health.add(producer.problem)
-    token = Instance.new_token() if sql_endpoint and sink is not None else None
+    token = Instance.new_token() if sql_endpoint and engine is not None else None
 
     def shutdown() -> None:
         # 1. stop accepting (uvicorn did), 2. flush the producer, 3. finish the
@@ -249,8 +248,8 @@ def serve(
         producer.close()
         if worker:
             worker.stop()
-        if sink:
-            sink.close()
+        if engine:
+            engine.close()
 
     gateway_state = Gateway(
         producer,
@@ -263,10 +262,12 @@ def serve(
         limiter=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst),
         price_book=lambda: runtime.build_price_book(settings),
         webhook_origins=[o.strip() for o in settings.webhook_origins.split(",") if o.strip()],
-        stored_usage=StoredUsageLookup(sink) if sink is not None else None,
+        stored_usage=StoredUsageLookup(engine.sql) if engine is not None else None,
     )
     # The read side shares the gateway's guard: one key check, one rate limit per key.
-    reader = Reader(sink, gateway_state.guard, sql_token=token)
+    reader = Reader(
+        engine.sql if engine is not None else None, gateway_state.guard, sql_token=token
+    )
     app = create_app(gateway_state, mounts=read_routes(reader), on_shutdown=[shutdown])
     server = uvicorn.Server(
         uvicorn.Config(

@@ -15,14 +15,13 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 
 from core.types import EventKey
-from sinks.base import Sink
+from sinks.base import KeyLookup
 
 
 class Deduplicator:
-    def __init__(self, sink: Sink, capacity: int = 200_000, run: str | None = None) -> None:
-        self._sink = sink
+    def __init__(self, stored: KeyLookup, capacity: int = 200_000) -> None:
+        self._stored = stored  # the live tables, or a billing run (replay)
         self._capacity = capacity
-        self._run = run  # a billing run (replay) instead of the live tables
         self._recent: dict[EventKey, None] = {}  # insertion-ordered: oldest first
 
     def new_indexes(self, keys: Sequence[EventKey]) -> tuple[list[int], int, int]:
@@ -39,7 +38,7 @@ class Deduplicator:
                 first[key] = index
         unknown = [key for key in first if key not in self._recent]
         cached = len(first) - len(unknown)
-        stored = self._sink.stored_keys(unknown, run=self._run) if unknown else set()
+        stored = self._stored.stored_keys(unknown) if unknown else set()
         new = sorted(first[key] for key in unknown if key not in stored)
         return new, in_batch, cached + len(stored)
 

@@ -35,7 +35,8 @@ from processor import metrics
 from processor.decode import DeadLetter, Decoded, decode
 from processor.dedupe import Deduplicator
 from processor.rows import EventColumns
-from sinks.base import Sink, quote
+from sinks.base import LIVE_EVENTS, Engine, EventTable, billing_run, quote
+from sinks.reader import SqlReader
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class StepHooks(Protocol):
 
     def batch_started(self) -> None: ...
     def at(self, point: str) -> None: ...
-    def around_insert(self, sink: Sink) -> AbstractContextManager[None]: ...
+    def around_insert(self, sql: SqlReader) -> AbstractContextManager[None]: ...
     def handling(self, record: Record) -> None: ...
 
 
@@ -62,7 +63,7 @@ class NoHooks:
     def at(self, point: str) -> None:
         pass
 
-    def around_insert(self, sink: Sink) -> AbstractContextManager[None]:
+    def around_insert(self, sql: SqlReader) -> AbstractContextManager[None]:
         return nullcontext()
 
     def handling(self, record: Record) -> None:
@@ -83,16 +84,22 @@ class DeadLetterSink(Protocol):
 
 
 class Target:
-    """Where a batch's new events are written and where dedupe looks them up."""
+    """Where a batch's new events are written (its ``writer``) and where dedupe looks them up
+    (its ``keys``): both bound to the same ``EventTable`` of one engine."""
 
-    name = "usage_events"
+    def __init__(self, engine: Engine, table: EventTable) -> None:
+        self.table = table
+        self.sql = engine.sql
+        self.writer = engine.writer(table)
+        self.keys = engine.key_lookup(table)
 
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
+    @property
+    def name(self) -> str:
+        return self.table.name
 
     @property
     def run(self) -> str | None:
-        return None
+        return self.table.run
 
     def token(self, records: Sequence[Record]) -> str:
         """insert_deduplication_token: the batch's offset range per partition.
@@ -108,38 +115,34 @@ class Target:
         return "-".join(f"{topic}:{p}:{a}-{b}" for p, (a, b) in sorted(spans.items()))
 
     def insert(self, columns: EventColumns, token: str) -> None:
-        self.sink.insert_events(columns.columns, token, run=self.run)
+        self.writer.insert(columns.columns, token)
 
     def probe(self) -> None:
         """Raise ``StoreError`` when the target cannot take rows at all (e.g. its table is gone)."""
-        self.sink.query_raw(f"SELECT 1 FROM {self.sink.database}.{self.name} LIMIT 0", "CSV")
+        self.sql.query_raw(f"SELECT 1 FROM {self.sql.database}.{self.name} LIMIT 0", "CSV")
 
 
 class LiveTables(Target):
     """``usage_events``: the materialized views fill the dedupe ids and the meters."""
 
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine, LIVE_EVENTS)
+
 
 class BillingRun(Target):
     """Rows of ``billing_run_events`` under one run name (replay); live tables untouched."""
 
-    name = "billing_run_events"
-
-    def __init__(self, sink: Sink, run: str) -> None:
-        super().__init__(sink)
+    def __init__(self, engine: Engine, run: str) -> None:
+        super().__init__(engine, billing_run(run))
         self._run = run
-
-    @property
-    def run(self) -> str:
-        return self._run
 
     def token(self, records: Sequence[Record]) -> str:
         # One table holds every run: the run's name keeps their tokens apart.
         return f"replay:{self._run}:{super().token(records)}"
 
     def probe(self) -> None:
-        self.sink.query_raw(
-            f"SELECT 1 FROM {self.sink.database}.{self.name} "
-            f"WHERE run = {quote(self._run)} LIMIT 0",
+        self.sql.query_raw(
+            f"SELECT 1 FROM {self.sql.database}.{self.name} WHERE run = {quote(self._run)} LIMIT 0",
             "CSV",
         )
 
@@ -191,7 +194,7 @@ class Pipeline:
         self._target = target
         self._price_book = price_book
         self._dead_letters = dead_letters
-        self._dedupe = Deduplicator(target.sink, dedupe_cache_ids, run=target.run)
+        self._dedupe = Deduplicator(target.keys, dedupe_cache_ids)
         self._horizon_ms = horizon_ms
         self._known_tenant = known_tenant
         self._clock = clock
@@ -259,7 +262,7 @@ class Pipeline:
         # commit); the rest is written.
         if items:
             began = time.perf_counter()
-            with self._hooks.around_insert(self._target.sink):
+            with self._hooks.around_insert(self._target.sql):
                 refused = self._write(columns, items, self._target.token(records), top=True)
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
             self._publish(refused, result)

@@ -27,7 +27,8 @@ from core.log.base import LogAdmin
 from pricing.base import PriceBook
 from processor.decode import DeadLetter
 from processor.pipeline import BatchResult, BillingRun, Pipeline
-from sinks.base import Sink, quote
+from sinks.base import Engine, quote
+from sinks.reader import SqlReader
 
 
 @dataclass
@@ -74,7 +75,7 @@ def plan(admin: LogAdmin, topic: str, from_ms: int, to_ms: int) -> dict[int, tup
 
 def replay(
     admin: LogAdmin,
-    sink: Sink,
+    engine: Engine,
     price_book: PriceBook,
     *,
     topic: str,
@@ -86,7 +87,7 @@ def replay(
     result = ReplayResult(run, price_book.version, ranges=plan(admin, topic, from_ms, to_ms))
     # The live processor's pipeline, pointed at the run: an id already in the run
     # is skipped, which is what makes re-running the same replay a no-op.
-    pipeline = Pipeline(BillingRun(sink, run), price_book, _Counted(result))
+    pipeline = Pipeline(BillingRun(engine, run), price_book, _Counted(result))
     total = BatchResult()
     for partition, (start, end) in sorted(result.ranges.items()):
         for records in admin.read_range(topic, partition, start, end):
@@ -96,8 +97,8 @@ def replay(
             progress(len(records))
     result.records, result.stored, result.duplicates = total.records, total.stored, total.duplicates
     result.invalid, result.unpriced, result.dead = total.dead, total.unpriced, total.dead_reasons
-    sink.query_raw(
-        f"INSERT INTO {sink.database}.billing_runs VALUES ({quote(run)}, "
+    engine.sql.query_raw(
+        f"INSERT INTO {engine.sql.database}.billing_runs VALUES ({quote(run)}, "
         f"{quote(price_book.version)}, fromUnixTimestamp64Milli(toInt64({from_ms}), 'UTC'), "
         f"fromUnixTimestamp64Milli(toInt64({to_ms}), 'UTC'), now64(3, 'UTC'))",
         "CSV",
@@ -105,10 +106,10 @@ def replay(
     return result
 
 
-def compare(sink: Sink, run: str) -> list[SubjectTotals]:
+def compare(sql: SqlReader, run: str) -> list[SubjectTotals]:
     """Per subject: the live (billed) totals of the run's events vs the run's totals."""
-    db, name = sink.database, quote(run)
-    rows: list[dict[str, Any]] = sink.query_rows(
+    db, name = sql.database, quote(run)
+    rows: list[dict[str, Any]] = sql.query_rows(
         f"""
         SELECT n.subject AS subject, n.events AS events,
                o.cost AS old_cost, n.cost AS new_cost, o.price AS old_price, n.price AS new_price

@@ -73,7 +73,7 @@ from processor.pipeline import (
     StepHooks,
 )
 from processor.verify import RECENT_MS, repair_dedupe_index
-from sinks.base import Sink
+from sinks.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Processor:
     def __init__(
         self,
         consumer: LogConsumer,
-        sink: Sink,
+        engine: Engine,
         price_book: PriceBook,
         dead_letters: DeadLetterSink,
         *,
@@ -110,10 +110,10 @@ class Processor:
         attempts: Attempts | None = None,
     ) -> None:
         self._consumer = consumer
-        self._sink = sink  # for the dedupe-index repair (step 3's precondition)
+        self._sql = engine.sql  # for the dedupe-index repair (step 3's precondition)
         self._hooks = hooks or NO_HOOKS
         self._pipeline = Pipeline(
-            LiveTables(sink),
+            LiveTables(engine),
             price_book,
             dead_letters,
             dedupe_cache_ids=dedupe_cache_ids,
@@ -285,7 +285,7 @@ class Processor:
         if self._repair_since is None:
             return
         try:
-            restored = repair_dedupe_index(self._sink, self._repair_since)
+            restored = repair_dedupe_index(self._sql, self._repair_since)
         except (MeterlineError, OSError) as exc:
             if not quiet:
                 raise

@@ -19,7 +19,8 @@ from typing import Any
 
 from core.types import EventKey
 from schemas.times import parse_ms
-from sinks.base import METER_KEYS, METER_SUMS, Sink, quote
+from sinks.base import METER_KEYS, METER_SUMS, quote
+from sinks.reader import SqlReader
 
 MINUTE_MS = 60_000
 # How far before the newest write a torn INSERT can be: inserts are the last
@@ -70,7 +71,7 @@ def _stored(database: str, start: str, end: str, windows: str = "") -> str:
     )
 
 
-def verify(sink: Sink, from_ms: int, to_ms: int, windows: str = "") -> list[Difference]:
+def verify(sql: SqlReader, from_ms: int, to_ms: int, windows: str = "") -> list[Difference]:
     """Every (group, column) where usage_meters differs from what usage_events implies.
 
     ``windows``, a SQL subquery of window starts, narrows the check to those minutes.
@@ -79,7 +80,7 @@ def verify(sink: Sink, from_ms: int, to_ms: int, windows: str = "") -> list[Diff
     end_ms = to_ms + (-to_ms % MINUTE_MS)
     start = f"fromUnixTimestamp64Milli(toInt64({start_ms}), 'UTC')"
     end = f"fromUnixTimestamp64Milli(toInt64({end_ms}), 'UTC')"
-    db = sink.database
+    db = sql.database
     differs = " OR ".join(f"e.{c} != m.{c}" for c in METER_SUMS)
     select = ", ".join(
         [f"e.{k} AS e_{k}, m.{k} AS m_{k}" for k in METER_KEYS]
@@ -87,7 +88,7 @@ def verify(sink: Sink, from_ms: int, to_ms: int, windows: str = "") -> list[Diff
         + ["e.events > 0 AS in_events", "m.events > 0 AS in_meters"]
     )
     on = " AND ".join(f"e.{k} = m.{k}" for k in METER_KEYS)
-    rows = sink.query_rows(
+    rows = sql.query_rows(
         f"SELECT {select} FROM ({_recomputed(db, start, end, windows)}) AS e "
         f"FULL OUTER JOIN ({_stored(db, start, end, windows)}) AS m ON {on} "
         f"WHERE {differs} SETTINGS join_use_nulls = 0"
@@ -102,7 +103,7 @@ def verify(sink: Sink, from_ms: int, to_ms: int, windows: str = "") -> list[Diff
     return out
 
 
-def repair_recent(sink: Sink, processed_since_ms: int) -> list[Difference]:
+def repair_recent(sql: SqlReader, processed_since_ms: int) -> list[Difference]:
     """Make usage_meters whole again for windows written to since ``processed_since_ms``.
 
     Why: one INSERT writes the usage_events part first and the meter view's part
@@ -114,8 +115,8 @@ def repair_recent(sink: Sink, processed_since_ms: int) -> list[Difference]:
     Only missing amounts are repaired; a meter ABOVE its events (which no crash
     can cause) is returned untouched for a human to look at.
     """
-    windows = sink.query_rows(
-        f"SELECT min(time) AS first, max(time) AS last FROM {sink.database}.usage_events "
+    windows = sql.query_rows(
+        f"SELECT min(time) AS first, max(time) AS last FROM {sql.database}.usage_events "
         f"WHERE processed_at >= fromUnixTimestamp64Milli(toInt64({processed_since_ms}), 'UTC')"
     )
     if not windows or windows[0]["first"].startswith("1970-01-01 00:00:00.000"):
@@ -125,10 +126,10 @@ def repair_recent(sink: Sink, processed_since_ms: int) -> list[Difference]:
     # Only the minutes those events fall in: a late event must not turn this
     # start-up check into a scan of every window between it and now.
     touched = (
-        f"SELECT DISTINCT toStartOfMinute(time) FROM {sink.database}.usage_events "
+        f"SELECT DISTINCT toStartOfMinute(time) FROM {sql.database}.usage_events "
         f"WHERE processed_at >= fromUnixTimestamp64Milli(toInt64({processed_since_ms}), 'UTC')"
     )
-    differences = verify(sink, first, last, touched)
+    differences = verify(sql, first, last, touched)
     by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
     refused: list[Difference] = []
     for d in differences:
@@ -140,8 +141,8 @@ def repair_recent(sink: Sink, processed_since_ms: int) -> list[Difference]:
     for key, deltas in by_group.items():
         columns = list(METER_KEYS) + list(deltas)
         values = [_literal(v) for v in key] + [_literal(v) for v in deltas.values()]
-        sink.query_raw(
-            f"INSERT INTO {sink.database}.usage_meters ({', '.join(columns)}) "
+        sql.query_raw(
+            f"INSERT INTO {sql.database}.usage_meters ({', '.join(columns)}) "
             f"VALUES ({', '.join(values)})",
             "CSV",
         )
@@ -152,7 +153,7 @@ def _ms(value: int) -> str:
     return f"fromUnixTimestamp64Milli(toInt64({value}), 'UTC')"
 
 
-def repair_dedupe_index(sink: Sink, processed_since_ms: int) -> int:
+def repair_dedupe_index(sql: SqlReader, processed_since_ms: int) -> int:
     """Add to usage_event_ids every event written since then that it lacks; return how many.
 
     Why: a crash (or a failed view) after the usage_events part of an INSERT
@@ -165,18 +166,18 @@ def repair_dedupe_index(sink: Sink, processed_since_ms: int) -> int:
     identities that usage_events holds, and a second copy of an index row is
     harmless (ReplacingMergeTree; the lookup returns a set).
     """
-    db = sink.database
+    db = sql.database
     recent = f"{db}.usage_events WHERE processed_at >= {_ms(processed_since_ms)}"
     missing = (
         f"SELECT id, source, tenant, time, partition, offset FROM {recent} "
         "AND (id, source, tenant) NOT IN (SELECT id, source, tenant "
         f"FROM {db}.usage_event_ids WHERE id IN (SELECT id FROM {recent}))"
     )
-    count = int(sink.scalar(f"SELECT count() FROM ({missing})") or 0)
+    count = int(sql.scalar(f"SELECT count() FROM ({missing})") or 0)
     if count:
         # insert_deduplicate = 0: a repeated repair block must never be
         # dropped as a "duplicate block" of an earlier one.
-        sink.query_raw(
+        sql.query_raw(
             f"INSERT INTO {db}.usage_event_ids (id, source, tenant, time, partition, offset) "
             f"{missing} SETTINGS async_insert = 0, insert_deduplicate = 0",
             "CSV",
@@ -190,21 +191,21 @@ class StartupRepair:
     refused: list[Difference] = field(default_factory=list)
 
 
-def repair_at_start(sink: Sink) -> StartupRepair:
+def repair_at_start(sql: SqlReader) -> StartupRepair:
     """Mend what a crash may have torn; call before any worker reads the log.
 
     The dedupe index first: meters repaired while an id is still missing would
     be doubled by the replayed batch. The meter repair is not safe while
     workers insert (an INSERT between its parts looks torn), hence start-up.
     """
-    last = sink.scalar(
-        f"SELECT toUnixTimestamp64Milli(max(processed_at)) FROM {sink.database}.usage_events"
+    last = sql.scalar(
+        f"SELECT toUnixTimestamp64Milli(max(processed_at)) FROM {sql.database}.usage_events"
     )
     if not last:
         return StartupRepair()
     since = int(last) - RECENT_MS
-    ids = repair_dedupe_index(sink, since)
-    return StartupRepair(ids, repair_recent(sink, since))
+    ids = repair_dedupe_index(sql, since)
+    return StartupRepair(ids, repair_recent(sql, since))
 
 
 @dataclass(frozen=True)
@@ -220,13 +221,13 @@ class IdentityProblems:
         return bool(self.duplicated or self.unindexed)
 
 
-def check_identities(sink: Sink, from_ms: int, to_ms: int) -> IdentityProblems:
+def check_identities(sql: SqlReader, from_ms: int, to_ms: int) -> IdentityProblems:
     """(tenant, source, id) of events in [from_ms, to_ms) is stored once and indexed.
 
     Copies are counted over the whole table, not only the range: a re-send
     can carry another event time than the copy stored first.
     """
-    db = sink.database
+    db = sql.database
     window = f"time >= {_ms(from_ms)} AND time < {_ms(to_ms)}"
     in_range = f"SELECT id FROM {db}.usage_events WHERE {window}"
     copies = (
@@ -240,14 +241,14 @@ def check_identities(sink: Sink, from_ms: int, to_ms: int) -> IdentityProblems:
     )
     order = "ORDER BY tenant, source, id"
     return IdentityProblems(
-        duplicated=int(sink.scalar(f"SELECT count() FROM ({copies})") or 0),
+        duplicated=int(sql.scalar(f"SELECT count() FROM ({copies})") or 0),
         duplicate_examples=[
             ((r["tenant"], r["source"], r["id"]), int(r["copies"]))
-            for r in sink.query_rows(f"{copies} {order} LIMIT {EXAMPLES}")
+            for r in sql.query_rows(f"{copies} {order} LIMIT {EXAMPLES}")
         ],
-        unindexed=int(sink.scalar(f"SELECT count() FROM ({unindexed})") or 0),
+        unindexed=int(sql.scalar(f"SELECT count() FROM ({unindexed})") or 0),
         unindexed_examples=[
             (r["tenant"], r["source"], r["id"])
-            for r in sink.query_rows(f"{unindexed} {order} LIMIT {EXAMPLES}")
+            for r in sql.query_rows(f"{unindexed} {order} LIMIT {EXAMPLES}")
         ],
     )

@@ -9,11 +9,12 @@ from __future__ import annotations
 import orjson
 
 from ingest.usage_api import REQUEST_HASH, SOURCE, StoredUsage
-from sinks.base import Sink, quote
+from sinks.base import quote
+from sinks.reader import SqlReader
 
 
 class StoredUsageLookup:
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: SqlReader) -> None:
         self.sink = sink
 
     def __call__(self, tenant: str, event_id: str) -> StoredUsage | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ingest.guard import Guard
-from sinks.base import Sink
+from sinks.reader import SqlReader
 
 
 class Reader:
@@ -16,7 +16,7 @@ class Reader:
 
     def __init__(
         self,
-        sink: Sink | None,
+        sink: SqlReader | None,
         guard: Guard,
         *,
         sql_token: str | None = None,

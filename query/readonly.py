@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import orjson
 
 from core.errors import MeterlineError, StoreError
-from sinks.base import Sink, quote
+from sinks.base import quote
+from sinks.reader import SqlReader
 
 # Statements /v1/sql may run (the AST root's node type).
 _ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "DescribeQuery", "Explain")
@@ -71,7 +72,7 @@ class _Node:
     width: int  # how many children the node says it has
 
 
-def read_only_statement(sink: Sink, sql: str) -> str:
+def read_only_statement(sink: SqlReader, sql: str) -> str:
     """The statement to run for ``sql``: canonical, checked, with ``SETTINGS readonly=1``.
 
     Raises ``NotReadOnly`` for anything that is not one read of the database, and
@@ -97,7 +98,7 @@ def read_only_statement(sink: Sink, sql: str) -> str:
     return f"{canonical} SETTINGS readonly = 1"
 
 
-def _ast(sink: Sink, canonical: str) -> list[_Node]:
+def _ast(sink: SqlReader, canonical: str) -> list[_Node]:
     # Safe to run: ``canonical`` is one statement (the engine said so above).
     out = sink.query_raw(f"EXPLAIN AST {canonical}", "JSONCompactEachRow")
     nodes = []

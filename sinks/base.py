@@ -1,16 +1,19 @@
-"""The sink contract: durable, idempotent writes of priced events, plus SQL reads."""
+"""The sink contracts: the event columns, and the roles an engine connection provides."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
-
-import orjson
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from core.types import EventKey
 from schemas.usage import TOKEN_FIELDS
+
+if TYPE_CHECKING:
+    from sinks.reader import SqlReader
 
 # The columns of usage_events, in DDL order, with the Python type the processor
 # fills them with. Times are epoch milliseconds (int), money is Decimal, and
@@ -73,49 +76,76 @@ INSERT_SETTINGS: dict[str, Any] = {
 }
 
 
-class Sink(abc.ABC):
-    """A ClickHouse engine holding meterline's tables."""
+@dataclass(frozen=True)
+class EventTable:
+    """Where a writer puts priced events and where a key lookup finds their identities."""
+
+    name: str  # the table rows are inserted into
+    ids: str  # the table holding (tenant, source, id) of what is stored
+    run: str | None = None  # a billing run's name: rows carry it, lookups filter on it
+
+
+LIVE_EVENTS = EventTable("usage_events", "usage_event_ids")
+
+
+def billing_run(run: str) -> EventTable:
+    """Rows of ``billing_run_events`` under one run name (replay); live tables untouched."""
+    return EventTable("billing_run_events", "billing_run_events", run)
+
+
+class EventWriter(abc.ABC):
+    """Writes priced events into ONE table (``table``), bound at construction."""
+
+    table: EventTable
+
+    @abc.abstractmethod
+    def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
+        """Insert rows in ONE statement; return once durable.
+
+        For the live table the materialized views fill usage_event_ids and
+        usage_meters from the same statement. ``dedup_token`` makes a retry of
+        the very same batch a no-op inside ClickHouse's dedup window. Raises
+        ``StoreUnavailable`` when the engine cannot be reached (the caller
+        retries) and ``StoreError`` when it refuses the data.
+        """
+
+
+class KeyLookup(abc.ABC):
+    """The dedupe guard's source of truth: which identities a table already holds."""
+
+    table: EventTable
+
+    @abc.abstractmethod
+    def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
+        """Which of these event identities are already stored in ``table``."""
+
+
+class Engine(abc.ABC):
+    """ONE connection to a ClickHouse engine (a chDB session, a clickhouse-connect client).
+
+    It runs SQL and builds the roles on top of itself: ``sql`` (reads and ad-hoc
+    statements), ``writer(table)`` and ``key_lookup(table)``. Migrations are
+    ``sinks.migrations.migrate(engine)``. Every call translates the engine's
+    exceptions into ``StoreError`` / ``StoreUnavailable`` in one place per engine.
+    """
 
     database: str
 
     @abc.abstractmethod
-    def migrate(self, billing_timezone: str = "UTC") -> None:
-        """Apply the DDL in schemas/sql (idempotent)."""
+    def run_sql(self, sql: str, fmt: str = "JSONCompact") -> bytes:
+        """Run one statement and return the engine's output in a ClickHouse format."""
 
     @abc.abstractmethod
-    def stored_keys(self, keys: Sequence[EventKey], run: str | None = None) -> set[EventKey]:
-        """Which of these event identities are already in usage_events (or in the billing run)."""
+    def writer(self, table: EventTable = LIVE_EVENTS) -> EventWriter: ...
 
     @abc.abstractmethod
-    def insert_events(
-        self, columns: Mapping[str, list[Any]], dedup_token: str, run: str | None = None
-    ) -> None:
-        """Insert rows into usage_events in ONE statement; return once durable.
+    def key_lookup(self, table: EventTable = LIVE_EVENTS) -> KeyLookup: ...
 
-        The materialized views fill usage_event_ids and usage_meters from the
-        same statement. ``dedup_token`` makes a retry of the very same batch a
-        no-op inside ClickHouse's dedup window. Raises ``StoreUnavailable`` when
-        the engine cannot be reached (the caller retries) and ``StoreError``
-        when it refuses the data.
-        """
+    @cached_property
+    def sql(self) -> SqlReader:
+        from sinks.reader import SqlReader
 
-    @abc.abstractmethod
-    def query_raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
-        """Run SQL and return the engine's output in a ClickHouse format."""
-
-    def query_rows(self, sql: str) -> list[dict[str, Any]]:
-        """Run SQL and return rows as dicts with exact Python values (Decimal for money)."""
-        result = orjson.loads(self.query_raw(sql, "JSONCompact"))
-        names = [m["name"] for m in result["meta"]]
-        converters = [_converter(m["type"]) for m in result["meta"]]
-        return [
-            {name: conv(value) for name, conv, value in zip(names, converters, row, strict=True)}
-            for row in result["data"]
-        ]
-
-    def scalar(self, sql: str) -> Any:
-        rows = self.query_rows(sql)
-        return next(iter(rows[0].values())) if rows else None
+        return SqlReader(self.run_sql, self.database)
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -125,12 +155,3 @@ class Sink(abc.ABC):
 def quote(value: str) -> str:
     """A ClickHouse string literal (for values that cannot be bound as parameters)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _converter(ch_type: str) -> Any:
-    inner = ch_type.removeprefix("Nullable(").removeprefix("LowCardinality(")
-    if inner.startswith("Decimal"):
-        return lambda v: None if v is None else Decimal(str(v))
-    if inner.startswith(("UInt64", "Int64", "UInt128", "Int128", "UInt256", "Int256")):
-        return lambda v: None if v is None else int(v)
-    return lambda v: v

@@ -9,7 +9,8 @@ serialises statements: chDB's session is not safe for concurrent use.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,16 @@ from chdb import session as chdb_session
 
 from core.errors import StoreError
 from core.types import EventKey
-from sinks import ddl
-from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, Sink, quote
+from sinks.base import (
+    EVENT_COLUMNS,
+    INSERT_SETTINGS,
+    LIVE_EVENTS,
+    Engine,
+    EventTable,
+    EventWriter,
+    KeyLookup,
+    quote,
+)
 
 _SETTINGS_SQL = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
 
@@ -66,7 +75,9 @@ def _arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA)
 
 
-class ChdbSink(Sink):
+class ChdbEngine(Engine):
+    """ONE chDB session over a data folder; the writers and lookups built on it share its lock."""
+
     def __init__(self, path: Path, database: str = "meterline") -> None:
         self.database = database
         path.mkdir(mode=0o700, parents=True, exist_ok=True)  # billing rows: the owner's alone
@@ -79,26 +90,56 @@ class ChdbSink(Sink):
                 "Use `meterline sql` (it goes through the running instance)."
             ) from exc
         # Exact decimals and 64-bit integers in JSON output (as strings), UTC everywhere.
-        self._run("SET output_format_json_quote_decimals = 1")
-        self._run("SET output_format_json_quote_64bit_integers = 1")
-        self._run("SET session_timezone = 'UTC'")
+        self.run_sql("SET output_format_json_quote_decimals = 1", "CSV")
+        self.run_sql("SET output_format_json_quote_64bit_integers = 1", "CSV")
+        self.run_sql("SET session_timezone = 'UTC'", "CSV")
         # Unqualified table names in users' SQL resolve in meterline's database.
-        self._run(f"CREATE DATABASE IF NOT EXISTS {database}")
-        self._run(f"USE {database}")
+        self.run_sql(f"CREATE DATABASE IF NOT EXISTS {database}", "CSV")
+        self.run_sql(f"USE {database}", "CSV")
 
-    def _run(self, sql: str, fmt: str = "CSV") -> bytes:
+    @contextmanager
+    def session(self, failing: str = "") -> Iterator[chdb_session.Session]:
+        """The session, alone (it is not safe for concurrent use), with chDB's errors translated.
+
+        The one place chDB exceptions become ``StoreError``: chDB raises bare
+        ``Exception`` (or ``RuntimeError``) for refused SQL and bad data alike, and
+        an in-process engine is never "unreachable", so nothing here is
+        ``StoreUnavailable``. ``failing`` prefixes the message ("insert into ... failed").
+        """
         with self._lock:
             try:
-                result = self._session.query(sql, fmt)
+                yield self._session
             except Exception as exc:
-                raise StoreError(str(exc)) from exc
+                raise StoreError(f"{failing}{exc}") from exc
+
+    def run_sql(self, sql: str, fmt: str = "JSONCompact") -> bytes:
+        with self.session() as session:
+            result = session.query(sql, fmt)
         return bytes(result.bytes()) if result is not None else b""
 
-    def migrate(self, billing_timezone: str = "UTC") -> None:
-        for statement in ddl.statements(self.database, billing_timezone):
-            self._run(statement)
+    def writer(self, table: EventTable = LIVE_EVENTS) -> EventWriter:
+        return ChdbWriter(self, table)
 
-    def stored_keys(self, keys: Sequence[EventKey], run: str | None = None) -> set[EventKey]:
+    def key_lookup(self, table: EventTable = LIVE_EVENTS) -> KeyLookup:
+        return ChdbKeyLookup(self, table)
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+
+class ChdbKeyLookup(KeyLookup):
+    def __init__(self, engine: ChdbEngine, table: EventTable) -> None:
+        self.table = table
+        self._engine = engine
+        where_run = "" if table.run is None else f"run = {quote(table.run)} AND "
+        self._sql = (
+            f"SELECT tenant, source, id FROM {engine.database}.{table.ids} "
+            f"WHERE {where_run}id IN (SELECT id FROM Python(lookup)) "
+            "AND (tenant, source, id) IN (SELECT tenant, source, id FROM Python(lookup))"
+        )
+
+    def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
         if not keys:
             return set()
         # chDB's Python() table function finds `lookup` by name in this frame.
@@ -112,48 +153,29 @@ class ChdbSink(Sink):
                 "id": [k[2] for k in keys],
             }
         )
-        with self._lock:
-            try:
-                table = "usage_event_ids" if run is None else "billing_run_events"
-                where_run = "" if run is None else f"run = {quote(run)} AND "
-                result = self._session.query(
-                    f"SELECT tenant, source, id FROM {self.database}.{table} "
-                    f"WHERE {where_run}id IN (SELECT id FROM Python(lookup)) "
-                    "AND (tenant, source, id) IN (SELECT tenant, source, id FROM Python(lookup))",
-                    "JSONCompactEachRow",
-                )
-            except Exception as exc:
-                raise StoreError(str(exc)) from exc
+        with self._engine.session() as session:
+            result = session.query(self._sql, "JSONCompactEachRow")
         found: set[EventKey] = set()
         for line in bytes(result.bytes()).splitlines():
             tenant, source, id_ = orjson.loads(line)
             found.add((tenant, source, id_))
         return found
 
-    def insert_events(
-        self, columns: Mapping[str, list[Any]], dedup_token: str, run: str | None = None
-    ) -> None:
+
+class ChdbWriter(EventWriter):
+    def __init__(self, engine: ChdbEngine, table: EventTable) -> None:
+        self.table = table
+        self._engine = engine
+        first = "" if table.run is None else f"{quote(table.run)} AS run, "
+        self._sql = (
+            f"INSERT INTO {engine.database}.{table.name} SELECT {first}{_INSERT_SELECT} "
+            f"FROM Python(rows) SETTINGS {_SETTINGS_SQL}, insert_deduplication_token = "
+        )
+
+    def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
         # chDB's Python() table function finds `rows` by name in this frame. An
         # Arrow table, built column by column in C, is read several times faster
         # than Python lists (docs/design.md#clickhouse).
         rows = _arrow_table(columns)  # noqa: F841 - read by chDB's Python(rows) below
-        token = dedup_token
-        with self._lock:
-            try:
-                target, first = "usage_events", ""
-                if run is not None:
-                    target, first = "billing_run_events", f"{quote(run)} AS run, "
-                self._session.query(
-                    f"INSERT INTO {self.database}.{target} SELECT {first}{_INSERT_SELECT} "
-                    f"FROM Python(rows) SETTINGS {_SETTINGS_SQL}, "
-                    f"insert_deduplication_token = {quote(token)}"
-                )
-            except Exception as exc:
-                raise StoreError(f"insert into usage_events failed: {exc}") from exc
-
-    def query_raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
-        return self._run(sql, fmt)
-
-    def close(self) -> None:
-        with self._lock:
-            self._session.close()
+        with self._engine.session(f"insert into {self.table.name} failed: ") as session:
+            session.query(self._sql + quote(dedup_token))

@@ -6,7 +6,8 @@ Same SQL as the chDB sink; only the transport differs. Network failures raise
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -16,13 +17,39 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from core.errors import StoreError, StoreUnavailable
 from core.types import EventKey
 from schemas.times import from_ms
-from sinks import ddl
-from sinks.base import EVENT_COLUMNS, INSERT_SETTINGS, Sink
+from sinks.base import (
+    EVENT_COLUMNS,
+    INSERT_SETTINGS,
+    LIVE_EVENTS,
+    Engine,
+    EventTable,
+    EventWriter,
+    KeyLookup,
+)
 
 _TIME_COLUMNS = ("time", "ingested_at", "processed_at")
 
 
-class ClickHouseSink(Sink):
+@contextmanager
+def _translated(failing: str = "") -> Iterator[None]:
+    """clickhouse-connect's errors as meterline's, the one place they are translated.
+
+    ``OperationalError`` (connection refused, timeout, 5xx without a ClickHouse
+    error) becomes ``StoreUnavailable``: the processor keeps the batch and retries,
+    nothing is dead-lettered for a network blip. Any other ``DatabaseError`` is the
+    server refusing the statement or the data: ``StoreError``.
+    """
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreUnavailable(f"{failing}{exc}") from exc
+    except DatabaseError as exc:
+        raise StoreError(f"{failing}{exc}") from exc
+
+
+class ClickHouseEngine(Engine):
+    """ONE clickhouse-connect client; the writers and lookups built on it share it."""
+
     def __init__(
         self,
         url: str,
@@ -37,8 +64,8 @@ class ClickHouseSink(Sink):
         """``user``/``password`` win over the URL's; ``ca_cert``/``verify`` apply to https."""
         self.database = database
         parts = urlsplit(url)
-        try:
-            self._client = clickhouse_connect.get_client(
+        with _translated(f"cannot connect to ClickHouse at {parts.hostname}: "):
+            self.client = clickhouse_connect.get_client(
                 host=parts.hostname,
                 port=parts.port or (8443 if parts.scheme == "https" else 8123),
                 username=user or unquote(parts.username or "default"),
@@ -59,39 +86,50 @@ class ClickHouseSink(Sink):
                     "output_format_json_quote_64bit_integers": 1,
                 },
             )
-        except OperationalError as exc:
-            raise StoreUnavailable(f"ClickHouse at {parts.hostname} is unreachable: {exc}") from exc
+        with _translated():
+            self.client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         # Unqualified table names in users' SQL resolve in meterline's database.
-        self._command(f"CREATE DATABASE IF NOT EXISTS {database}")
-        self._client.database = database
+        self.client.database = database
 
-    def migrate(self, billing_timezone: str = "UTC") -> None:
-        for statement in ddl.statements(self.database, billing_timezone):
-            self._command(statement)
+    def run_sql(self, sql: str, fmt: str = "JSONCompact") -> bytes:
+        # ``fmt`` is the DEFAULT output format (the X-ClickHouse-Format request
+        # header), as in chDB's session.query(sql, fmt): a statement's own FORMAT
+        # wins. Not raw_query(fmt=...), which appends "FORMAT x" to the text: an
+        # INSERT ... VALUES then fails (the VALUES parser reads it as a row), so
+        # replay could not record its run and verify's repair could not insert.
+        with _translated():
+            return bytes(
+                self.client.raw_query(sql, transport_settings={"X-ClickHouse-Format": fmt})
+            )
 
-    def _command(self, sql: str, **kwargs: Any) -> Any:
-        try:
-            return self._client.command(sql, **kwargs)
-        except OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except DatabaseError as exc:
-            raise StoreError(str(exc)) from exc
+    def writer(self, table: EventTable = LIVE_EVENTS) -> EventWriter:
+        return ClickHouseWriter(self, table)
 
-    def stored_keys(self, keys: Sequence[EventKey], run: str | None = None) -> set[EventKey]:
+    def key_lookup(self, table: EventTable = LIVE_EVENTS) -> KeyLookup:
+        return ClickHouseKeyLookup(self, table)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class ClickHouseKeyLookup(KeyLookup):
+    def __init__(self, engine: ClickHouseEngine, table: EventTable) -> None:
+        self.table = table
+        self._client = engine.client
+        where_run = "" if table.run is None else "run = %(run)s AND "
+        self._sql = (
+            f"SELECT tenant, source, id FROM {engine.database}.{table.ids} "
+            f"WHERE {where_run}id IN %(ids)s"
+        )
+
+    def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
         if not keys:
             return set()
-        try:
-            table = "usage_event_ids" if run is None else "billing_run_events"
-            where_run = "" if run is None else "run = %(run)s AND "
+        with _translated():
             result = self._client.query(
-                f"SELECT tenant, source, id FROM {self.database}.{table} "
-                f"WHERE {where_run}id IN %(ids)s",
-                parameters={"ids": sorted({k[2] for k in keys}), "run": run or ""},
+                self._sql,
+                parameters={"ids": sorted({k[2] for k in keys}), "run": self.table.run or ""},
             )
-        except OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except DatabaseError as exc:
-            raise StoreError(str(exc)) from exc
         wanted = set(keys)
         return {
             (row[0], row[1], row[2])
@@ -99,40 +137,29 @@ class ClickHouseSink(Sink):
             if (row[0], row[1], row[2]) in wanted
         }
 
-    def insert_events(
-        self, columns: Mapping[str, list[Any]], dedup_token: str, run: str | None = None
-    ) -> None:
+
+class ClickHouseWriter(EventWriter):
+    def __init__(self, engine: ClickHouseEngine, table: EventTable) -> None:
+        self.table = table
+        self._client = engine.client
+        self._target = f"{engine.database}.{table.name}"
+        self._names = list(EVENT_COLUMNS) if table.run is None else ["run", *EVENT_COLUMNS]
+
+    def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
         data: list[list[Any]] = []
-        names = list(EVENT_COLUMNS)
-        if run is not None:
-            data.append([run] * len(columns["id"]))
-            names.insert(0, "run")
+        if self.table.run is not None:
+            data.append([self.table.run] * len(columns["id"]))
         for name in EVENT_COLUMNS:
             values = columns[name]
             if name in _TIME_COLUMNS:
                 # timedelta keeps the milliseconds exact (a float division would not).
                 values = [from_ms(ms) for ms in values]
             data.append(values)
-        try:
+        with _translated(f"insert into {self.table.name} failed: "):
             self._client.insert(
-                f"{self.database}.{'usage_events' if run is None else 'billing_run_events'}",
+                self._target,
                 data,
-                column_names=names,
+                column_names=self._names,
                 column_oriented=True,
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
             )
-        except OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except DatabaseError as exc:
-            raise StoreError(str(exc)) from exc
-
-    def query_raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
-        try:
-            return bytes(self._client.raw_query(sql, fmt=fmt))
-        except OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except DatabaseError as exc:
-            raise StoreError(str(exc)) from exc
-
-    def close(self) -> None:
-        self._client.close()

@@ -41,13 +41,12 @@ def verify_command(
 
     start, end = parse_instant(from_), parse_instant(to)
     try:
-        sink = runtime.build_sink(settings)
+        engine = runtime.build_engine(settings)
         try:
-            sink.migrate(settings.billing_timezone)
-            differences = verify(sink, start, end)
-            identities = check_identities(sink, start, end)
+            differences = verify(engine.sql, start, end)
+            identities = check_identities(engine.sql, start, end)
         finally:
-            sink.close()
+            engine.close()
     except MeterlineError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
@@ -118,12 +117,11 @@ def replay_command(
     try:
         book = runtime.build_price_book(settings)
         admin = runtime.build_admin(settings)
-        sink = runtime.build_sink(settings)
+        engine = runtime.build_engine(settings)
     except MeterlineError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     try:
-        sink.migrate(settings.billing_timezone)
         total = sum(e - s for s, e in plan(admin, settings.topic, start, end).values())
         with Progress(
             "[progress.description]{task.description}",
@@ -135,7 +133,7 @@ def replay_command(
             task = bar.add_task(f"replaying into run {run!r}", total=total)
             result = replay(
                 admin,
-                sink,
+                engine,
                 book,
                 topic=settings.topic,
                 run=run,
@@ -143,12 +141,12 @@ def replay_command(
                 to_ms=end,
                 progress=lambda n: bar.advance(task, n),
             )
-        rows = compare(sink, run)
+        rows = compare(engine.sql, run)
     except MeterlineError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     finally:
-        sink.close()
+        engine.close()
     console.print(
         f"run {run!r} with price book {result.price_book}: {result.records} records read, "
         f"{result.stored} events written, {result.duplicates} duplicates or already in the run, "

@@ -68,12 +68,11 @@ def sql(
         else:
             from meterline import runtime
 
-            sink = runtime.build_sink(settings)
+            engine = runtime.build_engine(settings)
             try:
-                sink.migrate(settings.billing_timezone)
-                body = sink.query_raw(query, formats[fmt])
+                body = engine.sql.query_raw(query, formats[fmt])
             finally:
-                sink.close()
+                engine.close()
     if fmt == "table":
         console.print(result_table(orjson.loads(body)))
     else:
@@ -86,9 +85,7 @@ def migrate(data_dir: DataDir = None) -> None:
     from meterline import runtime
 
     with exit_on_error():
-        sink = runtime.build_sink(settings)
-        sink.migrate(settings.billing_timezone)
-        sink.close()
+        runtime.build_engine(settings).close()
         runtime.ensure_topics(settings)
     console.print(f"database {settings.database!r} is up to date ({settings.store})")
 

@@ -129,7 +129,7 @@ def test_an_unreachable_clickhouse_error_and_logs_do_not_carry_the_password(
     )
     caplog.set_level(logging.DEBUG)
     with pytest.raises(StoreUnavailable) as caught:
-        runtime.build_sink(settings)
+        runtime.build_engine(settings)
     assert "127.0.0.1" in str(caught.value)  # the error still says where
     assert CH_PASS not in str(caught.value)
     assert CH_PASS not in caplog.text

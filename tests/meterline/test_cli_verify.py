@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from meterline.cli import app
 from sinks.base import EVENT_COLUMNS
-from sinks.chdb_sink import ChdbSink
+from sinks.chdb_sink import ChdbEngine
+from sinks.migrations import migrate
 
 NOW_MS = int(time.time() * 1000)
 RANGE = ["--from", "2000-01-01", "--to", "2100-01-01"]
@@ -34,14 +35,14 @@ def columns(ids: list[str]) -> dict[str, list[Any]]:
 
 
 def store(data_dir: Path, ids: list[str], token: str, without_view: str = "") -> None:
-    sink = ChdbSink(data_dir / "chdb", "meterline")
+    sink = ChdbEngine(data_dir / "chdb", "meterline")
     try:
-        sink.migrate()
+        migrate(sink)
         if without_view:
-            sink.query_raw(f"DETACH TABLE {without_view}", "CSV")
-        sink.insert_events(columns(ids), token)
+            sink.sql.query_raw(f"DETACH TABLE {without_view}", "CSV")
+        sink.writer().insert(columns(ids), token)
         if without_view:
-            sink.query_raw(f"ATTACH TABLE {without_view}", "CSV")
+            sink.sql.query_raw(f"ATTACH TABLE {without_view}", "CSV")
     finally:
         sink.close()
 

@@ -26,7 +26,7 @@ from meterline.serve import ProcessorThread
 from meterline.watchdog import Watchdog
 from pricing.base import PriceBook
 from processor.runner import BatchResult, DeadLetterSink, Processor, StepHooks
-from sinks.base import Sink
+from sinks.base import Engine
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
@@ -76,7 +76,7 @@ class BuggyProcessor(Processor):
 def build_buggy(
     settings: Settings,
     consumer: LogConsumer,
-    sink: Sink,
+    engine: Engine,
     price_book: PriceBook,
     dead_letters: DeadLetterSink,
     known_tenant: Callable[[str], bool] | None = None,
@@ -85,7 +85,7 @@ def build_buggy(
 ) -> Processor:
     return BuggyProcessor(
         consumer,
-        sink,
+        engine,
         price_book,
         dead_letters,
         batch_max_wait_s=0.05,
@@ -120,8 +120,7 @@ def test_a_processor_thread_that_raises_fails_readyz_and_stops_the_process(
 ) -> None:
     settings = load_settings(data_dir=tmp_path, partitions=2, open_mode=True)
     runtime.ensure_topics(settings)
-    sink = runtime.build_sink(settings)
-    sink.migrate()
+    sink = runtime.build_engine(settings)
     health = Health(settings.stuck_after_s)
     workers = BuggyWorkers(settings, sink)
     workers.add_checks(health)

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from core.log.embedded import EmbeddedAdmin
-from sinks.chdb_sink import ChdbSink
+from sinks.chdb_sink import ChdbEngine
+from sinks.migrations import migrate
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[ChdbSink]:
-    sink = ChdbSink(tmp_path / "chdb", "mtest")
-    sink.migrate()
+def sink(tmp_path: Path) -> Iterator[ChdbEngine]:
+    sink = ChdbEngine(tmp_path / "chdb", "mtest")
+    migrate(sink)
     yield sink
     sink.close()
 

@@ -12,15 +12,16 @@ import pytest
 
 from processor.verify import repair_recent, verify
 from sinks.base import EVENT_COLUMNS
-from sinks.chdb_sink import ChdbSink
+from sinks.chdb_sink import ChdbEngine
+from sinks.migrations import migrate
 
 NOW_MS = int(time.time() * 1000)
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[ChdbSink]:
-    sink = ChdbSink(tmp_path / "chdb", "mrepair")
-    sink.migrate()
+def sink(tmp_path: Path) -> Iterator[ChdbEngine]:
+    sink = ChdbEngine(tmp_path / "chdb", "mrepair")
+    migrate(sink)
     yield sink
     sink.close()
 
@@ -42,64 +43,64 @@ def columns(ids: list[str], minute: int) -> dict[str, list[Any]]:
     return cols
 
 
-def test_missing_meter_rows_after_a_torn_insert_are_restored_exactly(sink: ChdbSink) -> None:
-    sink.insert_events(columns(["a", "b"], 1), "ok")
+def test_missing_meter_rows_after_a_torn_insert_are_restored_exactly(sink: ChdbEngine) -> None:
+    sink.writer().insert(columns(["a", "b"], 1), "ok")
     # Simulate the crash: the events part landed, the view's part did not.
-    sink.query_raw("DETACH TABLE usage_meters_mv", "CSV")
-    sink.insert_events(columns(["c", "d", "e"], 1) | {}, "torn-1")
-    sink.insert_events(columns(["f"], 3), "torn-2")
-    sink.query_raw("ATTACH TABLE usage_meters_mv", "CSV")
-    assert len(verify(sink, 0, NOW_MS + 60_000)) > 0
+    sink.sql.query_raw("DETACH TABLE usage_meters_mv", "CSV")
+    sink.writer().insert(columns(["c", "d", "e"], 1) | {}, "torn-1")
+    sink.writer().insert(columns(["f"], 3), "torn-2")
+    sink.sql.query_raw("ATTACH TABLE usage_meters_mv", "CSV")
+    assert len(verify(sink.sql, 0, NOW_MS + 60_000)) > 0
 
-    assert repair_recent(sink, NOW_MS - 60_000) == []
-    assert verify(sink, 0, NOW_MS + 60_000) == []
-    assert sink.scalar("SELECT sum(events) FROM usage_meters") == 6
-    assert sink.scalar("SELECT sum(cost_usd) FROM usage_meters") == Decimal("0.000000000018")
+    assert repair_recent(sink.sql, NOW_MS - 60_000) == []
+    assert verify(sink.sql, 0, NOW_MS + 60_000) == []
+    assert sink.sql.scalar("SELECT sum(events) FROM usage_meters") == 6
+    assert sink.sql.scalar("SELECT sum(cost_usd) FROM usage_meters") == Decimal("0.000000000018")
     # Idempotent: a second start-up finds nothing to repair.
-    repair_recent(sink, NOW_MS - 60_000)
-    assert sink.scalar("SELECT sum(events) FROM usage_meters") == 6
+    repair_recent(sink.sql, NOW_MS - 60_000)
+    assert sink.sql.scalar("SELECT sum(events) FROM usage_meters") == 6
 
 
-def test_a_meter_above_its_events_is_reported_not_changed(sink: ChdbSink) -> None:
-    sink.insert_events(columns(["a"], 2), "ok")
-    sink.query_raw(
+def test_a_meter_above_its_events_is_reported_not_changed(sink: ChdbEngine) -> None:
+    sink.writer().insert(columns(["a"], 2), "ok")
+    sink.sql.query_raw(
         "INSERT INTO usage_meters (tenant, window_start, subject, model, events) "
         "SELECT 't', toStartOfMinute(fromUnixTimestamp64Milli("
         f"toInt64({NOW_MS - 120_000}), 'UTC')), 'acme', 'gpt-4o', 1",
         "CSV",
     )
-    refused = repair_recent(sink, NOW_MS - 60_000)
+    refused = repair_recent(sink.sql, NOW_MS - 60_000)
     assert [(d.column, d.from_events, d.in_meters) for d in refused] == [("events", 1, 2)]
 
 
 def test_daily_and_monthly_rollups_follow_the_billing_timezone(tmp_path: Path) -> None:
-    sink = ChdbSink(tmp_path / "tz", "mtz")
-    sink.migrate("Asia/Tokyo")
+    sink = ChdbEngine(tmp_path / "tz", "mtz")
+    migrate(sink, "Asia/Tokyo")
     try:
         cols = columns(["late-evening"], 0)
         cols["time"] = [1_738_341_000_000]  # 2025-01-31 16:30 UTC = 2025-02-01 01:30 in Tokyo
-        sink.insert_events(cols, "tz")
-        assert sink.query_rows("SELECT toString(day) AS d, events FROM usage_meters_daily") == [
+        sink.writer().insert(cols, "tz")
+        assert sink.sql.query_rows("SELECT toString(day) AS d, events FROM usage_meters_daily") == [
             {"d": "2025-02-01", "events": 1}
         ]
-        assert sink.query_rows("SELECT toString(month) AS m FROM usage_meters_monthly") == [
+        assert sink.sql.query_rows("SELECT toString(month) AS m FROM usage_meters_monthly") == [
             {"m": "2025-02-01"}
         ]
-        assert sink.query_rows("SELECT toString(hour) AS h FROM usage_meters_hourly") == [
+        assert sink.sql.query_rows("SELECT toString(hour) AS h FROM usage_meters_hourly") == [
             {"h": "2025-01-31 16:00:00"}
         ]
     finally:
         sink.close()
 
 
-def test_repair_looks_only_at_the_minutes_of_recently_written_events(sink: ChdbSink) -> None:
+def test_repair_looks_only_at_the_minutes_of_recently_written_events(sink: ChdbEngine) -> None:
     old = columns(["old"], 60)
     old["processed_at"] = [NOW_MS - 86_400_000]  # written yesterday
-    sink.query_raw("DETACH TABLE usage_meters_mv", "CSV")
-    sink.insert_events(old, "old")  # a torn window, but not a recent one
-    sink.query_raw("ATTACH TABLE usage_meters_mv", "CSV")
-    sink.insert_events(columns(["new"], 1), "new")
-    repair_recent(sink, NOW_MS - 60_000)
+    sink.sql.query_raw("DETACH TABLE usage_meters_mv", "CSV")
+    sink.writer().insert(old, "old")  # a torn window, but not a recent one
+    sink.sql.query_raw("ATTACH TABLE usage_meters_mv", "CSV")
+    sink.writer().insert(columns(["new"], 1), "new")
+    repair_recent(sink.sql, NOW_MS - 60_000)
     # Start-up repair left yesterday's window alone (it is for `meterline verify`).
-    assert [d.column for d in verify(sink, 0, NOW_MS + 60_000)][:1] == ["events"]
-    assert sink.scalar("SELECT sum(events) FROM usage_meters") == 1
+    assert [d.column for d in verify(sink.sql, 0, NOW_MS + 60_000)][:1] == ["events"]
+    assert sink.sql.scalar("SELECT sum(events) FROM usage_meters") == 1

@@ -25,7 +25,9 @@ from processor.attempts import Attempts
 from processor.pipeline import NoHooks
 from processor.replay import replay
 from processor.runner import Processor
-from sinks.chdb_sink import ChdbSink
+from sinks.base import LIVE_EVENTS, EventTable, EventWriter
+from sinks.chdb_sink import ChdbEngine, ChdbWriter
+from sinks.migrations import migrate
 from tests.support.events import ground_truth, make_events, stored_totals, totals_query
 
 HEADERS = ((TENANT_HEADER, b"default"), (INGESTED_AT_HEADER, b"0"))
@@ -94,7 +96,7 @@ def poisoned_log(log_path: Path) -> list[dict[str, Any]]:
     return good
 
 
-def live_processor(log_path: Path, sink: ChdbSink, **kwargs: Any) -> Processor:
+def live_processor(log_path: Path, sink: ChdbEngine, **kwargs: Any) -> Processor:
     kwargs.setdefault("price_book", CatalogPriceBook())
     return Processor(
         EmbeddedConsumer(log_path, "events", "g"),
@@ -110,7 +112,7 @@ def drain(processor: Processor) -> None:
 
 
 def test_records_whose_handling_raises_are_dead_lettered_with_the_exception_and_the_rest_stored(
-    log_path: Path, sink: ChdbSink
+    log_path: Path, sink: ChdbEngine
 ) -> None:
     good = poisoned_log(log_path)
     processor = live_processor(log_path, sink, price_book=ExplodingBook())
@@ -126,13 +128,13 @@ def test_records_whose_handling_raises_are_dead_lettered_with_the_exception_and_
     }
     assert letters["explodes-in-pricing"][1] == "RuntimeError: price book bug (test)"
     assert letters["row-cannot-be-built"][1].startswith("InvalidOperation")
-    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(good)
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_events"))) == ground_truth(good)
     # Committed: a new member of the group finds nothing left to read.
     assert EmbeddedConsumer(log_path, "events", "g").poll(100, 0.2) == []
 
 
 def test_replay_runs_the_same_pipeline_poison_counted_by_reason_and_the_rest_in_the_run(
-    log_path: Path, sink: ChdbSink
+    log_path: Path, sink: ChdbEngine
 ) -> None:
     good = poisoned_log(log_path)
     result = replay(
@@ -150,28 +152,37 @@ def test_replay_runs_the_same_pipeline_poison_counted_by_reason_and_the_rest_in_
     in_run = totals_query("usage_events").replace(
         "FROM usage_events", "FROM billing_run_events WHERE run = 'fix-1'"
     )
-    assert stored_totals(sink.query_rows(in_run)) == ground_truth(good)
-    assert sink.scalar("SELECT count() FROM usage_events") == 0  # live tables untouched
+    assert stored_totals(sink.sql.query_rows(in_run)) == ground_truth(good)
+    assert sink.sql.scalar("SELECT count() FROM usage_events") == 0  # live tables untouched
 
 
-class RefusingSink(ChdbSink):
-    """The real chDB sink, refusing (as for bad data) any INSERT holding one marked id."""
+class RefusingSink(ChdbEngine):
+    """The real chDB engine, refusing (as for bad data) any INSERT holding one marked id."""
 
     refused_id = "refused-by-the-store"
     inserts = 0
 
-    def insert_events(self, columns: Any, dedup_token: str, run: str | None = None) -> None:
-        self.inserts += 1
-        if self.refused_id in columns["id"]:
+    def writer(self, table: EventTable = LIVE_EVENTS) -> EventWriter:
+        return RefusingWriter(self, table)
+
+
+class RefusingWriter(ChdbWriter):
+    def __init__(self, engine: RefusingSink, table: EventTable) -> None:
+        super().__init__(engine, table)
+        self.engine = engine
+
+    def insert(self, columns: Any, dedup_token: str) -> None:
+        self.engine.inserts += 1
+        if self.engine.refused_id in columns["id"]:
             raise StoreError("Code: 53. Type mismatch in a column (test)")
-        super().insert_events(columns, dedup_token, run)
+        super().insert(columns, dedup_token)
 
 
 def test_a_record_the_store_refuses_is_found_by_bisecting_and_dead_lettered_the_rest_stored(
     log_path: Path, tmp_path: Path
 ) -> None:
     sink = RefusingSink(tmp_path / "refusing", "mtest")
-    sink.migrate()
+    migrate(sink)
     good = make_events(40, seed=32)
     publish(log_path, [*good[:23], dict(good[0], id=RefusingSink.refused_id), *good[23:]])
     processor = live_processor(log_path, sink)
@@ -184,30 +195,30 @@ def test_a_record_the_store_refuses_is_found_by_bisecting_and_dead_lettered_the_
             "StoreError: Code: 53. Type mismatch in a column (test)",
         )
     }
-    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(good)
-    assert stored_totals(sink.query_rows(totals_query("usage_meters"))) == ground_truth(good)
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_events"))) == ground_truth(good)
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_meters"))) == ground_truth(good)
     # One refused record among 41 costs two inserts per halving, not one per record.
     assert sink.inserts <= 1 + 2 * math.ceil(math.log2(41))
     sink.close()
 
 
 def test_a_store_that_refuses_the_table_is_retried_and_nothing_is_dead_lettered(
-    log_path: Path, sink: ChdbSink
+    log_path: Path, sink: ChdbEngine
 ) -> None:
     good = make_events(10, seed=33)
     publish(log_path, good)
     processor = live_processor(log_path, sink)
     records = processor.consumer.poll(100, 1.0)
-    sink.query_raw("DROP TABLE mtest.usage_events", "CSV")  # every insert now fails
+    sink.sql.query_raw("DROP TABLE mtest.usage_events", "CSV")  # every insert now fails
     with pytest.raises(StoreError):
         processor.process_batch(records)
     assert dead_letters(log_path) == {}
 
-    sink.migrate()  # the store is back: the very same batch is written, whole
+    migrate(sink)  # the store is back: the very same batch is written, whole
     result = processor.process_batch(records)
     processor.close()
     assert (result.stored, result.dead) == (10, 0)
-    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(good)
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_events"))) == ground_truth(good)
 
 
 class Died(BaseException):
@@ -226,7 +237,7 @@ class KillOn(NoHooks):
 
 
 def test_a_record_that_kills_the_process_each_time_is_dead_lettered_after_the_limit(
-    log_path: Path, sink: ChdbSink, tmp_path: Path
+    log_path: Path, sink: ChdbEngine, tmp_path: Path
 ) -> None:
     good = make_events(40, seed=34)
     good += good[::7]  # client retries: still counted once
@@ -252,5 +263,5 @@ def test_a_record_that_kills_the_process_each_time_is_dead_lettered_after_the_li
     letters = dead_letters(log_path)
     assert list(letters) == ["kills-the-process"]
     assert letters["kills-the-process"][0] == "crashed_processor"
-    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(good)
-    assert stored_totals(sink.query_rows(totals_query("usage_meters"))) == ground_truth(good)
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_events"))) == ground_truth(good)
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_meters"))) == ground_truth(good)

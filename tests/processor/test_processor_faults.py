@@ -21,7 +21,9 @@ from meterline.runtime import LogDeadLetters
 from pricing import CatalogPriceBook
 from processor.runner import Processor
 from processor.verify import verify
-from sinks.chdb_sink import ChdbSink
+from sinks.base import LIVE_EVENTS, EventTable, EventWriter
+from sinks.chdb_sink import ChdbEngine, ChdbWriter
+from sinks.migrations import migrate
 from tests.support.events import ground_truth, make_events, stored_totals, totals_query
 
 HEADERS = ((TENANT_HEADER, b"default"), (INGESTED_AT_HEADER, b"0"))
@@ -46,8 +48,8 @@ class Worker:
         self.processor.close()
 
 
-def rows(sink: ChdbSink, sql: str) -> list[dict[str, Any]]:
-    return [{k: str(v) for k, v in r.items()} for r in sink.query_rows(sql)]
+def rows(sink: ChdbEngine, sql: str) -> list[dict[str, Any]]:
+    return [{k: str(v) for k, v in r.items()} for r in sink.sql.query_rows(sql)]
 
 
 def wait(check: Any, timeout_s: float = 60) -> None:
@@ -62,7 +64,7 @@ def wait(check: Any, timeout_s: float = 60) -> None:
 # --- embedded log ------------------------------------------------------------------
 
 
-def embedded_processor(log_path: Path, sink: ChdbSink, **kwargs: Any) -> Processor:
+def embedded_processor(log_path: Path, sink: ChdbEngine, **kwargs: Any) -> Processor:
     return Processor(
         EmbeddedConsumer(log_path, "events", "g"),
         sink,
@@ -74,7 +76,7 @@ def embedded_processor(log_path: Path, sink: ChdbSink, **kwargs: Any) -> Process
 
 
 def test_poison_messages_go_to_the_dlq_and_never_block_the_partition(
-    log_path: Path, sink: ChdbSink
+    log_path: Path, sink: ChdbEngine
 ) -> None:
     events = make_events(20, seed=9)
     producer = EmbeddedProducer(log_path, "events")
@@ -99,11 +101,12 @@ def test_poison_messages_go_to_the_dlq_and_never_block_the_partition(
     assert reasons == ["invalid_event", "invalid_json", "missing_tenant"]
     for letter in letters:
         assert dict(letter.headers)["meterline-original-topic"] == b"events"
-    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(events[:19])
+    stored = stored_totals(sink.sql.query_rows(totals_query("usage_events")))
+    assert stored == ground_truth(events[:19])
 
 
 def test_late_events_land_in_their_own_window_and_too_late_ones_in_the_dlq(
-    log_path: Path, sink: ChdbSink
+    log_path: Path, sink: ChdbEngine
 ) -> None:
     now = time.time()
     fresh, late, too_late = make_events(3, seed=2)
@@ -127,27 +130,36 @@ def test_late_events_land_in_their_own_window_and_too_late_ones_in_the_dlq(
     assert [dict(r.headers)["meterline-dlq-reason"] for r in letters] == [b"beyond_dedupe_horizon"]
 
 
-class FlakySink(ChdbSink):
-    """The real chDB sink, unreachable until ``heal()``."""
+class FlakySink(ChdbEngine):
+    """The real chDB engine, unreachable for writes until ``heal()``."""
 
     down = True
     attempts = 0
 
-    def insert_events(self, *args: Any, **kwargs: Any) -> None:
-        self.attempts += 1
-        if self.down:
-            raise StoreUnavailable("ClickHouse is down (test)")
-        super().insert_events(*args, **kwargs)
+    def writer(self, table: EventTable = LIVE_EVENTS) -> EventWriter:
+        return FlakyWriter(self, table)
 
     def heal(self) -> None:
         self.down = False
+
+
+class FlakyWriter(ChdbWriter):
+    def __init__(self, engine: FlakySink, table: EventTable) -> None:
+        super().__init__(engine, table)
+        self.engine = engine
+
+    def insert(self, columns: Any, dedup_token: str) -> None:
+        self.engine.attempts += 1
+        if self.engine.down:
+            raise StoreUnavailable("ClickHouse is down (test)")
+        super().insert(columns, dedup_token)
 
 
 # --- real Kafka --------------------------------------------------------------------
 
 
 def kafka_processor(
-    bootstrap: str, topic: str, group: str, sink: ChdbSink, **extra: Any
+    bootstrap: str, topic: str, group: str, sink: ChdbEngine, **extra: Any
 ) -> Processor:
     from core.log.kafka import KafkaConsumer, KafkaProducer
 
@@ -190,7 +202,7 @@ def kafka_topic(kafka_bootstrap: str, unique_topic: str) -> str:
 
 @pytest.mark.kafka
 def test_partitions_moving_between_members_mid_stream_keep_totals_exact(
-    kafka_bootstrap: str, kafka_topic: str, sink: ChdbSink
+    kafka_bootstrap: str, kafka_topic: str, sink: ChdbEngine
 ) -> None:
     group = f"g-{kafka_topic}"
     events = make_events(3000, seed=21)
@@ -210,9 +222,9 @@ def test_partitions_moving_between_members_mid_stream_keep_totals_exact(
     c.stop()
     assert c.processor.totals.records > 0
     truth = ground_truth(events)
-    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == truth
-    assert stored_totals(sink.query_rows(totals_query("usage_meters"))) == truth
-    assert verify(sink, 0, int(time.time() * 1000) + 60_000) == []
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_events"))) == truth
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_meters"))) == truth
+    assert verify(sink.sql, 0, int(time.time() * 1000) + 60_000) == []
 
 
 @pytest.mark.kafka
@@ -220,7 +232,7 @@ def test_store_outage_pauses_without_losing_or_leaving_the_group(
     kafka_bootstrap: str, kafka_topic: str, tmp_path: Path
 ) -> None:
     flaky = FlakySink(tmp_path / "flaky", "mtest")
-    flaky.migrate()
+    migrate(flaky)
     group = f"g-{kafka_topic}"
     # Short poll interval: a member that stopped polling during the outage would be evicted.
     processor = kafka_processor(
@@ -240,12 +252,12 @@ def test_store_outage_pauses_without_losing_or_leaving_the_group(
     wait(lambda: kafka_lag(kafka_bootstrap, kafka_topic, group) == 0, 60)
     worker.stop()
     assert assumed_partitions == list(range(6))
-    assert stored_totals(flaky.query_rows(totals_query("usage_events"))) == ground_truth(events)
-    assert stored_totals(flaky.query_rows(totals_query("usage_meters"))) == ground_truth(events)
+    assert stored_totals(flaky.sql.query_rows(totals_query("usage_events"))) == ground_truth(events)
+    assert stored_totals(flaky.sql.query_rows(totals_query("usage_meters"))) == ground_truth(events)
     flaky.close()
 
 
-def test_events_of_unknown_tenants_are_dead_lettered(log_path: Path, sink: ChdbSink) -> None:
+def test_events_of_unknown_tenants_are_dead_lettered(log_path: Path, sink: ChdbEngine) -> None:
     known, ghost = make_events(2, seed=8)
     EmbeddedProducer(log_path, "events").publish_sync(
         [message(known), message(ghost, ((TENANT_HEADER, b"ghost"), (INGESTED_AT_HEADER, b"0")))]
@@ -264,7 +276,7 @@ def test_events_of_unknown_tenants_are_dead_lettered(log_path: Path, sink: ChdbS
 
 
 def test_custom_event_types_are_priced_only_by_a_units_rule_for_their_type(
-    log_path: Path, sink: ChdbSink, tmp_path: Path
+    log_path: Path, sink: ChdbEngine, tmp_path: Path
 ) -> None:
     from pricing import BookPriceBook
 
@@ -339,7 +351,7 @@ class _GcWatchingPriceBook(CatalogPriceBook):
 
 
 def test_cyclic_gc_is_paused_during_a_batch_and_restored_after(
-    log_path: Path, sink: ChdbSink
+    log_path: Path, sink: ChdbEngine
 ) -> None:
     events = make_events(30, seed=4)
     EmbeddedProducer(log_path, "events").publish_sync([message(e) for e in events])
@@ -363,7 +375,7 @@ def test_cyclic_gc_is_paused_during_a_batch_and_restored_after(
     finally:
         gc.enable()
     processor.close()
-    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == ground_truth(events)
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_events"))) == ground_truth(events)
 
 
 def test_overlapping_gc_pauses_turn_the_collector_back_on_only_when_the_last_ends() -> None:

@@ -26,7 +26,9 @@ from meterline.runtime import LogDeadLetters
 from pricing import CatalogPriceBook
 from processor.runner import Processor
 from processor.verify import check_identities, repair_at_start, verify
-from sinks.chdb_sink import ChdbSink
+from sinks.base import LIVE_EVENTS, EventTable, EventWriter
+from sinks.chdb_sink import ChdbEngine, ChdbWriter
+from sinks.migrations import migrate
 from tests.support.events import ground_truth, make_events, stored_totals, totals_query
 
 HEADERS = ((TENANT_HEADER, b"default"), (INGESTED_AT_HEADER, b"0"))
@@ -37,33 +39,43 @@ class Killed(BaseException):
     """Stands for the SIGKILL: nothing after it runs, offsets stay uncommitted."""
 
 
-class TornSink(ChdbSink):
-    """The real chDB sink whose next INSERT lands in usage_events only, then fails."""
+class TornSink(ChdbEngine):
+    """The real chDB engine whose next INSERT lands in usage_events only, then fails."""
 
     tear: tuple[str, ...] = ()
     failure: type[BaseException] = Killed
     on_failure: Callable[[], None] = staticmethod(lambda: None)
 
-    def insert_events(self, *args: Any, **kwargs: Any) -> None:
-        views, self.tear = self.tear, ()
+    def writer(self, table: EventTable = LIVE_EVENTS) -> EventWriter:
+        return TornWriter(self, table)
+
+
+class TornWriter(ChdbWriter):
+    def __init__(self, engine: TornSink, table: EventTable) -> None:
+        super().__init__(engine, table)
+        self.engine = engine
+
+    def insert(self, columns: Any, dedup_token: str) -> None:
+        engine = self.engine
+        views, engine.tear = engine.tear, ()
         if not views:
-            super().insert_events(*args, **kwargs)
+            super().insert(columns, dedup_token)
             return
         for view in views:
-            self.query_raw(f"DETACH TABLE {view}", "CSV")
+            engine.sql.query_raw(f"DETACH TABLE {view}", "CSV")
         try:
-            super().insert_events(*args, **kwargs)
+            super().insert(columns, dedup_token)
         finally:
             for view in views:
-                self.query_raw(f"ATTACH TABLE {view}", "CSV")
-        self.on_failure()
-        raise self.failure("the engine failed after the usage_events part (test)")
+                engine.sql.query_raw(f"ATTACH TABLE {view}", "CSV")
+        engine.on_failure()
+        raise engine.failure("the engine failed after the usage_events part (test)")
 
 
 @pytest.fixture
 def sink(tmp_path: Path) -> Iterator[TornSink]:  # overrides conftest's: the torn double
     sink = TornSink(tmp_path / "chdb", "mtorn")
-    sink.migrate()
+    migrate(sink)
     yield sink
     sink.close()
 
@@ -79,7 +91,7 @@ class RevokingConsumer(EmbeddedConsumer):
 
 
 def processor(
-    log_path: Path, sink: ChdbSink, consumer: EmbeddedConsumer | None = None
+    log_path: Path, sink: ChdbEngine, consumer: EmbeddedConsumer | None = None
 ) -> Processor:
     return Processor(
         consumer or EmbeddedConsumer(log_path, "events", "g"),
@@ -102,15 +114,15 @@ def read_all(p: Processor, expected: int) -> list[Record]:
     return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
-def assert_each_event_stored_once(sink: ChdbSink, events: list[dict[str, Any]]) -> None:
+def assert_each_event_stored_once(sink: ChdbEngine, events: list[dict[str, Any]]) -> None:
     unique = {(e["source"], e["id"]) for e in events}
-    assert sink.scalar("SELECT count() FROM usage_events") == len(unique)
+    assert sink.sql.scalar("SELECT count() FROM usage_events") == len(unique)
     now_ms = int(time.time() * 1000)
-    assert not check_identities(sink, 0, now_ms + 60_000)
+    assert not check_identities(sink.sql, 0, now_ms + 60_000)
     truth = ground_truth(events)
-    assert stored_totals(sink.query_rows(totals_query("usage_events"))) == truth
-    assert stored_totals(sink.query_rows(totals_query("usage_meters"))) == truth
-    assert verify(sink, 0, now_ms + 60_000) == []
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_events"))) == truth
+    assert stored_totals(sink.sql.query_rows(totals_query("usage_meters"))) == truth
+    assert verify(sink.sql, 0, now_ms + 60_000) == []
 
 
 @pytest.mark.parametrize("torn", list(VIEWS))
@@ -128,11 +140,11 @@ def test_a_batch_replayed_after_a_torn_insert_is_stored_exactly_once(
     with pytest.raises(Killed):
         first.process_batch(records[100:200])
     first.close()  # uncommitted: the restart reads offsets 100.. again
-    assert sink.scalar("SELECT count() FROM usage_events") > sink.scalar(
+    assert sink.sql.scalar("SELECT count() FROM usage_events") > sink.sql.scalar(
         "SELECT count() FROM usage_event_ids FINAL"
     ), "the INSERT was meant to be torn"
 
-    repaired = repair_at_start(sink)  # what `meterline processor` does before reading
+    repaired = repair_at_start(sink.sql)  # what `meterline processor` does before reading
     assert repaired.ids_restored > 0 and repaired.refused == []
     second = processor(log_path, sink)
     again = read_all(second, len(events) - 100)

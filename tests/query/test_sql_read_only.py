@@ -21,17 +21,18 @@ from ingest.app import Gateway, create_app
 from query import Reader
 from query import routes as read_routes
 from query.readonly import read_only_statement
-from sinks.chdb_sink import ChdbSink
+from sinks.chdb_sink import ChdbEngine
+from sinks.migrations import migrate
 
 TOKEN = "admin-token"
 TABLES = {"usage_events", "usage_meters", "usage_event_ids", "usage_meters_daily"}
 
 
 @pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbSink]:
-    sink = ChdbSink(tmp_path_factory.mktemp("chdb") / "db", "meterline")
-    sink.migrate()
-    sink.query_raw(
+def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEngine]:
+    sink = ChdbEngine(tmp_path_factory.mktemp("chdb") / "db", "meterline")
+    migrate(sink)
+    sink.sql.query_raw(
         "INSERT INTO usage_meters (tenant, window_start, subject, model, events, cost_usd) "
         "VALUES ('t1', '2025-01-01 00:00:00', 'cust', 'gpt-4o', 1, 0.5)"
     )
@@ -40,13 +41,13 @@ def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbSink]:
 
 
 @pytest.fixture
-async def client(sink: ChdbSink, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(sink: ChdbEngine, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     EmbeddedAdmin(tmp_path / "log").ensure_topic("events", 1)
     producer = EmbeddedProducer(tmp_path / "log", "events")
     gateway = Gateway(
         producer, tenant="t1", max_body_bytes=10_000, max_event_bytes=10_000, max_batch_events=10
     )
-    app = create_app(gateway, mounts=read_routes(Reader(sink, gateway.guard, sql_token=TOKEN)))
+    app = create_app(gateway, mounts=read_routes(Reader(sink.sql, gateway.guard, sql_token=TOKEN)))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://gw",
@@ -60,13 +61,13 @@ async def sql(client: httpx.AsyncClient, query: str, fmt: str = "JSONEachRow") -
     return await client.post("/v1/sql", params={"format": fmt}, content=query.encode())
 
 
-def assert_intact(sink: ChdbSink) -> None:
+def assert_intact(sink: ChdbEngine) -> None:
     tables = {
         r["name"]
-        for r in sink.query_rows("SELECT name FROM system.tables WHERE database = 'meterline'")
+        for r in sink.sql.query_rows("SELECT name FROM system.tables WHERE database = 'meterline'")
     }
     assert tables >= TABLES
-    assert sink.scalar("SELECT sum(events) FROM usage_meters") == 1
+    assert sink.sql.scalar("SELECT sum(events) FROM usage_meters") == 1
 
 
 REFUSED = [
@@ -118,7 +119,7 @@ REFUSED = [
 @pytest.mark.anyio
 @pytest.mark.parametrize(("statement", "code", "detail"), REFUSED)
 async def test_statement_that_is_not_one_read_is_refused_naming_the_rule(
-    client: httpx.AsyncClient, sink: ChdbSink, statement: str, code: str, detail: str
+    client: httpx.AsyncClient, sink: ChdbEngine, statement: str, code: str, detail: str
 ) -> None:
     response = await sql(client, statement)
     assert response.status_code == 400, response.text
@@ -131,7 +132,7 @@ async def test_statement_that_is_not_one_read_is_refused_naming_the_rule(
 
 @pytest.mark.anyio
 async def test_outfile_and_file_functions_leave_no_file_and_leak_nothing(
-    client: httpx.AsyncClient, sink: ChdbSink, tmp_path: Path
+    client: httpx.AsyncClient, sink: ChdbEngine, tmp_path: Path
 ) -> None:
     target = tmp_path / "out.csv"
     wrote = await sql(client, f"SELECT * FROM usage_meters INTO OUTFILE '{target}'")
@@ -183,12 +184,12 @@ async def test_read_answers_the_rows_in_the_requested_format(client: httpx.Async
     assert csv.text == '"subject"\n"cust"\n'
 
 
-def test_statement_runs_with_readonly_set_per_query_not_on_the_session(sink: ChdbSink) -> None:
-    statement = read_only_statement(sink, "SELECT getSetting('readonly') AS r")
+def test_statement_runs_with_readonly_set_per_query_not_on_the_session(sink: ChdbEngine) -> None:
+    statement = read_only_statement(sink.sql, "SELECT getSetting('readonly') AS r")
     assert statement.endswith("SETTINGS readonly = 1")
-    assert sink.query_rows(statement) == [{"r": 1}]
+    assert sink.sql.query_rows(statement) == [{"r": 1}]
     # The processor's inserts share the session: it must stay writable.
-    assert sink.scalar("SELECT getSetting('readonly')") == 0
+    assert sink.sql.scalar("SELECT getSetting('readonly')") == 0
 
 
 @pytest.mark.parametrize(
@@ -201,9 +202,9 @@ def test_statement_runs_with_readonly_set_per_query_not_on_the_session(sink: Chd
     ],
 )
 def test_engine_itself_refuses_writes_and_external_reads_under_readonly(
-    sink: ChdbSink, write: str
+    sink: ChdbEngine, write: str
 ) -> None:
     """The second guard, alone: if the parse-tree check ever missed one, readonly=1 holds."""
     with pytest.raises(StoreError, match="READONLY"):
-        sink.query_raw(f"{write} SETTINGS readonly = 1")
+        sink.sql.query_raw(f"{write} SETTINGS readonly = 1")
     assert_intact(sink)

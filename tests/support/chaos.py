@@ -24,7 +24,7 @@ from core.errors import StoreError
 from core.log.base import Record
 
 if TYPE_CHECKING:
-    from sinks.base import Sink
+    from sinks.reader import SqlReader
 
 POINTS = ("after_poll", "mid_insert", "torn_insert", "after_insert", "after_commit")
 ENV = "METERLINE_CHAOS_KILL_AT"
@@ -68,7 +68,7 @@ class Chaos:
             _kill()
 
     @contextmanager
-    def around_insert(self, sink: Sink) -> Iterator[None]:
+    def around_insert(self, sql: SqlReader) -> Iterator[None]:
         """``mid_insert``: a timer kills the process while the INSERT is running.
 
         ``torn_insert``: the process dies between the INSERT's usage_events part
@@ -81,7 +81,7 @@ class Chaos:
         if self.store_away:
             raise StoreError("chaos: Table meterline.usage_events does not exist. (UNKNOWN_TABLE)")
         if self._armed("torn_insert"):
-            sink.query_raw(f"DETACH TABLE {sink.database}.usage_event_ids_mv", "CSV")
+            sql.query_raw(f"DETACH TABLE {sql.database}.usage_event_ids_mv", "CSV")
             yield
             _kill()
         timer = threading.Timer(0.002, _kill) if self._armed("mid_insert") else None
