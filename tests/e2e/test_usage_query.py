@@ -13,6 +13,7 @@ import csv
 import io
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,7 +39,7 @@ GROUPINGS: list[tuple[str, ...]] = [
     ("model", "feature"),
     ("subject", "model", "feature", "provider", "type", "unit"),
 ]
-EVENT_GROUPS = {
+EVENT_GROUPS: dict[str, Callable[[dict[str, Any]], str]] = {
     "subject": lambda e: e["subject"],
     "model": lambda e: e["data"]["model"],
     "feature": lambda e: e["data"]["feature"],
