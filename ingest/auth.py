@@ -43,7 +43,8 @@ from ingest.problems import HTTPProblem
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mlk_"
-SCOPES = frozenset({"ingest", "read"})
+# budgets: create/change/delete budgets (query/budgets.py); read keys only read them.
+SCOPES = frozenset({"ingest", "read", "budgets"})
 _HASH = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _RELOAD_EVERY_S = 2.0

@@ -72,7 +72,7 @@ class Header:
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    location: Literal["query", "header"]
+    location: Literal["query", "header", "path"]  # a path parameter must be required=True
     schema: SchemaSource = str
     description: str = ""
     required: bool = False
@@ -107,7 +107,7 @@ class Operation:
     its ``Reply`` (serialization mode). An empty ``security`` means no credentials.
     """
 
-    method: Literal["GET", "POST", "OPTIONS"]
+    method: Literal["GET", "POST", "PATCH", "DELETE", "OPTIONS"]
     summary: str
     responses: Mapping[int, Reply]
     description: str = ""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ingest.guard import Guard
+from query.budget_store import Budgets
 from query.portal_tokens import Revocations, TokenSigner
+from query.running_totals import RunningTotals
 from sinks.reader import SqlReader
 
 
@@ -36,3 +38,6 @@ class Reader:
         self.billing_timezone = billing_timezone
         self.tokens = tokens
         self.revocations = Revocations(sink) if sink is not None else None
+        # Budgets and the running totals the entitlement check reads (query/entitlements.py).
+        self.budgets = Budgets(sink) if sink is not None else None
+        self.totals = RunningTotals(sink, billing_timezone) if sink is not None else None

@@ -9,6 +9,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from ingest.openapi import route
+from query.budgets import (
+    BUDGET_HISTORY,
+    DELETE_BUDGET,
+    GET_BUDGET,
+    LIST_BUDGETS,
+    PATCH_BUDGET,
+    POST_BUDGET,
+    budget_collection,
+    budget_history,
+    budget_item,
+)
+from query.entitlements import GET_ENTITLEMENT, get_entitlement
 from query.meters import GET_METERS, get_meters
 from query.portal import POST_REVOKE, POST_TOKEN, post_revoke, post_token
 from query.reader import Reader
@@ -33,4 +45,18 @@ def routes(reader: Reader) -> list[BaseRoute]:
         route("/v1/usage", bind(get_meters), GET_METERS),
         route("/v1/portal/tokens", bind(post_token), POST_TOKEN),
         route("/v1/portal/tokens/revoke", bind(post_revoke), POST_REVOKE),
+        route("/v1/budgets", bind(budget_collection), LIST_BUDGETS, POST_BUDGET),
+        route(
+            "/v1/budgets/{budget_id}",
+            bind(budget_item),
+            GET_BUDGET,
+            PATCH_BUDGET,
+            DELETE_BUDGET,
+        ),
+        route("/v1/budgets/{budget_id}/history", bind(budget_history), BUDGET_HISTORY),
+        route(
+            "/v1/subjects/{subject}/entitlements/{feature}",
+            bind(get_entitlement),
+            GET_ENTITLEMENT,
+        ),
     ]

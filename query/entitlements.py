@@ -1,0 +1,178 @@
+"""``GET /v1/subjects/{subject}/entitlements/{feature}``: may this customer use this feature now?
+
+The call an app makes before each model call, so it reads no meters: the
+tenant's budgets (``Budgets.current``) and the subject's running totals of the
+current month (``RunningTotals``), each cached in this process for at most 1 s.
+A check whose two entries are fresh does no I/O and never leaves the event loop.
+
+Answer: ``has_access`` is false when a hard budget that applies is used up
+(used >= amount). ``limit`` / ``used`` / ``remaining`` / ``resets_at`` are those
+of the budget with the least remaining (hard budgets first); every applying
+budget is listed under ``budgets``. No budget applies: access, and null figures.
+
+Bound: ``used`` includes every event the processor has committed up to at most
+``CACHE_S`` ago; events in the batch in flight are not yet in it
+(docs/budgets.md, "How current is used?").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.errors import StoreError
+from ingest.openapi import Operation, Param, Reply
+from ingest.problems import HTTPProblem
+from ingest.replies import API_KEY, GUARDED, NOT_FOUND, UNAVAILABLE, USAGE_INVALID
+from query.budget_store import Budget, decimal_text
+from query.principal import read_principal
+from query.reader import Reader
+from query.running_totals import Period, period_of
+from schemas.problems import Problem
+
+_LABEL = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+
+
+class BudgetStanding(BaseModel):
+    id: str
+    mode: Literal["soft", "hard"]
+    period: Literal["day", "month"]
+    metric: Literal["price_usd", "cost_usd"]
+    limit: str
+    used: str
+    remaining: str
+    exhausted: bool
+    resets_at: str
+
+
+class Entitlement(BaseModel):
+    subject: str
+    feature: str
+    has_access: bool
+    limit: str | None = Field(description="USD, decimal string; null: no budget applies.")
+    used: str | None
+    remaining: str | None
+    resets_at: str | None = Field(description="UTC, RFC 3339: when the binding period ends.")
+    budgets: list[BudgetStanding]
+
+
+def _label(value: str, name: str, problems: list[Problem]) -> None:
+    if not _LABEL.match(value):
+        problems.append(Problem("invalid", name, "1 to 256 characters, no control characters"))
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def standing(budget: Budget, used: Decimal, period: Period) -> BudgetStanding:
+    return BudgetStanding(
+        id=budget.id,
+        mode=budget.mode,  # type: ignore[arg-type]
+        period=budget.period,  # type: ignore[arg-type]
+        metric=budget.metric,  # type: ignore[arg-type]
+        limit=decimal_text(budget.amount),
+        used=decimal_text(used),
+        remaining=decimal_text(max(budget.amount - used, Decimal(0))),
+        exhausted=used >= budget.amount,
+        resets_at=_rfc3339(period.resets_at),
+    )
+
+
+async def get_entitlement(reader: Reader, request: Request) -> Response:
+    principal = await read_principal(reader, request)
+    subject = str(request.path_params["subject"])
+    feature = str(request.path_params["feature"])
+    model = request.query_params.get("model")
+    problems: list[Problem] = []
+    _label(subject, "subject", problems)
+    _label(feature, "feature", problems)
+    if model is not None:
+        _label(model, "model", problems)
+    for name in sorted(set(request.query_params.keys()) - {"model"}):
+        problems.append(Problem("unknown", name, "not a parameter of this operation"))
+    if problems:
+        raise HTTPProblem(422, "invalid-parameter", "the check is invalid", problems)
+    token = principal.token
+    if token is not None:
+        # 403, not "no access": a page holding a token must not learn about others.
+        if subject != token.subject:
+            raise HTTPProblem(403, "forbidden-subject", "this token checks only its own subject")
+        if token.features is not None and feature not in token.features:
+            raise HTTPProblem(
+                403, "forbidden-feature", "this token checks only the features it names"
+            )
+    if reader.budgets is None or reader.totals is None:
+        raise HTTPProblem(404, "not-found", "entitlements are not served by this process")
+    budgets, totals = reader.budgets, reader.totals
+    now = datetime.fromtimestamp(time.time(), UTC)
+    month = period_of("month", now, totals.zone).first
+    try:
+        current = budgets.cached(principal.tenant)
+        if current is None:
+            current = await asyncio.to_thread(budgets.current, principal.tenant)
+        applying = [b for b in current if b.applies_to(subject, feature, model)]
+        rows = None
+        if applying:
+            rows = totals.cached(principal.tenant, subject, month)
+            if rows is None:
+                rows = await asyncio.to_thread(totals.load, principal.tenant, subject, month)
+    except StoreError as exc:
+        # Fail closed on a hard limit would stop every customer while the store is
+        # away; fail open would let spend run. Neither is ours to pick: 503, and the
+        # SDK's caller decides (docs/budgets.md).
+        raise HTTPProblem(
+            503, "store-unavailable", f"cannot read budgets: {exc}", retry_after=1
+        ) from exc
+    standings: list[tuple[Budget, BudgetStanding]] = []
+    for budget in applying:
+        assert rows is not None
+        period = period_of(budget.period, now, totals.zone)
+        standings.append((budget, standing(budget, rows.used(budget, period), period)))
+    has_access = not any(b.mode == "hard" and s.exhausted for b, s in standings)
+    binding = min(
+        standings,
+        key=lambda bs: (bs[0].mode != "hard", bs[0].amount - Decimal(bs[1].used)),
+        default=None,
+    )
+    answer = Entitlement(
+        subject=subject,
+        feature=feature,
+        has_access=has_access,
+        limit=binding[1].limit if binding else None,
+        used=binding[1].used if binding else None,
+        remaining=binding[1].remaining if binding else None,
+        resets_at=binding[1].resets_at if binding else None,
+        budgets=[s for _, s in standings],
+    )
+    return Response(orjson.dumps(answer.model_dump()), media_type="application/json")
+
+
+GET_ENTITLEMENT = Operation(
+    "GET",
+    "May this subject use this feature now? (before each model call)",
+    description="API key (scope read) or a portal token for this subject. Served from "
+    "running totals cached <= 1 s; see docs/budgets.md for the bound.",
+    security=API_KEY,
+    parameters=(
+        Param("subject", "path", str, "The customer (CloudEvents subject).", required=True),
+        Param("feature", "path", str, "The feature about to be used.", required=True),
+        Param("model", "query", str, "Also apply budgets limited to this model."),
+    ),
+    responses={
+        200: Reply("The entitlement.", {"application/json": Entitlement}),
+        404: NOT_FOUND,
+        422: USAGE_INVALID,
+        503: UNAVAILABLE,
+        **GUARDED,
+    },
+)
