@@ -25,13 +25,17 @@ from meterline.sdk.client import Meter
 from meterline.sdk.config import ConfigError, EmitterError, MeterConfig
 from meterline.sdk.context import Scope, customer, no_metering, reset_customer, set_customer
 from meterline.sdk.decorators import meter_charge, meter_methods, meter_requests, meter_units
+from meterline.sdk.entitlements import BudgetExhausted, CheckFailed, Entitlement
 from meterline.sdk.providers import wrap, wrap_anthropic, wrap_gemini, wrap_openai
 from meterline.sdk.tokens import count_tokens
 
 __all__ = [
     "AsyncMeter",
+    "BudgetExhausted",
+    "CheckFailed",
     "ConfigError",
     "EmitterError",
+    "Entitlement",
     "Meter",
     "MeterConfig",
     "Scope",

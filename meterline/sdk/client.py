@@ -36,6 +36,8 @@ from meterline.sdk._core import (
 )
 from meterline.sdk._recorder import Recorder
 from meterline.sdk.config import MeterConfig
+from meterline.sdk.entitlements import Entitlement
+from meterline.sdk.entitlements import check as check_entitlement
 
 log = logging.getLogger("meterline.emitter")
 USER_AGENT = "meterline-python/0.1"
@@ -77,6 +79,7 @@ class Meter(Recorder):
         self._flush_wanted = False
         self._closing = False
         self._closed = False
+        self._check_http: httpx.Client | None = None  # entitlement checks, on the caller's thread
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # --- application side -----------------------------------------------------------------
@@ -99,6 +102,19 @@ class Meter(Recorder):
             self._thread = threading.Thread(target=self._run, name="meterline-emitter", daemon=True)
             self._thread.start()
             self._pid = os.getpid()
+
+    def check(self, customer: str, feature: str, model: str | None = None) -> Entitlement:
+        """May ``customer`` use ``feature`` now? Asks the gateway (docs/budgets.md).
+
+        Unlike ``track_*`` this raises: ``CheckFailed`` when the gateway gives no
+        answer (the caller decides whether to go on), ``ValueError`` for an empty name.
+        """
+        if self._check_http is None:
+            # Its own connection pool: a check must not wait behind the sender's batches.
+            self._check_http = httpx.Client(
+                transport=self._transport, headers={"user-agent": USER_AGENT}
+            )
+        return check_entitlement(self._check_http, self.config, customer, feature, model)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event queued before this call is settled; False on timeout."""
@@ -129,6 +145,8 @@ class Meter(Recorder):
         if thread is not None and self._pid == os.getpid():
             thread.join(wait + self.config.timeout + 1.0)
         self._closed = True
+        if self._check_http is not None:
+            self._check_http.close()
         stats = self.stats()
         if stats.lost_at_shutdown or stats.dropped_queue_full:
             log.warning("meterline closed: %s", stats)
