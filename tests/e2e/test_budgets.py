@@ -29,6 +29,7 @@ from query.budget_store import decimal_text
 from tests.conftest import MeterlineFactory
 from tests.meterline.sdk.fakes.emitter_fake_server import FakeServer, Reply
 from tests.meterline.sdk.fakes.emitter_payloads import openai_chat
+from tests.support.cli import meterline_cli
 from tests.support.events import make_events
 from tests.support.stack import MeterlineProcess
 
@@ -237,3 +238,31 @@ def test_a_portal_token_checks_only_its_own_subject(stack: MeterlineProcess) -> 
     assert other.status_code == 403
     assert other.json()["type"].endswith("forbidden-subject")
     assert _check(stack, "acme", "chat", "nope").status_code == 401
+
+
+def test_the_budgets_cli_creates_updates_deletes_and_shows_history(
+    stack: MeterlineProcess, tmp_path: Path
+) -> None:
+    env = {"METERLINE_URL": stack.url, "METERLINE_API_KEY": "key-a"}
+
+    def cli(*args: str) -> Any:
+        done = meterline_cli(tmp_path / "cli", "budgets", *args, **env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if done.stdout.strip().startswith(("{", "[")) else None
+
+    created = cli("create", "--period", "day", "--amount", "12.5", "--subject", "acme", "--hard")
+    assert (created["mode"], created["amount"], created["subject"]) == ("hard", "12.5", "acme")
+    cli("update", created["id"], "--amount", "20", "--threshold", "90")
+    assert [b["amount"] for b in cli("list")["budgets"]] == ["20"]
+    cli("delete", created["id"])
+    history = cli("history", created["id"])["versions"]
+    assert [(v["action"], v["thresholds"]) for v in history] == [
+        ("create", [50, 80, 100]),
+        ("update", [90]),
+        ("delete", [90]),
+    ]
+    refused = meterline_cli(
+        tmp_path / "cli", "budgets", "create", "--period", "week", "--amount", "1", **env
+    )
+    assert refused.returncode == 1
+    assert "period" in refused.stderr
