@@ -42,7 +42,7 @@ def _request(method: str, path: str, url: str | None, key: str | None, body: Any
         try:
             problem = response.json()
             problems = "; ".join(
-                f"{p['field']}: {p['detail']}" for p in problem.get("problems", [])
+                f"{p.get('field')}: {p.get('message')}" for p in problem.get("problems", [])
             )
             detail = problem.get("detail", response.text) + (f" ({problems})" if problems else "")
         except ValueError:
