@@ -119,7 +119,9 @@ class ClusterRenderer:
         # Replicated tables deduplicate inserted blocks in Keeper, over
         # replicated_deduplication_window blocks (non_replicated_... is the
         # single-node setting and means nothing here).
-        rest = rest.replace("non_replicated_deduplication_window", "replicated_deduplication_window")
+        rest = rest.replace(
+            "non_replicated_deduplication_window", "replicated_deduplication_window"
+        )
         rest = self._reads_local(rest)  # EMPTY AS SELECT ... FROM another table
         local_sql = (
             f"CREATE TABLE IF NOT EXISTS {db}.{local} {self.on}{columns or ''}\n"

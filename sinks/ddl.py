@@ -35,7 +35,11 @@ def files(database: str, billing_timezone: str = "UTC") -> list[DdlFile]:
     """Every migration file, in version order, rendered for ``database``."""
     out: list[DdlFile] = []
     found = sorted(
-        (f for f in resources.files("schemas").joinpath("sql").iterdir() if f.name.endswith(".sql")),
+        (
+            f
+            for f in resources.files("schemas").joinpath("sql").iterdir()
+            if f.name.endswith(".sql")
+        ),
         key=lambda f: f.name,
     )
     seen: dict[int, str] = {}

@@ -47,7 +47,9 @@ class Migration:
         return hashlib.sha256("\n;\n".join(self.statements).encode()).hexdigest()
 
 
-def plan(database: str, billing_timezone: str = "UTC", cluster: str | None = None) -> list[Migration]:
+def plan(
+    database: str, billing_timezone: str = "UTC", cluster: str | None = None
+) -> list[Migration]:
     """Every migration, rendered for ``database`` (and ``cluster``), in version order."""
     renderer = ClusterRenderer(cluster) if cluster else None
     out: list[Migration] = []
@@ -94,11 +96,14 @@ def _migrations_table(database: str, on: str, engine: str) -> str:
     )
 
 
-def pending(engine: Engine, migrations: list[Migration], cluster: str | None = None) -> list[Migration]:
+def pending(
+    engine: Engine, migrations: list[Migration], cluster: str | None = None
+) -> list[Migration]:
     """The migrations still to apply; ``MigrationRefused`` if history does not match."""
     rows = engine.sql.query_rows(
-        f"SELECT version, argMax(name, applied_at) AS name, argMax(checksum, applied_at) AS checksum, "
-        f"argMax(cluster, applied_at) AS cluster FROM {engine.database}.{TABLE} GROUP BY version"
+        "SELECT version, argMax(name, applied_at) AS name, "
+        "argMax(checksum, applied_at) AS checksum, argMax(cluster, applied_at) AS cluster "
+        f"FROM {engine.database}.{TABLE} GROUP BY version"
     )
     applied = {int(row["version"]): row for row in rows}
     out: list[Migration] = []

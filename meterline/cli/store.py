@@ -90,9 +90,7 @@ def migrate(
     ] = None,
     dry_run: Annotated[
         bool,
-        typer.Option(
-            "--dry-run", help="Print the SQL a new database gets; connect to nothing."
-        ),
+        typer.Option("--dry-run", help="Print the SQL a new database gets; connect to nothing."),
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -115,7 +113,11 @@ def migrate(
     with exit_on_error():
         runtime.build_engine(settings).close()
         runtime.ensure_topics(settings)
-    where = f"cluster {settings.clickhouse_cluster!r}" if settings.clickhouse_cluster else settings.store
+    where = (
+        f"cluster {settings.clickhouse_cluster!r}"
+        if settings.clickhouse_cluster
+        else settings.store
+    )
     console.print(f"database {settings.database!r} is up to date ({where})")
 
 
