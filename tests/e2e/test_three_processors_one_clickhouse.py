@@ -51,7 +51,7 @@ def _send_all(gateway: Service, batches: list[list[dict[str, Any]]], failures: l
                 break
             failures.append(status)
             time.sleep(0.5)
-        time.sleep(0.15)  # a steady stream, so kills and rebalances land in the middle of it
+        time.sleep(0.4)  # a steady stream, so kills and rebalances land in the middle of it
 
 
 def partitions_seen(processor: Service) -> set[int]:
@@ -110,16 +110,19 @@ def test_three_processors_with_one_killed_repeatedly_count_each_event_once(
 
         victim, survivors = processors[0], processors[1:]
         owned_before = set[int]()
-        kills = 0
-        while kills < KILLS:
+        kills = mid_stream = 0
+        # Kill until the client is done, and at least KILLS times.
+        while kills < KILLS or sender.is_alive():
             if kills == 0:
                 time.sleep(4.0)
                 owned_before = set().union(*(partitions_seen(p) for p in survivors))
             time.sleep(2.0 if kills % 2 else 4.0)  # sometimes mid-rebalance, after its restart
+            mid_stream += sender.is_alive()
             victim.kill()
             kills += 1
             time.sleep(1.0)
             victim.start()
+        assert mid_stream >= 3, "the kills were meant to land while events stream in"
         sender.join(120)
         # The victim's partitions moved to the others while it was down.
         assert set().union(*(partitions_seen(p) for p in survivors)) > owned_before
@@ -142,7 +145,11 @@ def test_three_processors_with_one_killed_repeatedly_count_each_event_once(
         deadline = time.monotonic() + 90
         while lag() and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert lag() == 0, "the group did not commit everything"
+        assert lag() == 0, (
+            f"the group did not commit everything: log ends {admin.end_offsets(unique_topic)}, "
+            f"committed {admin.committed(unique_topic, settings.consumer_group)}; "
+            f"processes alive {[p.alive() for p in processors]}, logs in {tmp_path}"
+        )
 
         truth = ground_truth(stream)
         store = ClickHouseEngine(clickhouse.url, "meterline")
@@ -160,7 +167,7 @@ def test_three_processors_with_one_killed_repeatedly_count_each_event_once(
             assert stored_totals(store.sql.query_rows(totals_query("usage_meters"))) == truth
         finally:
             store.close()
-        assert victim.starts == KILLS + 1
+        assert victim.starts == kills + 1
 
         for service in services:
             service.stop()
