@@ -34,24 +34,43 @@ PARTITIONS = 6
 KILLS = 4
 
 
-def _send_all(gateway: Service, batches: list[list[dict[str, Any]]], failures: list[int]) -> None:
-    """A real client: each batch is retried until it gets its 202."""
-    for batch in batches:
-        while True:
-            try:
-                status = httpx.post(
-                    f"{gateway.url}/v1/events",
-                    content=orjson.dumps(batch),
-                    headers={"content-type": "application/cloudevents-batch+json"},
-                    timeout=30,
-                ).status_code
-            except httpx.HTTPError:
-                status = 0
-            if status == 202:
-                break
-            failures.append(status)
-            time.sleep(0.5)
-        time.sleep(0.4)  # a steady stream, so kills and rebalances land in the middle of it
+class Client(threading.Thread):
+    """A real client: each batch is retried until it gets its 202.
+
+    It pauses at each kill's milestone until the victim is killed, so every kill
+    lands mid-stream with more to come, however fast this machine sends.
+    """
+
+    def __init__(self, gateway: Service, batches: list[list[dict[str, Any]]], kills: int) -> None:
+        super().__init__()
+        self.gateway, self.batches = gateway, batches
+        step = len(batches) // (kills + 1)
+        self.milestones = {step * (i + 1): i for i in range(kills)}
+        self.reached = [threading.Event() for _ in range(kills)]
+        self.resumed = [threading.Event() for _ in range(kills)]
+        self.refused: list[int] = []
+
+    def run(self) -> None:
+        for index, batch in enumerate(self.batches):
+            if index in self.milestones:
+                kill = self.milestones[index]
+                self.reached[kill].set()
+                self.resumed[kill].wait(120)
+            while (status := self._post(batch)) != 202:
+                self.refused.append(status)
+                time.sleep(0.5)
+            time.sleep(0.1)  # a steady stream
+
+    def _post(self, batch: list[dict[str, Any]]) -> int:
+        try:
+            return httpx.post(
+                f"{self.gateway.url}/v1/events",
+                content=orjson.dumps(batch),
+                headers={"content-type": "application/cloudevents-batch+json"},
+                timeout=30,
+            ).status_code
+        except httpx.HTTPError:
+            return 0
 
 
 def partitions_seen(processor: Service) -> set[int]:
@@ -104,29 +123,28 @@ def test_three_processors_with_one_killed_repeatedly_count_each_event_once(
         stream = events + resent
         rng.shuffle(stream)
         batches = [stream[i : i + 100] for i in range(0, len(stream), 100)]
-        failures: list[int] = []
-        sender = threading.Thread(target=_send_all, args=(gateway, batches, failures))
-        sender.start()
+        client = Client(gateway, batches, KILLS)
+        client.start()
 
         victim, survivors = processors[0], processors[1:]
         owned_before = set[int]()
-        kills = mid_stream = 0
-        # Kill until the client is done, and at least KILLS times.
-        while kills < KILLS or sender.is_alive():
-            if kills == 0:
-                time.sleep(4.0)
+        for kill in range(KILLS):
+            assert client.reached[kill].wait(120), "the client stalled"
+            if kill == 0:
                 owned_before = set().union(*(partitions_seen(p) for p in survivors))
-            time.sleep(2.0 if kills % 2 else 4.0)  # sometimes mid-rebalance, after its restart
-            mid_stream += sender.is_alive()
+            # Killed right after a chunk was sent (batches in flight); the client
+            # keeps sending while the victim is down and rejoining, so its
+            # partitions move to the others and back under load. The next
+            # milestone comes a few batches after the restart: often the next
+            # kill lands inside the rebalance the restart started.
             victim.kill()
-            kills += 1
+            client.resumed[kill].set()
             time.sleep(1.0)
             victim.start()
-        assert mid_stream >= 3, "the kills were meant to land while events stream in"
-        sender.join(120)
+        client.join(120)
+        assert not client.is_alive(), "the client could not deliver every batch"
         # The victim's partitions moved to the others while it was down.
         assert set().union(*(partitions_seen(p) for p in survivors)) > owned_before
-        assert not sender.is_alive(), "the client could not deliver every batch"
         assert all(p.alive() for p in processors)
 
         settings = load_settings(
@@ -167,7 +185,7 @@ def test_three_processors_with_one_killed_repeatedly_count_each_event_once(
             assert stored_totals(store.sql.query_rows(totals_query("usage_meters"))) == truth
         finally:
             store.close()
-        assert victim.starts == kills + 1
+        assert victim.starts == KILLS + 1
 
         for service in services:
             service.stop()
