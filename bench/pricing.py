@@ -23,7 +23,7 @@ from schemas.usage import (
     ImageUsage,
     TokenUsage,
     UnitsUsage,
-    _UsageData,
+    UsageData,
 )
 
 _U = TypeVar("_U", bound=BaseModel)
@@ -85,17 +85,17 @@ def _token_event(rnd: random.Random) -> TokenUsage:
     )
 
 
-def mixed_events(n_events: int, seed: int = 7) -> list[tuple[str, _UsageData, int, str]]:
+def mixed_events(n_events: int, seed: int = 7) -> list[tuple[str, UsageData, int, str]]:
     """``n_events`` (event_type, usage, time_ms, subject): 94% tokens, the rest images, units,
     charges; times in order over three days; 50 customers, a few with rate cards."""
     rnd = random.Random(seed)
     distinct = [_token_event(rnd) for _ in range(min(n_events, 5000))]
-    events: list[tuple[str, _UsageData, int, str]] = []
+    events: list[tuple[str, UsageData, int, str]] = []
     for i in range(n_events):
         time_ms = _START_MS + i * _SPAN_MS // max(n_events, 1)
         subject = f"cust-{rnd.randint(0, 49)}"
         roll = rnd.random()
-        usage: _UsageData
+        usage: UsageData
         if roll < 0.94:
             event_type, usage = EventType.TOKENS.value, distinct[i % len(distinct)]
         elif roll < 0.96:

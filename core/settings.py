@@ -113,6 +113,20 @@ class Settings(BaseSettings):
         "UTC", description="IANA timezone for day/month rollup boundaries (e.g. Europe/Paris)."
     )
 
+    # --- read side ------------------------------------------------------------------------
+    portal_token_secret: SecretStr | None = Field(
+        None,
+        description="Server secret (>= 32 characters, e.g. `openssl rand -base64 48`) that "
+        "signs customer-scoped read tokens (POST /v1/portal/tokens). The same on every "
+        "gateway. Unset: minting answers 404. Never printed or logged.",
+    )
+    portal_token_previous_secret: SecretStr | None = Field(
+        None,
+        description="During a rotation, the secret being retired: tokens it signed are still "
+        "accepted (new ones are signed with METERLINE_PORTAL_TOKEN_SECRET). Remove it once "
+        "the longest token lifetime (24 h) has passed.",
+    )
+
     # --- gateway --------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Gateway bind address.")
     port: int = Field(8080, ge=0, le=65535, description="Gateway port (0 = any free port).")
@@ -239,6 +253,15 @@ class Settings(BaseSettings):
         if problems := contract_problems(value):
             raise ValueError("; ".join(problems))
         return wrap_secrets(value)
+
+    @field_validator("portal_token_secret", "portal_token_previous_secret")
+    @classmethod
+    def _check_token_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short secret can be brute-forced offline from one token: then anyone
+        # mints tokens for any subject of any tenant.
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -base64 48`)")
+        return value
 
     @field_validator("billing_timezone")
     @classmethod

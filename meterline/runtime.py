@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pricing.base import PriceBook
     from processor.decode import DeadLetter
     from processor.runner import DeadLetterSink, Processor, StepHooks
+    from query.portal_tokens import TokenSigner
     from sinks.base import Engine
 
 
@@ -112,6 +113,19 @@ def build_engine(settings: Settings, migrate: bool = True) -> Engine:
             engine.close()  # chDB: release the folder lock for whoever retries
             raise
     return engine
+
+
+def build_token_signer(settings: Settings) -> TokenSigner | None:
+    """The portal-token signer, or None when METERLINE_PORTAL_TOKEN_SECRET is unset."""
+    from query.portal_tokens import TokenSigner
+
+    if settings.portal_token_secret is None:
+        return None
+    previous = settings.portal_token_previous_secret
+    return TokenSigner(
+        settings.portal_token_secret.get_secret_value(),
+        previous.get_secret_value() if previous is not None else None,
+    )
 
 
 def build_price_book(settings: Settings) -> PriceBook:

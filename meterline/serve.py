@@ -266,7 +266,11 @@ def serve(
     )
     # The read side shares the gateway's guard: one key check, one rate limit per key.
     reader = Reader(
-        engine.sql if engine is not None else None, gateway_state.guard, sql_token=token
+        engine.sql if engine is not None else None,
+        gateway_state.guard,
+        sql_token=token,
+        billing_timezone=settings.billing_timezone,
+        tokens=runtime.build_token_signer(settings),
     )
     app = create_app(gateway_state, mounts=read_routes(reader), on_shutdown=[shutdown])
     server = uvicorn.Server(

@@ -6,7 +6,7 @@ import abc
 from dataclasses import dataclass
 from decimal import Decimal
 
-from schemas.usage import _UsageData
+from schemas.usage import UsageData
 
 ZERO = Decimal(0)
 
@@ -38,6 +38,6 @@ class PriceBook(abc.ABC):
 
     @abc.abstractmethod
     def price(
-        self, event_type: str, usage: _UsageData | None, time_ms: int, subject: str = ""
+        self, event_type: str, usage: UsageData | None, time_ms: int, subject: str = ""
     ) -> Priced:
         """Price one event that happened at ``time_ms`` (epoch ms, UTC)."""

@@ -23,7 +23,7 @@ from pricing.catalog import CATALOG_VERSION, Catalog, CatalogTimeline
 from pricing.fast import Pricer, build_pricer
 from pricing.matching import Match, Matcher
 from pricing.ratecard import Card, Rule, to_genai
-from schemas.usage import ChargeUsage, EventType, ImageUsage, TokenUsage, UnitsUsage, _UsageData
+from schemas.usage import ChargeUsage, EventType, ImageUsage, TokenUsage, UnitsUsage, UsageData
 
 _FAR_PAST = -(2**62)
 _FAR_FUTURE = 2**62
@@ -126,7 +126,7 @@ class BookPriceBook(PriceBook):
     # --- the interface -------------------------------------------------------------------
 
     def price(
-        self, event_type: str, usage: _UsageData | None, time_ms: int, subject: str = ""
+        self, event_type: str, usage: UsageData | None, time_ms: int, subject: str = ""
     ) -> Priced:
         if type(usage) is TokenUsage:
             return self._price_tokens(usage, time_ms, subject)
@@ -303,7 +303,7 @@ class BookPriceBook(PriceBook):
         base: Decimal,
         subject: str,
         models: tuple[str, ...],
-        usage: _UsageData,
+        usage: UsageData,
         unit: str,
         count: Decimal,
     ) -> Decimal:

@@ -9,7 +9,7 @@ import orjson
 from core.log.base import TENANT_HEADER, Record
 from core.types import EventKey
 from schemas.envelope import ValidEvent, parse_event
-from schemas.usage import _UsageData
+from schemas.usage import UsageData
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class Decoded:
     time_ms: int  # event time; the ingest time when the event has none
     # The usage to price and store: the event's own for meterline types, custom
     # units (``schemas.usage.custom_units``) for any other type.
-    usage: _UsageData
+    usage: UsageData
 
     @property
     def key(self) -> EventKey:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ingest.guard import Guard
+from query.portal_tokens import Revocations, TokenSigner
 from sinks.reader import SqlReader
 
 
@@ -12,6 +13,10 @@ class Reader:
     ``sink=None``: this process serves no reads (a gateway-only process on a chDB
     folder it cannot open); the routes answer 404 rather than 5xx, because no retry
     changes that.
+
+    ``tokens``: the signer of customer-scoped portal tokens (None: not enabled,
+    METERLINE_PORTAL_TOKEN_SECRET unset). Revocations live in the store, so they
+    are checked only where there is one.
     """
 
     def __init__(
@@ -21,8 +26,13 @@ class Reader:
         *,
         sql_token: str | None = None,
         max_sql_bytes: int = 1_000_000,
+        billing_timezone: str = "UTC",
+        tokens: TokenSigner | None = None,
     ) -> None:
         self.sink = sink
         self.guard = guard
         self.sql_token = sql_token
         self.max_sql_bytes = max_sql_bytes
+        self.billing_timezone = billing_timezone
+        self.tokens = tokens
+        self.revocations = Revocations(sink) if sink is not None else None

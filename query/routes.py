@@ -9,6 +9,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from ingest.openapi import route
+from query.meters import GET_METERS, get_meters
+from query.portal import POST_REVOKE, POST_TOKEN, post_revoke, post_token
 from query.reader import Reader
 from query.sql import POST_SQL, post_sql
 from query.usage import GET_USAGE, get_usage
@@ -28,4 +30,7 @@ def routes(reader: Reader) -> list[BaseRoute]:
         # next route with the same path when the method does not match.
         route("/api/usage", bind(get_usage), GET_USAGE),
         route("/v1/sql", bind(post_sql), POST_SQL),
+        route("/v1/usage", bind(get_meters), GET_METERS),
+        route("/v1/portal/tokens", bind(post_token), POST_TOKEN),
+        route("/v1/portal/tokens/revoke", bind(post_revoke), POST_REVOKE),
     ]

@@ -40,7 +40,7 @@ from schemas.limits import (
 )
 from schemas.problems import Problem
 from schemas.times import parse_ms
-from schemas.usage import USAGE_MODELS, _UsageData, custom_units
+from schemas.usage import USAGE_MODELS, UsageData, custom_units
 
 CONTEXT_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
@@ -348,7 +348,7 @@ class ValidEvent(NamedTuple):
     envelope: Envelope
     # What is metered: the type's own usage, or custom units (``custom_units``) for
     # event types meterline does not know.
-    usage: _UsageData
+    usage: UsageData
 
 
 def _problems_from(exc: ValidationError, prefix: str = "") -> list[Problem]:

@@ -128,7 +128,7 @@ Label = Annotated[str, Field(max_length=256, pattern=NO_CONTROL_PATTERN)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$"), AfterValidator(_iso_currency)]
 
 
-class _UsageData(BaseModel):
+class UsageData(BaseModel):
     """Fields every usage type shares."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
@@ -164,7 +164,7 @@ class _UsageData(BaseModel):
         return metadata
 
 
-class TokenUsage(_UsageData):
+class TokenUsage(UsageData):
     """LLM token usage for one provider response (type ``io.meterline.usage.tokens``)."""
 
     provider: ProviderName
@@ -198,7 +198,7 @@ class TokenUsage(_UsageData):
         return self
 
 
-class ImageUsage(_UsageData):
+class ImageUsage(UsageData):
     """Generated images (type ``io.meterline.usage.image``)."""
 
     provider: ProviderName
@@ -208,7 +208,7 @@ class ImageUsage(_UsageData):
     quality: Label = Field("", description="e.g. 'standard', 'hd', 'low', 'high'.")
 
 
-class UnitsUsage(_UsageData):
+class UnitsUsage(UsageData):
     """A quantity of a custom unit: pages, API calls, seconds... (``io.meterline.usage.units``)."""
 
     unit: Name = Field(description="What is counted: 'page', 'api_call', 'second'...")
@@ -219,7 +219,7 @@ class UnitsUsage(_UsageData):
     model: Label = ""
 
 
-class ChargeUsage(_UsageData):
+class ChargeUsage(UsageData):
     """A fixed, one-off amount (``io.meterline.usage.charge``)."""
 
     amount: ExactDecimal = Field(
@@ -231,7 +231,7 @@ class ChargeUsage(_UsageData):
     description: Label = ""
 
 
-USAGE_MODELS: dict[str, type[_UsageData]] = {
+USAGE_MODELS: dict[str, type[UsageData]] = {
     EventType.TOKENS.value: TokenUsage,
     EventType.IMAGE.value: ImageUsage,
     EventType.UNITS.value: UnitsUsage,

@@ -24,7 +24,7 @@ from schemas.times import parse_ms, to_ms
 
 if TYPE_CHECKING:
     from pricing.engine import BookPriceBook
-    from schemas.usage import _UsageData
+    from schemas.usage import UsageData
 
 out = Console()
 
@@ -62,7 +62,7 @@ def _time_ms(value: str | None) -> int:
         ) from None
 
 
-def _usage(event_type: str, fields: dict[str, Any]) -> _UsageData:
+def _usage(event_type: str, fields: dict[str, Any]) -> UsageData:
     from pydantic import ValidationError
 
     from schemas.usage import USAGE_MODELS

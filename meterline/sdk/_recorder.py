@@ -32,6 +32,10 @@ class Recorder:
     def source(self) -> str:
         return self.config.source
 
+    def count(self, counter: str) -> None:
+        """Add one to a ``Stats`` counter (the provider wrappers' estimated / error counts)."""
+        self._buffer.count(counter)
+
     def stats(self) -> Stats:
         """A snapshot of the counters."""
         with self._buffer.lock:

@@ -14,16 +14,19 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError as CoreConfigError
+from core.errors import MeterlineError
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 _URI_REFERENCE = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
 
 
-class EmitterError(Exception):
-    """Root of the emitter's errors (only configuration errors ever escape)."""
+class EmitterError(MeterlineError):
+    """The emitter's errors, under meterline's one root (only configuration errors escape)."""
 
 
-class ConfigError(EmitterError, ValueError):
-    """A setting is invalid; the message names it."""
+class ConfigError(EmitterError, CoreConfigError, ValueError):
+    """A setting is invalid; the message names it. Also meterline's ``ConfigError``."""
 
 
 def _default_source() -> str:

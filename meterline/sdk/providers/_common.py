@@ -69,13 +69,13 @@ def guard(call: Call | None, what: str, action: Callable[[], T]) -> T | None:
     except Exception:
         log.exception("meterline could not meter %s; the call itself succeeded", what)
         if call is not None:
-            call.meter._buffer.count("metering_errors")
+            call.meter.count("metering_errors")
         return None
 
 
 def provider_error(call: Call | None) -> None:
     if call is not None:
-        call.meter._buffer.count("provider_errors")
+        call.meter.count("provider_errors")
 
 
 def mark(func: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:

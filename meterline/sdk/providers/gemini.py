@@ -54,7 +54,7 @@ def _event(
     call: Call, scope: Scope, response: Any, tokens: dict[str, int], estimated: bool
 ) -> dict[str, Any]:
     if estimated:
-        call.meter._buffer.count("estimated")
+        call.meter.count("estimated")
     created = field(response, "create_time")
     return builders.token_event(
         source=call.meter.source,

@@ -57,7 +57,7 @@ def _token_event(
     service_tier: Any = None,
 ) -> dict[str, Any]:
     if estimated:
-        call.meter._buffer.count("estimated")
+        call.meter.count("estimated")
     return builders.token_event(
         source=call.meter.source,
         customer=scope.customer,

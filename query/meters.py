@@ -1,0 +1,479 @@
+"""``GET /v1/usage``: totals from the meters, by window and grouping (docs/query.md).
+
+Answered from ``usage_meters`` (1-minute windows summed by the processor's
+INSERT through a materialized view), never from raw events: a month of one
+tenant is ~43,200 minute rows per group instead of every event.
+
+The tenant is the caller's (API key or portal token), never a parameter. A
+portal token also fixes the subject (and possibly the features): asking for
+another one is 403, not an empty answer, so a page cannot probe who exists.
+
+SQL is built from allowlisted identifiers (group and column names are checked
+against ``GROUPS`` / ``COLUMNS`` before they reach the text) and ``quote``d
+literals for every caller value (filters, timezone); instants are integers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+
+from core.errors import StoreError
+from ingest.openapi import Operation, Param, Reply
+from ingest.problems import HTTPProblem
+from ingest.replies import API_KEY, GUARDED, NOT_FOUND, UNAVAILABLE, USAGE_INVALID
+from query.principal import Principal, read_principal
+from query.reader import Reader
+from schemas.problems import Problem
+from schemas.times import EPOCH, format_ms
+from sinks.base import quote
+
+WINDOWS = ("minute", "hour", "day", "month", "none")
+# Dimensions of usage_meters (schemas/sql/030_usage_meters.sql), in its key order.
+GROUPS = ("subject", "model", "feature", "provider", "type", "unit")
+# Asked for by issue 13 but not a meter dimension: usage_events has `user`, the
+# meters do not (one meter row per end user would multiply the table by the
+# users of every customer). Refused with 422 saying so, never answered from raw events.
+NOT_METERED = {
+    "user": "`user` is not a meter dimension (usage_meters has no per-user rows); "
+    "per-user totals are not served by this API"
+}
+COUNTS = (
+    "events",
+    "unpriced_events",
+    "estimated_events",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "images",
+)
+DECIMALS = ("quantity", "cost_usd", "price_usd")
+COLUMNS = COUNTS + DECIMALS
+# More rows than this is a mistake (minute windows over months): refused with a
+# 422 naming `window` rather than built in memory and sent.
+MAX_ROWS = 100_000
+_MAX_VALUE_CHARS = 256
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_KNOWN = frozenset({"from", "to", "window", "timezone", "group_by", "columns", "format"})
+_KNOWN |= frozenset(GROUPS) | frozenset(NOT_METERED)
+CSV_TYPE = "text/csv; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class MeterQuery:
+    """A checked ``GET /v1/usage`` request."""
+
+    tenant: str
+    start: datetime | None
+    end: datetime | None  # exclusive
+    window: str
+    timezone: str
+    group_by: tuple[str, ...]
+    filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    columns: tuple[str, ...] = COLUMNS
+
+
+def parse_query(
+    params: QueryParams, principal: Principal, default_timezone: str
+) -> tuple[MeterQuery, list[Problem]]:
+    """The request's query, or the problems that name each bad parameter."""
+    problems: list[Problem] = []
+    for name in sorted(set(params.keys()) - _KNOWN):
+        problems.append(Problem("unknown", name, "not a parameter of GET /v1/usage"))
+    timezone = _single(params, "timezone", problems) or default_timezone
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(Problem("invalid", "timezone", "must be an IANA timezone name"))
+        zone, timezone = ZoneInfo("UTC"), "UTC"
+    window = _single(params, "window", problems) or "none"
+    if window not in WINDOWS:
+        problems.append(Problem("invalid", "window", f"must be one of {', '.join(WINDOWS)}"))
+    start = _instant(params, "from", zone, problems)
+    end = _instant(params, "to", zone, problems)
+    if start is not None and end is not None and start >= end:
+        problems.append(Problem("invalid", "to", "must be after `from` (`to` is exclusive)"))
+    group_by = _names(params, "group_by", GROUPS, problems)
+    columns = _names(params, "columns", COLUMNS, problems) or COLUMNS
+    filters: dict[str, tuple[str, ...]] = {}
+    for name in (*GROUPS, *NOT_METERED):
+        values = params.getlist(name)
+        if not values:
+            continue
+        if name in NOT_METERED:
+            problems.append(Problem("not-metered", name, NOT_METERED[name]))
+            continue
+        bad = [v for v in values if not 0 <= len(v) <= _MAX_VALUE_CHARS or not v.isprintable()]
+        if bad:
+            problems.append(
+                Problem("invalid", name, f"each value must be 0-{_MAX_VALUE_CHARS} printable chars")
+            )
+            continue
+        filters[name] = tuple(dict.fromkeys(values))
+    query = MeterQuery(principal.tenant, start, end, window, timezone, group_by, filters, columns)
+    return query, problems
+
+
+def _single(params: QueryParams, name: str, problems: list[Problem]) -> str | None:
+    values = params.getlist(name)
+    if len(values) > 1:
+        problems.append(Problem("repeated", name, "give this parameter once"))
+    return values[0] if values else None
+
+
+def _names(
+    params: QueryParams, name: str, allowed: Sequence[str], problems: list[Problem]
+) -> tuple[str, ...]:
+    # Repeated (group_by=a&group_by=b) or comma-separated (group_by=a,b), both common.
+    names = [n.strip() for v in params.getlist(name) for n in v.split(",") if n.strip()]
+    wrong = [n for n in names if n not in allowed]
+    for n in wrong:
+        if n in NOT_METERED:
+            problems.append(Problem("not-metered", name, NOT_METERED[n]))
+        else:
+            problems.append(
+                Problem("invalid", name, f"{n[:64]!r} is not one of {', '.join(allowed)}")
+            )
+    return tuple(dict.fromkeys(n for n in names if n in allowed))
+
+
+def _instant(
+    params: QueryParams, name: str, zone: ZoneInfo, problems: list[Problem]
+) -> datetime | None:
+    """A date (its midnight in ``timezone``) or an RFC 3339 instant, on a whole minute."""
+    raw = _single(params, name, problems)
+    if raw is None or raw == "":
+        return None
+    try:
+        if len(raw) == 10:
+            moment = datetime.combine(date.fromisoformat(raw), time(), zone).astimezone(UTC)
+        else:
+            moment = datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                # "2025-01-01T10:00" means nothing exact; guessing a zone would be a
+                # silent off-by-hours total.
+                problems.append(Problem("invalid", name, "give the UTC offset (Z or +hh:mm)"))
+                return None
+            moment = moment.astimezone(UTC)
+    except ValueError:
+        problems.append(Problem("invalid", name, "must be YYYY-MM-DD or an RFC 3339 timestamp"))
+        return None
+    except OverflowError:
+        problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
+        return None
+    if not EPOCH <= moment < _LATEST:
+        problems.append(Problem("invalid", name, "must be between 1970 and 2200"))
+        return None
+    if moment.second or moment.microsecond:
+        # Meters hold whole minutes: a bound inside one would count all of that
+        # minute or none of it, either way not what was asked.
+        problems.append(Problem("invalid", name, "must be on a whole minute (the meters' grain)"))
+        return None
+    return moment
+
+
+def window_sql(window: str, timezone: str) -> str | None:
+    """The window's start as epoch seconds, in SQL (None: no window)."""
+    tz = quote(timezone)
+    return {
+        "minute": "toUnixTimestamp(window_start)",
+        "hour": f"toUnixTimestamp(toStartOfHour(window_start, {tz}))",
+        "day": f"toUnixTimestamp(toStartOfDay(window_start, {tz}))",
+        # toStartOfMonth returns a Date: its midnight in the zone is the instant.
+        "month": f"toUnixTimestamp(toDateTime(toStartOfMonth(window_start, {tz}), {tz}))",
+        "none": None,
+    }[window]
+
+
+def build_sql(database: str, query: MeterQuery, limit: int = MAX_ROWS + 1) -> str:
+    """One SELECT over ``usage_meters``: identifiers from the allowlists, values quoted."""
+    assert set(query.group_by) <= set(GROUPS) and set(query.columns) <= set(COLUMNS)
+    assert set(query.filters) <= set(GROUPS)
+    keys: list[str] = []
+    select: list[str] = []
+    window = window_sql(query.window, query.timezone)
+    if window is not None:
+        select.append(f"{window} AS window_start_s")
+        keys.append("window_start_s")
+    select.extend(query.group_by)
+    keys.extend(query.group_by)
+    for column in query.columns:
+        # As text: the engine's JSON would turn a Decimal(38, 12) into a float
+        # (cents lost on large totals) and a UInt64 past 2^53 likewise.
+        select.append(f"toString(sum({column})) AS {column}")
+    where = [f"tenant = {quote(query.tenant)}"]
+    if query.start is not None:
+        where.append(f"window_start >= toDateTime({_seconds(query.start)}, 'UTC')")
+    if query.end is not None:
+        where.append(f"window_start < toDateTime({_seconds(query.end)}, 'UTC')")
+    for name, values in query.filters.items():
+        where.append(f"{name} IN ({', '.join(quote(v) for v in values)})")
+    sql = f"SELECT {', '.join(select)} FROM {database}.usage_meters WHERE {' AND '.join(where)}"
+    if keys:
+        # SummingMergeTree: a group may still be spread over unmerged rows, so
+        # always sum and group, never read rows as they are.
+        sql += f" GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)} LIMIT {int(limit)}"
+    return sql
+
+
+def _seconds(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(seconds=1)
+
+
+def window_end(start: datetime, window: str, zone: ZoneInfo) -> datetime:
+    """The exclusive end of the window starting at ``start`` (UTC)."""
+    if window == "minute":
+        return start + timedelta(minutes=1)
+    if window == "hour":
+        # Always 60 real minutes, in every zone: at a DST change the repeated
+        # local hour is two windows, the skipped one none (docs/query.md).
+        return start + timedelta(hours=1)
+    local = start.astimezone(zone)
+    if window == "day":
+        following = local.date() + timedelta(days=1)
+    else:
+        following = (local.date().replace(day=28) + timedelta(days=4)).replace(day=1)
+    # Midnight of the next local day or month: 23 or 25 hours across a DST change.
+    return datetime.combine(following, time(), zone).astimezone(UTC)
+
+
+def shape_rows(query: MeterQuery, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Engine rows -> answer rows: windows as UTC RFC 3339, counts as int, money as text."""
+    zone = ZoneInfo(query.timezone)
+    out = []
+    for row in rows:
+        shaped: dict[str, Any] = {}
+        if query.window != "none":
+            start = EPOCH + timedelta(seconds=int(row["window_start_s"]))
+            shaped["window_start"] = format_ms(start)
+            shaped["window_end"] = format_ms(window_end(start, query.window, zone))
+        for name in query.group_by:
+            shaped[name] = row[name]
+        for column in query.columns:
+            value = row[column]
+            shaped[column] = int(value) if column in COUNTS else _decimal_text(value)
+        out.append(shaped)
+    return out
+
+
+def _decimal_text(value: str) -> str:
+    # Plain notation always ("1E-12" is a valid Decimal but not what a spreadsheet reads).
+    return format(Decimal(value).normalize(), "f")
+
+
+class MeterRow(BaseModel):
+    """One window x group. Only the asked-for keys appear (window ones unless window=none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_start: str | None = Field(None, description="UTC, RFC 3339, inclusive.")
+    window_end: str | None = Field(None, description="UTC, RFC 3339, exclusive.")
+    subject: str | None = None
+    model: str | None = None
+    feature: str | None = None
+    provider: str | None = None
+    type: str | None = None
+    unit: str | None = None
+    events: int | None = None
+    unpriced_events: int | None = None
+    estimated_events: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    output_audio_tokens: int | None = None
+    images: int | None = None
+    quantity: str | None = Field(None, description="Decimal string.")
+    cost_usd: str | None = Field(None, description="Decimal string, what the provider charges.")
+    price_usd: str | None = Field(None, description="Decimal string, what the customer pays.")
+
+
+class MeterAnswer(BaseModel):
+    """The body of ``GET /v1/usage`` (JSON)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    from_: str | None = Field(None, alias="from", description="Inclusive, UTC; null: unbounded.")
+    to: str | None = Field(None, description="Exclusive, UTC; null: unbounded.")
+    window: Literal["minute", "hour", "day", "month", "none"]
+    timezone: str
+    group_by: list[str]
+    columns: list[str]
+    rows: list[MeterRow]
+
+
+async def get_meters(reader: Reader, request: Request) -> Response:
+    principal = await read_principal(reader, request)
+    query, problems = parse_query(request.query_params, principal, reader.billing_timezone)
+    fmt = _format(request, problems)
+    if problems:
+        raise HTTPProblem(422, "invalid-query", "the query parameters are invalid", problems)
+    query = principal.restrict(query)
+    if reader.sink is None:
+        raise HTTPProblem(
+            404,
+            "reads-not-served-here",
+            "this process has no store attached; query a `meterline run` process or ClickHouse",
+        )
+    sql = build_sql(reader.sink.database, query)
+    try:
+        rows = await asyncio.to_thread(reader.sink.query_rows, sql)
+    except StoreError as exc:
+        raise HTTPProblem(
+            503, "store-unavailable", f"the store did not answer: {exc}", retry_after=1
+        ) from exc
+    if len(rows) > MAX_ROWS:
+        raise HTTPProblem(
+            422,
+            "too-many-rows",
+            "the answer has too many rows",
+            [
+                Problem(
+                    "too-many-rows",
+                    "window",
+                    f"over {MAX_ROWS} rows: use a coarser window, "
+                    "fewer group_by or a shorter from/to",
+                )
+            ],
+        )
+    shaped = shape_rows(query, rows)
+    if fmt == "csv":
+        return Response(to_csv(query, shaped), 200, media_type=CSV_TYPE)
+    body = {
+        "from": format_ms(query.start) if query.start else None,
+        "to": format_ms(query.end) if query.end else None,
+        "window": query.window,
+        "timezone": query.timezone,
+        "group_by": list(query.group_by),
+        "columns": list(query.columns),
+        "rows": shaped,
+    }
+    return Response(orjson.dumps(body), 200, media_type="application/json")
+
+
+def _format(request: Request, problems: list[Problem]) -> str:
+    fmt = request.query_params.get("format")
+    if fmt is None:
+        accept = request.headers.get("accept", "")
+        return "csv" if "text/csv" in accept and "application/json" not in accept else "json"
+    if fmt not in ("json", "csv"):
+        problems.append(Problem("invalid", "format", "must be json or csv"))
+    return fmt
+
+
+def csv_header(query: MeterQuery) -> list[str]:
+    window = ["window_start", "window_end"] if query.window != "none" else []
+    return [*window, *query.group_by, *query.columns]
+
+
+def to_csv(query: MeterQuery, rows: list[dict[str, Any]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
+    header = csv_header(query)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_csv_cell(row[name]) for name in header])
+    return buffer.getvalue().encode("utf-8")
+
+
+def _csv_cell(value: Any) -> str:
+    text = str(value)
+    # A subject like "=HYPERLINK(...)" would run as a formula in a spreadsheet
+    # opened by finance (CSV injection): prefix it so it stays text.
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        Decimal(text)
+    except ArithmeticError:
+        return False
+    return True
+
+
+_GROUP_LIST = list[Literal["subject", "model", "feature", "provider", "type", "unit"]]
+_COLUMN_LIST = list[
+    Literal[
+        "events", "unpriced_events", "estimated_events", "input_tokens", "output_tokens",
+        "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+        "input_audio_tokens", "output_audio_tokens", "images", "quantity", "cost_usd",
+        "price_usd",
+    ]
+]  # fmt: skip
+_VALUES = list[Annotated[str, Field(max_length=_MAX_VALUE_CHARS)]]
+
+GET_METERS = Operation(
+    "GET",
+    "Usage totals from the meters, by window and grouping (JSON or CSV)",
+    description="API key (scope read) or a customer-scoped portal token (then only its "
+    "subject, and its features if it names some). See docs/query.md.",
+    security=API_KEY,
+    parameters=(
+        Param(
+            "from",
+            "query",
+            description="Inclusive. YYYY-MM-DD (midnight in `timezone`) "
+            "or RFC 3339 with offset, on a whole minute. Default: unbounded.",
+        ),
+        Param("to", "query", description="Exclusive, same forms. Default: unbounded."),
+        Param(
+            "window",
+            "query",
+            Literal["minute", "hour", "day", "month", "none"],
+            "Default none (one row per group).",
+        ),
+        Param(
+            "timezone",
+            "query",
+            description="IANA name for hour/day/month windows and "
+            "date bounds. Default: the billing timezone.",
+        ),
+        Param(
+            "group_by",
+            "query",
+            _GROUP_LIST,
+            "Repeated or comma-separated. `user` is not a meter dimension: 422.",
+        ),
+        Param("columns", "query", _COLUMN_LIST, "Repeated or comma-separated. Default: all."),
+        Param(
+            "format",
+            "query",
+            Literal["json", "csv"],
+            "Default json, or csv when Accept is text/csv.",
+        ),
+        *(Param(name, "query", _VALUES, f"Only these {name}s (repeatable).") for name in GROUPS),
+    ),
+    responses={
+        200: Reply(
+            "Rows ordered by window, then groups.",
+            {"application/json": MeterAnswer, "text/csv": str},
+        ),
+        404: NOT_FOUND,
+        422: USAGE_INVALID,
+        503: UNAVAILABLE,
+        **GUARDED,
+    },
+)
