@@ -34,6 +34,8 @@ SHARDING_KEYS = {
     "usage_meters": "rand()",
     "billing_run_events": "cityHash64(run, tenant, source, id)",
     "billing_runs": "cityHash64(run)",
+    # Any shard would do (gateways read the whole list through the Distributed table).
+    "portal_token_revocations": "cityHash64(tenant, token_id)",
 }
 
 # ``{shard}`` and ``{replica}`` are the servers' own macros (config.xml <macros>),

@@ -69,13 +69,13 @@ def test_a_new_file_is_applied_alone(store: ChdbEngine, monkeypatch: pytest.Monk
     migrate(store)
     real_files = ddl.files
     added = ddl.DdlFile(
-        60,
-        "060_invoices.sql",
+        990,
+        "990_invoices.sql",
         False,
         ("CREATE TABLE IF NOT EXISTS mig.invoices (id String) ENGINE = MergeTree ORDER BY id",),
     )
     monkeypatch.setattr(ddl, "files", lambda db, tz="UTC": [*real_files(db, tz), added])
-    assert [m.name for m in migrate(store)] == ["060_invoices.sql"]
+    assert [m.name for m in migrate(store)] == ["990_invoices.sql"]
     assert store.sql.scalar("EXISTS TABLE mig.invoices") == 1
 
 
