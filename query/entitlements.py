@@ -115,7 +115,7 @@ async def get_entitlement(reader: Reader, request: Request) -> Response:
         raise HTTPProblem(404, "not-found", "entitlements are not served by this process")
     budgets, totals = reader.budgets, reader.totals
     now = datetime.fromtimestamp(time.time(), UTC)
-    month = period_of("month", now, totals.zone).first
+    month = period_of("month", now, totals.zone)
     try:
         current = budgets.cached(principal.tenant)
         if current is None:

@@ -1,7 +1,7 @@
 """Spend so far in a budget's period, from ``usage_running_totals`` (docs/budgets.md).
 
-The table holds one row per (tenant, subject, day in the billing timezone,
-feature, model), summed by materialized views from the processor's INSERT into
+The table holds one row per (tenant, subject, 15-minute UTC bucket, feature,
+model), summed by materialized views from the processor's INSERT into
 ``usage_events`` (schemas/sql/070_budgets.sql). Reading one subject's current
 month is a primary-key range of at most (days x features x models) rows, not a
 scan of the meters.
@@ -31,11 +31,11 @@ CACHE_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """The budget period containing ``today`` (billing-timezone days), and when it ends."""
+    """The budget period containing now (billing-timezone days), as UTC instants."""
 
-    first: date
-    last: date
-    resets_at: datetime  # UTC: midnight after ``last`` in the billing timezone
+    first: date  # local day the period starts
+    start: datetime  # UTC: local midnight of ``first``
+    resets_at: datetime  # UTC: local midnight after the period's last day
 
 
 def period_of(kind: str, now: datetime, zone: ZoneInfo) -> Period:
@@ -45,14 +45,15 @@ def period_of(kind: str, now: datetime, zone: ZoneInfo) -> Period:
     else:
         first = today.replace(day=1)
         after = (first + timedelta(days=32)).replace(day=1)
-    midnight = datetime(after.year, after.month, after.day, tzinfo=zone)
-    return Period(first, after - timedelta(days=1), midnight.astimezone(UTC))
+    start = datetime(first.year, first.month, first.day, tzinfo=zone)
+    end = datetime(after.year, after.month, after.day, tzinfo=zone)
+    return Period(first, start.astimezone(UTC), end.astimezone(UTC))
 
 
 @dataclass(frozen=True, slots=True)
 class _Row:
     scope: int
-    day: date
+    bucket: datetime
     feature: str
     model: str
     cost_usd: Decimal
@@ -64,7 +65,7 @@ class SubjectTotals:
     """One subject's (and its tenant's) rows of the current month, as read at ``read_at``."""
 
     rows: tuple[_Row, ...]
-    month: date
+    month: Period
     expires: float  # time.monotonic()
 
     def used(self, budget: Budget, period: Period) -> Decimal:
@@ -73,7 +74,7 @@ class SubjectTotals:
         for row in self.rows:
             if (
                 row.scope == scope
-                and period.first <= row.day <= period.last
+                and period.start <= row.bucket < period.resets_at
                 and (not budget.feature or row.feature == budget.feature)
                 and (not budget.model or row.model == budget.model)
             ):
@@ -95,14 +96,14 @@ class RunningTotals:
     def table(self) -> str:
         return f"{self.sink.database}.usage_running_totals"
 
-    def cached(self, tenant: str, subject: str, month: date) -> SubjectTotals | None:
+    def cached(self, tenant: str, subject: str, month: Period) -> SubjectTotals | None:
         """The fresh entry, or None (then call ``load`` off the event loop)."""
         entry = self._cache.get((tenant, subject))
         if entry is None or entry.month != month or entry.expires <= time.monotonic():
             return None
         return entry
 
-    def load(self, tenant: str, subject: str, month: date) -> SubjectTotals:
+    def load(self, tenant: str, subject: str, month: Period) -> SubjectTotals:
         """Read the month's rows of the subject and of the whole tenant (one range read)."""
         with self._lock:
             # Another request may have loaded it while this one waited for the lock:
@@ -110,20 +111,20 @@ class RunningTotals:
             entry = self.cached(tenant, subject, month)
             if entry is not None:
                 return entry
-            after = (month + timedelta(days=32)).replace(day=1)
             rows = self.sink.query_rows(
-                "SELECT scope, day, feature, model, sum(cost_usd) AS cost_usd, "
+                "SELECT scope, bucket, feature, model, sum(cost_usd) AS cost_usd, "
                 f"sum(price_usd) AS price_usd FROM {self.table} "
                 f"WHERE tenant = {quote(tenant)} "
                 f"AND ((scope = 0 AND subject = {quote(subject)}) OR (scope = 1 AND subject = '')) "
-                f"AND day >= toDate('{month.isoformat()}') AND day < toDate('{after.isoformat()}') "
-                "GROUP BY scope, day, feature, model"
+                f"AND bucket >= toDateTime({int(month.start.timestamp())}, 'UTC') "
+                f"AND bucket < toDateTime({int(month.resets_at.timestamp())}, 'UTC') "
+                "GROUP BY scope, bucket, feature, model"
             )
             entry = SubjectTotals(
                 tuple(
                     _Row(
                         int(r["scope"]),
-                        date.fromisoformat(r["day"]),
+                        datetime.fromisoformat(r["bucket"]).replace(tzinfo=UTC),
                         r["feature"],
                         r["model"],
                         r["cost_usd"],

@@ -36,6 +36,10 @@ SHARDING_KEYS = {
     "billing_runs": "cityHash64(run)",
     # Any shard would do (gateways read the whole list through the Distributed table).
     "portal_token_revocations": "cityHash64(tenant, token_id)",
+    # All versions of one budget on one shard (its history reads one place).
+    "budget_versions": "cityHash64(tenant, id)",
+    # Additive sums, like usage_meters; a check reads through the Distributed table.
+    "usage_running_totals": "rand()",
 }
 
 # ``{shard}`` and ``{replica}`` are the servers' own macros (config.xml <macros>),

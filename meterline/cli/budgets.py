@@ -100,7 +100,7 @@ def update_command(
     api_key: Key = None,
 ) -> None:
     """Change the given fields of a budget (a new version; the old one stays in history)."""
-    body = {
+    body: dict[str, Any] = {
         k: v
         for k, v in (("amount", amount), ("period", period), ("metric", metric), ("mode", mode))
         if v is not None

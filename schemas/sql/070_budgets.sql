@@ -26,7 +26,7 @@ ENGINE = MergeTree
 ORDER BY (tenant, id, version);
 
 -- Running totals for the entitlement check (GET /v1/subjects/{s}/entitlements/{f}):
--- per tenant, subject, day in the billing timezone, feature and model, filled by
+-- per tenant, subject, 15-minute UTC bucket, feature and model, filled by
 -- materialized views from the SAME INSERT as usage_events, so they are exactly
 -- once like usage_meters (the processor's dedup token covers the MV targets,
 -- which need their own dedup window). `scope` 0: one subject; 1: the whole
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS {database}.usage_running_totals
     tenant     LowCardinality(String),
     scope      UInt8 COMMENT '0: per subject; 1: the whole tenant (subject empty)',
     subject    String,
-    day        Date COMMENT 'Event-time day in the billing timezone at migrate time',
+    bucket     DateTime('UTC') COMMENT 'Event time, start of its 15 minutes (UTC). Every timezone offset is a multiple of 15 min, so any billing-timezone day or month is a whole number of buckets, and the table does not depend on the timezone setting',
     feature    LowCardinality(String),
     model      LowCardinality(String),
     events     UInt64,
@@ -45,8 +45,8 @@ CREATE TABLE IF NOT EXISTS {database}.usage_running_totals
     price_usd  Decimal(38, 12)
 )
 ENGINE = SummingMergeTree
-PARTITION BY toYYYYMM(day)
-ORDER BY (tenant, scope, subject, day, feature, model)
+PARTITION BY toYYYYMM(bucket)
+ORDER BY (tenant, scope, subject, bucket, feature, model)
 SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.usage_running_totals_subject_mv
@@ -55,14 +55,14 @@ AS SELECT
     tenant,
     toUInt8(0) AS scope,
     subject,
-    toDate(time, '{billing_timezone}') AS day,
+    toStartOfFifteenMinutes(time) AS bucket,
     feature,
     model,
     count() AS events,
     sum(cost_usd) AS cost_usd,
     sum(price_usd) AS price_usd
 FROM {database}.usage_events
-GROUP BY tenant, subject, day, feature, model;
+GROUP BY tenant, subject, bucket, feature, model;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.usage_running_totals_tenant_mv
 TO {database}.usage_running_totals
@@ -70,11 +70,11 @@ AS SELECT
     tenant,
     toUInt8(1) AS scope,
     '' AS subject,
-    toDate(time, '{billing_timezone}') AS day,
+    toStartOfFifteenMinutes(time) AS bucket,
     feature,
     model,
     count() AS events,
     sum(cost_usd) AS cost_usd,
     sum(price_usd) AS price_usd
 FROM {database}.usage_events
-GROUP BY tenant, day, feature, model;
+GROUP BY tenant, bucket, feature, model;

@@ -92,9 +92,10 @@ def test_replicated_tables_keep_the_dedup_window_under_its_replicated_name(
 ) -> None:
     texts = [parsed(session, s) for s in cluster_statements()]
     windowed = [t for t in texts if "deduplication_window" in t]
-    # usage_events and the two materialized-view targets: a retried batch must be
-    # dropped by all three, or the meters double while the events do not.
-    assert len(windowed) == 3
+    # usage_events and the three materialized-view targets (ids, meters, running
+    # totals): a retried batch must be dropped by all, or the sums double while the
+    # events do not.
+    assert len(windowed) == 4
     assert all("replicated_deduplication_window = 10000" in t for t in windowed)
     assert not [t for t in texts if "non_replicated_deduplication_window" in t]
 
@@ -103,7 +104,7 @@ def test_materialized_views_read_and_fill_the_local_tables(session: ChdbEngine) 
     views = [
         parsed(session, s) for s in cluster_statements() if s.startswith("CREATE MATERIALIZED VIEW")
     ]
-    assert len(views) == 2
+    assert len(views) == 4  # ids, meters, running totals per subject and per tenant
     for view in views:
         # A view on the Distributed table would never fire: inserts reach the shards'
         # local tables, and only a view on the local table sees them.
@@ -111,6 +112,7 @@ def test_materialized_views_read_and_fill_the_local_tables(session: ChdbEngine) 
         assert (
             " TO meterline.usage_event_ids_local " in view
             or " TO meterline.usage_meters_local " in view
+            or " TO meterline.usage_running_totals_local " in view
         )
 
 
