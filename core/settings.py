@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     clickhouse_verify: bool = Field(
         True, description="Verify the https:// ClickHouse server's certificate and host name."
     )
+    clickhouse_cluster: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description="ClickHouse cluster name (store=clickhouse): migrations create tables ON "
+        "CLUSTER as Replicated*MergeTree with Distributed tables over them (docs/scaling.md).",
+    )
     database: str = Field("meterline", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     billing_timezone: str = Field(
         "UTC", description="IANA timezone for day/month rollup boundaries (e.g. Europe/Paris)."
@@ -290,6 +296,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "METERLINE_KAFKA_SASL_USERNAME and METERLINE_KAFKA_SASL_PASSWORD go together: "
                 "set both or neither"
+            )
+        if self.clickhouse_cluster is not None and self.store != "clickhouse":
+            raise ValueError(
+                "METERLINE_CLICKHOUSE_CLUSTER needs METERLINE_STORE=clickhouse "
+                "(chDB is one process, never a cluster)"
             )
         if self.max_event_bytes > self.max_body_bytes:
             raise ValueError("max_event_bytes must not exceed max_body_bytes")

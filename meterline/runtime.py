@@ -84,7 +84,7 @@ def build_consumer(settings: Settings, partitions: Sequence[int] | None = None) 
 
 
 def build_engine(settings: Settings, migrate: bool = True) -> Engine:
-    """The store's one engine connection, migrated (the DDL is idempotent) unless told not to."""
+    """The store's one engine connection, migrated (pending migrations only) unless told not to."""
     if settings.store == "clickhouse":
         try:
             from sinks.clickhouse_sink import ClickHouseEngine
@@ -109,7 +109,7 @@ def build_engine(settings: Settings, migrate: bool = True) -> Engine:
         from sinks.migrations import migrate as apply_ddl
 
         try:
-            apply_ddl(engine, settings.billing_timezone)
+            apply_ddl(engine, settings.billing_timezone, settings.clickhouse_cluster)
         except BaseException:
             engine.close()  # chDB: release the folder lock for whoever retries
             raise

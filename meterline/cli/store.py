@@ -79,15 +79,46 @@ def sql(
         sys.stdout.write(body.decode("utf-8"))
 
 
-def migrate(data_dir: DataDir = None) -> None:
-    """Create or update meterline's tables and views (idempotent)."""
-    settings = settings_for(data_dir=data_dir)
+def migrate(
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="ClickHouse cluster: ON CLUSTER, Replicated*MergeTree and Distributed tables "
+            "(env METERLINE_CLICKHOUSE_CLUSTER).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the SQL a new database gets; connect to nothing."),
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Apply pending schema migrations (recorded in schema_migrations) and create the topics."""
+    overrides: dict[str, Any] = {"data_dir": data_dir}
+    if cluster is not None:
+        # A cluster is only ever a server store.
+        overrides.update(clickhouse_cluster=cluster, store="clickhouse")
+    settings = settings_for(**overrides)
+    if dry_run:
+        from sinks.migrations import dry_run as render
+
+        with exit_on_error():
+            sys.stdout.write(
+                render(settings.database, settings.billing_timezone, settings.clickhouse_cluster)
+            )
+        return
     from meterline import runtime
 
     with exit_on_error():
         runtime.build_engine(settings).close()
         runtime.ensure_topics(settings)
-    console.print(f"database {settings.database!r} is up to date ({settings.store})")
+    where = (
+        f"cluster {settings.clickhouse_cluster!r}"
+        if settings.clickhouse_cluster
+        else settings.store
+    )
+    console.print(f"database {settings.database!r} is up to date ({where})")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,3 +1,5 @@
+-- meterline: repeatable (re-applied whenever its rendered text changes, e.g. a new
+-- billing timezone; see sinks/ddl.py).
 -- Rollups for plain SQL. Views, not tables: they are always exactly the sum of
 -- usage_meters, and day/month boundaries follow the billing timezone
 -- ({billing_timezone}, setting METERLINE_BILLING_TIMEZONE) at migrate time.

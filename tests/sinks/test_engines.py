@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from core.errors import StoreError
+from sinks import ddl
 from sinks.base import EVENT_COLUMNS, Engine, EventTable, billing_run
 from sinks.migrations import migrate
 
@@ -25,6 +26,16 @@ def columns(ids: list[str], cost: str = "0.000000000001") -> dict[str, list[Any]
     cols["cost_usd"] = [Decimal(cost)] * len(ids)
     cols["metadata"] = [{"k": "v"}] * len(ids)
     return cols
+
+
+def test_migrate_again_applies_nothing_and_each_file_is_recorded_once(engine: Engine) -> None:
+    migrate(engine)  # brings the rollup views back to UTC if a test changed them
+    assert migrate(engine) == []
+    versions = engine.sql.query_rows(
+        "SELECT version, count() AS n FROM schema_migrations FINAL GROUP BY version"
+    )
+    assert {int(r["version"]) for r in versions} == {f.version for f in ddl.files("mtest")}
+    assert {int(r["n"]) for r in versions} == {1}
 
 
 def test_migrate_is_idempotent(engine: Engine) -> None:

@@ -1,0 +1,149 @@
+"""Render meterline's single-node DDL for a ClickHouse cluster (``meterline migrate --cluster``).
+
+For each table ``T`` of ``schemas/sql`` a cluster gets (docs/scaling.md, "ClickHouse cluster"):
+
+- ``T_local`` on every node, ``ON CLUSTER``, with the ``Replicated`` variant of the
+  engine (``MergeTree`` becomes ``ReplicatedMergeTree``, ``SummingMergeTree``
+  becomes ``ReplicatedSummingMergeTree``...), its Keeper path per shard;
+- ``T``, a ``Distributed`` table over the ``T_local`` tables with the same name
+  the single-node schema uses, so the processor, ``verify``, ``replay`` and
+  users' SQL are unchanged;
+- materialized views attached to the LOCAL tables (an insert through the
+  Distributed table reaches each shard's ``usage_events_local``, whose views fill
+  that shard's ``usage_event_ids_local`` and ``usage_meters_local``);
+- plain views ``ON CLUSTER``, reading the Distributed tables.
+
+A statement of a shape this module does not know is refused (``ConfigError``):
+a new kind of DDL must be given its cluster form here, not shipped as single-node
+DDL that would create a table on one node only.
+"""
+
+from __future__ import annotations
+
+import re
+
+from core.errors import ConfigError
+
+# How each Distributed table spreads inserts over shards. The event identity for
+# the live tables: every copy of one event lands on ONE shard, so the
+# ReplacingMergeTree dedupe index and Keeper's block dedup see it in one place.
+# ``rand()`` for meters: sums are additive, and only `verify`'s repair inserts there.
+SHARDING_KEYS = {
+    "usage_events": "cityHash64(tenant, source, id)",
+    "usage_event_ids": "cityHash64(tenant, source, id)",
+    "usage_meters": "rand()",
+    "billing_run_events": "cityHash64(run, tenant, source, id)",
+    "billing_runs": "cityHash64(run)",
+    # Any shard would do (gateways read the whole list through the Distributed table).
+    "portal_token_revocations": "cityHash64(tenant, token_id)",
+}
+
+# ``{shard}`` and ``{replica}`` are the servers' own macros (config.xml <macros>),
+# filled in by each node: they are not meterline placeholders.
+KEEPER_PATH = "/clickhouse/tables/{{shard}}/{database}/{table}"
+
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DATABASE = re.compile(r"^CREATE DATABASE IF NOT EXISTS (\w+)$")
+_TABLE = re.compile(
+    r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)(\s*\(.*\))?\s*"
+    r"ENGINE = (\w*MergeTree)(?:\(([^)]*)\))?(.*)$",
+    re.DOTALL,
+)
+_MATERIALIZED = re.compile(
+    r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+)\s+TO (\w+)\.(\w+)(\s.*)$", re.DOTALL
+)
+_VIEW = re.compile(r"^CREATE OR REPLACE VIEW (\w+)\.(\w+)(\s.*)$", re.DOTALL)
+
+
+def check_cluster_name(cluster: str) -> str:
+    if not _CLUSTER_NAME.match(cluster):
+        raise ConfigError(
+            f"cluster name {cluster!r} is not a ClickHouse cluster name "
+            "(letters, digits, '_', '.', '-'; as in the servers' <remote_servers>)"
+        )
+    return cluster
+
+
+def on_cluster(statements: list[str], cluster: str) -> list[str]:
+    """The cluster form of ``statements`` (one file's, or all of them, in order).
+
+    Local twins made earlier in the same call are remembered, so a view's
+    ``FROM``/``TO`` reaches the local table; pass every statement in one call
+    when rendering the whole schema.
+    """
+    return ClusterRenderer(cluster).render_all(statements)
+
+
+class ClusterRenderer:
+    """Renders statements in order; remembers the tables that got a local twin."""
+
+    def __init__(self, cluster: str, local_tables: set[str] | None = None) -> None:
+        self.cluster = check_cluster_name(cluster)
+        self.on = f"ON CLUSTER '{cluster}'"
+        # Table names ("db.t") whose data lives in "db.t_local".
+        self.local_tables: set[str] = set(local_tables or ())
+
+    def render_all(self, statements: list[str]) -> list[str]:
+        return [out for statement in statements for out in self.render(statement)]
+
+    def render(self, statement: str) -> list[str]:
+        if match := _DATABASE.match(statement):
+            return [f"CREATE DATABASE IF NOT EXISTS {match.group(1)} {self.on}"]
+        if match := _TABLE.match(statement):
+            return self._table(*match.groups())
+        if match := _MATERIALIZED.match(statement):
+            db, name, target_db, target, body = match.groups()
+            return [
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name} {self.on} "
+                f"TO {self._local(f'{target_db}.{target}')}{self._reads_local(body)}"
+            ]
+        if match := _VIEW.match(statement):
+            db, name, body = match.groups()
+            # Reads the Distributed tables: a view answers for the whole cluster.
+            return [f"CREATE OR REPLACE VIEW {db}.{name} {self.on}{body}"]
+        first = statement.splitlines()[0] if statement else statement
+        raise ConfigError(
+            f"no cluster form for the statement starting {first!r}: "
+            "teach sinks/cluster_ddl.py its ON CLUSTER / Replicated / Distributed form"
+        )
+
+    def _table(
+        self, db: str, name: str, columns: str | None, engine: str, args: str | None, rest: str
+    ) -> list[str]:
+        if name not in SHARDING_KEYS:
+            raise ConfigError(
+                f"table {db}.{name} has no sharding key: add one to "
+                "sinks/cluster_ddl.py:SHARDING_KEYS (how inserts spread over shards)"
+            )
+        local = f"{name}_local"
+        path = "'" + KEEPER_PATH.format(database=db, table=local) + "'"
+        replicated_args = ", ".join([path, "'{replica}'", *([args] if args else [])])
+        # Replicated tables deduplicate inserted blocks in Keeper, over
+        # replicated_deduplication_window blocks (non_replicated_... is the
+        # single-node setting and means nothing here).
+        rest = rest.replace(
+            "non_replicated_deduplication_window", "replicated_deduplication_window"
+        )
+        rest = self._reads_local(rest)  # EMPTY AS SELECT ... FROM another table
+        local_sql = (
+            f"CREATE TABLE IF NOT EXISTS {db}.{local} {self.on}{columns or ''}\n"
+            f"ENGINE = Replicated{engine}({replicated_args}){rest}"
+        )
+        self.local_tables.add(f"{db}.{name}")
+        distributed = (
+            f"CREATE TABLE IF NOT EXISTS {db}.{name} {self.on} AS {db}.{local}\n"
+            f"ENGINE = Distributed('{self.cluster}', {db}, {local}, {SHARDING_KEYS[name]})"
+        )
+        return [local_sql, distributed]
+
+    def _local(self, table: str) -> str:
+        if table not in self.local_tables:
+            raise ConfigError(f"{table} is used before its CREATE TABLE")
+        return f"{table}_local"
+
+    def _reads_local(self, sql: str) -> str:
+        # Longest names first, so "db.usage_events" never rewrites inside
+        # "db.usage_events_x"; \b stops at the end of the name.
+        for table in sorted(self.local_tables, key=len, reverse=True):
+            sql = re.sub(rf"\b{re.escape(table)}\b(?!_local)", f"{table}_local", sql)
+        return sql

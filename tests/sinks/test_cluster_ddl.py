@@ -1,0 +1,150 @@
+"""Cluster DDL (``meterline migrate --cluster``): every statement parsed by the real engine.
+
+No ClickHouse cluster (nor Keeper) runs here, so these statements cannot be
+executed; chDB's parser (``formatQuery``, the server's own) reads each one, so a
+typo in the rendering cannot ship, and the structure is asserted on the engine's
+normalised text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from core.errors import ConfigError
+from sinks import ddl
+from sinks.base import quote
+from sinks.chdb_sink import ChdbEngine
+from sinks.cluster_ddl import SHARDING_KEYS, on_cluster
+from sinks.migrations import bootstrap_statements, plan
+
+CLUSTER = "prod-eu.1"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEngine]:
+    engine = ChdbEngine(tmp_path_factory.mktemp("parse") / "chdb", "parse")
+    yield engine
+    engine.close()
+
+
+def parsed(session: ChdbEngine, statement: str) -> str:
+    """The engine's normalised text of ``statement`` on one line; a syntax error raises."""
+    text = session.run_sql(f"SELECT formatQuery({quote(statement)})", "TSVRaw").decode()
+    return " ".join(text.split())
+
+
+def cluster_statements() -> list[str]:
+    return bootstrap_statements("meterline", CLUSTER) + [
+        s for m in plan("meterline", "Europe/Paris", CLUSTER) for s in m.statements
+    ]
+
+
+def test_every_cluster_statement_is_valid_clickhouse_sql(session: ChdbEngine) -> None:
+    for statement in cluster_statements():
+        assert parsed(session, statement).startswith("CREATE"), statement
+
+
+def test_every_single_node_statement_is_valid_clickhouse_sql(session: ChdbEngine) -> None:
+    statements = bootstrap_statements("meterline") + [
+        s for m in plan("meterline") for s in m.statements
+    ]
+    for statement in statements:
+        assert parsed(session, statement).startswith("CREATE"), statement
+
+
+def test_every_statement_runs_on_the_cluster(session: ChdbEngine) -> None:
+    for statement in cluster_statements():
+        assert f"ON CLUSTER `{CLUSTER}`" in parsed(session, statement), statement
+
+
+def test_each_table_is_replicated_locally_with_a_distributed_table_of_its_own_name(
+    session: ChdbEngine,
+) -> None:
+    texts = [parsed(session, s) for s in cluster_statements()]
+    for table, key in SHARDING_KEYS.items():
+        local = [
+            t for t in texts if t.startswith(f"CREATE TABLE IF NOT EXISTS meterline.{table}_local ")
+        ]
+        assert len(local) == 1, table
+        assert "ENGINE = Replicated" in local[0]
+        assert f"'/clickhouse/tables/{{shard}}/meterline/{table}_local', '{{replica}}'" in local[0]
+        distributed = [
+            t for t in texts if t.startswith(f"CREATE TABLE IF NOT EXISTS meterline.{table} ")
+        ]
+        assert distributed == [
+            f"CREATE TABLE IF NOT EXISTS meterline.{table} ON CLUSTER `{CLUSTER}` "
+            f"AS meterline.{table}_local "
+            f"ENGINE = Distributed('{CLUSTER}', meterline, {table}_local, "
+            f"{parsed_key(session, key)})"
+        ]
+    # No table is left on a plain (single-node, unreplicated) engine.
+    assert not [t for t in texts if "ENGINE = MergeTree" in t or "ENGINE = SummingMergeTree" in t]
+
+
+def parsed_key(session: ChdbEngine, key: str) -> str:
+    return parsed(session, f"SELECT {key}").removeprefix("SELECT ")
+
+
+def test_replicated_tables_keep_the_dedup_window_under_its_replicated_name(
+    session: ChdbEngine,
+) -> None:
+    texts = [parsed(session, s) for s in cluster_statements()]
+    windowed = [t for t in texts if "deduplication_window" in t]
+    # usage_events and the two materialized-view targets: a retried batch must be
+    # dropped by all three, or the meters double while the events do not.
+    assert len(windowed) == 3
+    assert all("replicated_deduplication_window = 10000" in t for t in windowed)
+    assert not [t for t in texts if "non_replicated_deduplication_window" in t]
+
+
+def test_materialized_views_read_and_fill_the_local_tables(session: ChdbEngine) -> None:
+    views = [
+        parsed(session, s) for s in cluster_statements() if s.startswith("CREATE MATERIALIZED VIEW")
+    ]
+    assert len(views) == 2
+    for view in views:
+        # A view on the Distributed table would never fire: inserts reach the shards'
+        # local tables, and only a view on the local table sees them.
+        assert "FROM meterline.usage_events_local" in view
+        assert (
+            " TO meterline.usage_event_ids_local " in view
+            or " TO meterline.usage_meters_local " in view
+        )
+
+
+def test_rollup_views_read_the_whole_cluster(session: ChdbEngine) -> None:
+    views = [
+        parsed(session, s) for s in cluster_statements() if s.startswith("CREATE OR REPLACE VIEW")
+    ]
+    assert len(views) == 3
+    assert all("FROM meterline.usage_meters GROUP BY" in v for v in views)
+    assert all("usage_meters_local" not in v for v in views)
+
+
+def test_a_statement_without_a_cluster_form_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match="no cluster form for the statement starting 'ALTER TABLE"
+    ):
+        on_cluster(["ALTER TABLE meterline.usage_events ADD COLUMN x UInt8"], "prod")
+
+
+def test_a_table_without_a_sharding_key_is_refused() -> None:
+    statement = (
+        "CREATE TABLE IF NOT EXISTS meterline.invoices (id String) ENGINE = MergeTree ORDER BY id"
+    )
+    with pytest.raises(ConfigError, match=r"meterline.invoices has no sharding key"):
+        on_cluster([statement], "prod")
+
+
+def test_a_view_on_a_table_not_yet_created_is_refused() -> None:
+    statement = "CREATE MATERIALIZED VIEW IF NOT EXISTS db.v TO db.usage_meters AS SELECT 1"
+    with pytest.raises(ConfigError, match=r"db\.usage_meters is used before its CREATE TABLE"):
+        on_cluster([statement], "prod")
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x'; DROP TABLE y; --", "-lead"])
+def test_a_cluster_name_that_is_not_one_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="is not a ClickHouse cluster name"):
+        on_cluster(ddl.statements("meterline"), name)
