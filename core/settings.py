@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     price_book: Path | None = Field(
         None, description="Local price book (YAML) on top of the genai-prices catalog."
     )
+    event_mappings: Path | None = Field(
+        None,
+        description="YAML file of event mappings: other CloudEvent types metered as token or "
+        "unit usage, fields by JSONPath (docs/gateway.md#event-mappings). The built-in "
+        "mappings (the OpenMeter OpenAI example's type 'openai') apply without it. Gateway, "
+        "processor and replay must be given the same file.",
+    )
 
     # --- processor ------------------------------------------------------------------------
     batch_max_events: int = Field(20_000, ge=1, le=1_000_000, description="Most events per insert.")

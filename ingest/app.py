@@ -1,6 +1,7 @@
 """The gateway's ASGI application (Starlette): routes, middleware, error rendering.
 
-``POST /v1/events`` answers 202 only after the log has durably acknowledged
+``POST /v1/events`` (and its OpenMeter-compatible twin ``POST /api/v1/events``,
+answering 204) answers 202 only after the log has durably acknowledged
 every event of the request; a request is all-or-nothing: one invalid event
 rejects the whole request with 400 and publishes nothing, so a client can
 always retry the same request safely. The handlers live in one module each;
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute
 
 from core.health import PartProblem
-from ingest.events import POST_EVENTS, post_events
+from ingest.events import POST_EVENTS, POST_OPENMETER_EVENTS, post_events, post_openmeter_events
 from ingest.gateway import Gateway
 from ingest.openapi import openapi_document, route
 from ingest.ops import HEALTHZ, METRICS, OPENAPI, READYZ
@@ -92,6 +93,7 @@ def create_app(
         routes=[
             route("/v1/events", events, POST_EVENTS, OPTIONS_EVENTS),
             route("/api/usage", bind(post_usage), POST_USAGE),
+            route("/api/v1/events", bind(post_openmeter_events), POST_OPENMETER_EVENTS),
             *mounts,
             route("/healthz", healthz, HEALTHZ),
             route("/readyz", readyz, READYZ),

@@ -1,4 +1,8 @@
-"""``POST /v1/events``: CloudEvents in every HTTP content mode, 202 only once durable."""
+"""``POST /v1/events``: CloudEvents in every HTTP content mode, 202 only once durable.
+
+``POST /api/v1/events`` is the same handler under OpenMeter's ingest path and
+status (204), so an app using an OpenMeter SDK switches by changing its URL.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,22 @@ class Accepted(BaseModel):
 
 
 async def post_events(gateway: Gateway, request: Request) -> Response:
+    accepted = await _ingest(gateway, request)
+    return JSONResponse(Accepted(accepted=accepted).model_dump(), status_code=202)
+
+
+async def post_openmeter_events(gateway: Gateway, request: Request) -> Response:
+    """OpenMeter's ``ingestEvents``: the same checks and durability, answered 204.
+
+    OpenMeter's generated clients treat every status but 204 as an error, so a
+    202 here would make them raise (and retry) on success.
+    """
+    await _ingest(gateway, request)
+    return Response(status_code=204)
+
+
+async def _ingest(gateway: Gateway, request: Request) -> int:
+    """Steps 1-4 of ingest/gateway.py for one request; the number of events now durable."""
     key = gateway.authorize(request, "ingest")
     content_type = request.headers.get("content-type")
     raw_headers = request.headers.raw
@@ -49,7 +69,7 @@ async def post_events(gateway: Gateway, request: Request) -> Response:
     request.state.events = len(accepted)
     if accepted:
         await gateway.publish(gateway.messages(accepted, key.tenant))
-    return JSONResponse(Accepted(accepted=len(accepted)).model_dump(), status_code=202)
+    return len(accepted)
 
 
 _CE_HEADERS = tuple(
@@ -82,6 +102,30 @@ POST_EVENTS = Operation(
     },
     responses={
         202: Reply("Every event is durably in the log.", {"application/json": Accepted}),
+        400: INVALID,
+        413: TOO_LARGE,
+        415: UNSUPPORTED_MEDIA_TYPE,
+        503: UNAVAILABLE,
+        **GUARDED,
+    },
+)
+
+POST_OPENMETER_EVENTS = Operation(
+    "POST",
+    "Send events, OpenMeter's ingest API (ingestEvents)",
+    description="OpenMeter-compatible: the same request, checks, authentication and "
+    "durability as POST /v1/events, answered 204 (no body) as OpenMeter's API does, so an "
+    "OpenMeter SDK or example works by changing its base URL. Event types OpenMeter users "
+    "send (e.g. `openai` from the OpenMeter OpenAI example) are metered as usage through "
+    "event mappings (docs/gateway.md#event-mappings).",
+    security=API_KEY,
+    body={
+        "application/cloudevents+json": CloudEvent,
+        "application/cloudevents-batch+json": list[CloudEvent],
+        "application/json": CloudEvent | list[CloudEvent],
+    },
+    responses={
+        204: Reply("Every event is durably in the log."),
         400: INVALID,
         413: TOO_LARGE,
         415: UNSUPPORTED_MEDIA_TYPE,

@@ -37,6 +37,7 @@ from ingest.problems import HTTPProblem
 from ingest.ratelimit import RateLimiter
 from pricing.base import PriceBook
 from schemas.envelope import ValidEvent, parse_event
+from schemas.mappings import EventMappings, builtin_mappings
 from schemas.problems import Problem
 
 PriceBookSource = PriceBook | Callable[[], PriceBook]
@@ -61,6 +62,7 @@ class Gateway:
         webhook_origins: Sequence[str] = ("*",),
         stored_usage: Any = None,
         usage_wait_s: float = 10.0,
+        mappings: EventMappings | None = None,
     ) -> None:
         self.producer = producer
         self.tenant = tenant
@@ -77,6 +79,9 @@ class Gateway:
         # long to wait for the processor to store it.
         self.stored_usage = stored_usage
         self.usage_wait_s = usage_wait_s
+        # Event mappings (schemas/mappings.py): the processor's own object, so
+        # what is accepted here as usage is metered there as usage. Built-ins by default.
+        self.mappings = mappings if mappings is not None else builtin_mappings()
 
     @property
     def price_book(self) -> PriceBook | None:
@@ -114,8 +119,9 @@ class Gateway:
         too_big: list[Problem] = []
         limit = self.max_event_bytes
         dumps = orjson.dumps
+        mappings = self.mappings
         for index, item in enumerate(items):
-            parsed = parse_event(item)
+            parsed = parse_event(item, mappings)
             if isinstance(parsed, list):
                 at = index if indexed else None
                 problems.extend(p.at(at) for p in parsed)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from processor.decode import DeadLetter
     from processor.runner import DeadLetterSink, Processor, StepHooks
     from query.portal_tokens import TokenSigner
+    from schemas.mappings import EventMappings
     from sinks.base import Engine
 
 
@@ -141,6 +142,17 @@ def build_price_book(settings: Settings) -> PriceBook:
     return BookPriceBook.from_file(settings.price_book)
 
 
+def build_mappings(settings: Settings) -> EventMappings:
+    """The event mappings (built-ins plus METERLINE_EVENT_MAPPINGS), validated completely.
+
+    Built once per process and handed to the gateway, every processor worker and
+    replay: a MappingError names the file, entry and field, at start-up.
+    """
+    from schemas.mappings import load_mappings
+
+    return load_mappings(settings.event_mappings)
+
+
 def build_processor(
     settings: Settings,
     consumer: LogConsumer,
@@ -150,6 +162,7 @@ def build_processor(
     known_tenant: Callable[[str], bool] | None = None,
     hooks: StepHooks | None = None,
     liveness: Liveness | None = None,
+    mappings: EventMappings | None = None,
 ) -> Processor:
     """A processor loop with the batch and dedupe settings (``meterline processor``'s).
 
@@ -173,6 +186,7 @@ def build_processor(
         hooks=hooks,
         liveness=liveness,
         attempts=Attempts(settings.data_dir / "processor-attempts.sqlite3"),
+        mappings=mappings if mappings is not None else build_mappings(settings),
     )
 
 

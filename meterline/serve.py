@@ -27,6 +27,7 @@ from processor.runner import Processor, StepHooks
 from query import Reader
 from query import routes as read_routes
 from query.idempotency import StoredUsageLookup
+from schemas.mappings import EventMappings
 from sinks.base import Engine
 
 log = logging.getLogger("meterline")
@@ -53,8 +54,15 @@ class ProcessorThread:
     engine (chDB allows one process per folder, so this is how chDB scales out).
     """
 
-    def __init__(self, settings: Settings, engine: Engine, hooks: StepHooks | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        hooks: StepHooks | None = None,
+        mappings: EventMappings | None = None,
+    ) -> None:
         self._stop = threading.Event()
+        mappings = mappings if mappings is not None else runtime.build_mappings(settings)
         self._engine = engine
         known_tenant = _known_tenants(settings)
         price_book = runtime.build_price_book(settings)
@@ -78,6 +86,7 @@ class ProcessorThread:
                     known_tenant,
                     hooks=hooks,
                     liveness=Liveness(f"processor-{index}"),
+                    mappings=mappings,
                 )
             )
         self._threads = [
@@ -192,6 +201,9 @@ def serve(
             "OPEN MODE: no API keys configured, every request is accepted as tenant %r",
             settings.tenant,
         )
+    # Before anything starts: a bad mapping fails naming its file, entry and field,
+    # and the gateway and the processor below share this one object.
+    mappings = runtime.build_mappings(settings)
     _keep_data_private(settings)
     runtime.ensure_topics(settings)
     health = Health(settings.stuck_after_s)
@@ -202,7 +214,7 @@ def serve(
         engine = runtime.build_engine(settings)
     worker = None
     if processor and engine is not None:
-        worker = ProcessorThread(settings, engine, processor_hooks)
+        worker = ProcessorThread(settings, engine, processor_hooks, mappings)
         worker.add_checks(health)
     # Once, before any worker or request allocates (freezing later would pin
     # whatever a batch in flight holds). The gateway allocates like the
@@ -263,6 +275,7 @@ def serve(
         price_book=lambda: runtime.build_price_book(settings),
         webhook_origins=[o.strip() for o in settings.webhook_origins.split(",") if o.strip()],
         stored_usage=StoredUsageLookup(engine.sql) if engine is not None else None,
+        mappings=mappings,
     )
     # The read side shares the gateway's guard: one key check, one rate limit per key.
     reader = Reader(

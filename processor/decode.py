@@ -9,6 +9,7 @@ import orjson
 from core.log.base import TENANT_HEADER, Record
 from core.types import EventKey
 from schemas.envelope import ValidEvent, parse_event
+from schemas.mappings import EventMappings
 from schemas.usage import UsageData
 
 
@@ -35,9 +36,13 @@ class DeadLetter:
     detail: str
 
 
-def decode(record: Record) -> Decoded | DeadLetter:
+def decode(record: Record, mappings: EventMappings | None = None) -> Decoded | DeadLetter:
     """Check everything the gateway checked again: the log may hold records from
-    other producers, older versions or hand-written tools."""
+    other producers, older versions or hand-written tools.
+
+    ``mappings`` must be the gateway's (both built from METERLINE_EVENT_MAPPINGS by
+    the shell): with others, an event the gateway accepted as token usage would
+    be stored here as an unpriced custom event, or dead-lettered."""
     tenant_raw = record.header(TENANT_HEADER)
     if not tenant_raw:
         return DeadLetter(record, "missing_tenant", f"no {TENANT_HEADER} header")
@@ -45,7 +50,7 @@ def decode(record: Record) -> Decoded | DeadLetter:
         obj = orjson.loads(record.value)
     except orjson.JSONDecodeError as exc:
         return DeadLetter(record, "invalid_json", str(exc))
-    parsed = parse_event(obj)
+    parsed = parse_event(obj, mappings)
     if isinstance(parsed, list):
         detail = "; ".join(f"{p.field}: {p.message}" for p in parsed)
         return DeadLetter(record, "invalid_event", detail)

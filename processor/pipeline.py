@@ -35,6 +35,7 @@ from processor import metrics
 from processor.decode import DeadLetter, Decoded, decode
 from processor.dedupe import Deduplicator
 from processor.rows import EventColumns
+from schemas.mappings import EventMappings, builtin_mappings
 from sinks.base import LIVE_EVENTS, Engine, EventTable, billing_run, quote
 from sinks.reader import SqlReader
 
@@ -190,8 +191,11 @@ class Pipeline:
         known_tenant: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
         hooks: StepHooks = NO_HOOKS,
+        mappings: EventMappings | None = None,
     ) -> None:
         self._target = target
+        # The gateway's event mappings (schemas/mappings.py); the built-ins when none given.
+        self._mappings = mappings if mappings is not None else builtin_mappings()
         self._price_book = price_book
         self._dead_letters = dead_letters
         self._dedupe = Deduplicator(target.keys, dedupe_cache_ids)
@@ -215,7 +219,7 @@ class Pipeline:
         for record in records:
             try:
                 self._hooks.handling(record)
-                item = self._admit(decode(record))
+                item = self._admit(decode(record, self._mappings))
             except Exception as exc:  # the record is the problem, not the process
                 item = failure(record, "decode_failed", exc)
             if isinstance(item, DeadLetter):

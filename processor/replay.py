@@ -27,6 +27,7 @@ from core.log.base import LogAdmin
 from pricing.base import PriceBook
 from processor.decode import DeadLetter
 from processor.pipeline import BatchResult, BillingRun, Pipeline
+from schemas.mappings import EventMappings
 from sinks.base import Engine, quote
 from sinks.reader import SqlReader
 
@@ -83,11 +84,14 @@ def replay(
     from_ms: int,
     to_ms: int,
     progress: Callable[[int], None] = lambda _n: None,
+    mappings: EventMappings | None = None,
 ) -> ReplayResult:
     result = ReplayResult(run, price_book.version, ranges=plan(admin, topic, from_ms, to_ms))
     # The live processor's pipeline, pointed at the run: an id already in the run
     # is skipped, which is what makes re-running the same replay a no-op.
-    pipeline = Pipeline(BillingRun(engine, run), price_book, _Counted(result))
+    # Decoded with the live processor's event mappings (the same setting), so a
+    # mapped event is re-priced as the usage it was billed as.
+    pipeline = Pipeline(BillingRun(engine, run), price_book, _Counted(result), mappings=mappings)
     total = BatchResult()
     for partition, (start, end) in sorted(result.ranges.items()):
         for records in admin.read_range(topic, partition, start, end):

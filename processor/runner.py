@@ -73,6 +73,7 @@ from processor.pipeline import (
     StepHooks,
 )
 from processor.verify import RECENT_MS, repair_dedupe_index
+from schemas.mappings import EventMappings
 from sinks.base import Engine
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Processor:
         hooks: StepHooks | None = None,
         liveness: Liveness | None = None,
         attempts: Attempts | None = None,
+        mappings: EventMappings | None = None,
     ) -> None:
         self._consumer = consumer
         self._sql = engine.sql  # for the dedupe-index repair (step 3's precondition)
@@ -121,6 +123,7 @@ class Processor:
             known_tenant=known_tenant,
             clock=clock,
             hooks=self._hooks,
+            mappings=mappings,
         )
         # In memory when none is given (tests, bench): counts deaths only durably
         # when built by meterline.runtime with a file in the data folder.

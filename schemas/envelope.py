@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -41,6 +41,9 @@ from schemas.limits import (
 from schemas.problems import Problem
 from schemas.times import parse_ms
 from schemas.usage import USAGE_MODELS, UsageData, custom_units
+
+if TYPE_CHECKING:  # a runtime import would make the SDK (base install) need jsonpath-ng
+    from schemas.mappings import EventMappings
 
 CONTEXT_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
@@ -368,16 +371,25 @@ def _problems_from(exc: ValidationError, prefix: str = "") -> list[Problem]:
     return out
 
 
-def parse_event(obj: Any) -> ValidEvent | list[Problem]:
-    """Validate one decoded JSON event: the envelope, then the data of known types."""
+def parse_event(obj: Any, mappings: EventMappings | None = None) -> ValidEvent | list[Problem]:
+    """Validate one decoded JSON event: the envelope, then the data of known types.
+
+    ``mappings`` (schemas/mappings.py) makes other types usage too: a mapped event
+    needs what a native usage event needs (subject, JSON data) and its data must
+    give every field its mapping reads. The gateway, the processor and replay
+    pass the same object, so they accept and meter alike.
+    """
     if not isinstance(obj, dict):
         return [Problem("not_an_object", "event", "a CloudEvent must be a JSON object")]
     envelope = check_envelope(obj)
     if isinstance(envelope, list):
         return envelope
     model = USAGE_MODELS.get(envelope.type)
+    mapping = None
     if model is None:
-        return _custom_event(obj, envelope)
+        mapping = mappings.get(envelope.type) if mappings is not None else None
+        if mapping is None:
+            return _custom_event(obj, envelope)
     problems = []
     if envelope.subject is None:
         problems.append(
@@ -392,6 +404,13 @@ def parse_event(obj: Any) -> ValidEvent | list[Problem]:
         problems.append(Problem("not_an_object", "data", "usage data must be a JSON object"))
     if problems:
         return problems
+    if mapping is not None:
+        # Stored raw like a custom event: the same depth bound.
+        if too_deep(data):
+            return [_too_deep()]
+        mapped = mapping.apply(data)
+        return mapped if isinstance(mapped, list) else ValidEvent(obj, envelope, mapped)
+    assert model is not None  # narrowed: mapping is None only for native types here
     try:
         usage = model.model_validate(data)
     except ValidationError as exc:
@@ -399,17 +418,17 @@ def parse_event(obj: Any) -> ValidEvent | list[Problem]:
     return ValidEvent(obj, envelope, usage)
 
 
+def _too_deep() -> Problem:
+    return Problem(
+        "too_deep", "data", f"arrays and objects nest more than {MAX_DATA_DEPTH} levels deep"
+    )
+
+
 def _custom_event(obj: dict[str, Any], envelope: Envelope) -> ValidEvent | list[Problem]:
     """An event of a type meterline does not know: stored as received, metered as units."""
     data = obj.get("data")
     if too_deep(data):
-        return [
-            Problem(
-                "too_deep",
-                "data",
-                f"arrays and objects nest more than {MAX_DATA_DEPTH} levels deep",
-            )
-        ]
+        return [_too_deep()]
     try:
         usage = custom_units(data)
     except ValidationError as exc:

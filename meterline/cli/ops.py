@@ -116,6 +116,7 @@ def replay_command(
     start, end = parse_instant(from_), parse_instant(to)
     try:
         book = runtime.build_price_book(settings)
+        mappings = runtime.build_mappings(settings)
         admin = runtime.build_admin(settings)
         engine = runtime.build_engine(settings)
     except MeterlineError as exc:
@@ -140,6 +141,7 @@ def replay_command(
                 from_ms=start,
                 to_ms=end,
                 progress=lambda n: bar.advance(task, n),
+                mappings=mappings,
             )
         rows = compare(engine.sql, run)
     except MeterlineError as exc:

@@ -187,6 +187,7 @@ async def test_health_ready_metrics_and_openapi(make_client: ClientFactory) -> N
         assert name in text
     assert set(document.json()["paths"]) == {
         "/v1/events",
+        "/api/v1/events",
         "/api/usage",
         "/v1/sql",
         "/healthz",
