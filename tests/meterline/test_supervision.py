@@ -26,7 +26,6 @@ from meterline.serve import ProcessorThread
 from meterline.watchdog import Watchdog
 from pricing.base import PriceBook
 from processor.runner import BatchResult, DeadLetterSink, Processor, StepHooks
-from sinks.base import Engine
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
@@ -76,12 +75,14 @@ class BuggyProcessor(Processor):
 def build_buggy(
     settings: Settings,
     consumer: LogConsumer,
-    engine: Engine,
+    engine: Any,
     price_book: PriceBook,
     dead_letters: DeadLetterSink,
     known_tenant: Callable[[str], bool] | None = None,
+    *,
     hooks: StepHooks | None = None,
     liveness: Liveness | None = None,
+    **_more: Any,  # what else runtime.build_processor takes (mappings, attempts...)
 ) -> Processor:
     return BuggyProcessor(
         consumer,
