@@ -302,15 +302,16 @@ class ClickHouseHttp:
     ``url`` is what ``METERLINE_CLICKHOUSE_URL`` takes.
     """
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, port: int | None = None) -> None:
+        """``port``: a front end's that was stopped, to restart it where its clients point."""
         self.data = data
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"http://default:@127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ClickHouseHttp:
         root = Path(__file__).resolve().parents[2]
-        log = (self.data.parent / f"{self.data.name}.log").open("wb")
+        log = (self.data.parent / f"{self.data.name}.log").open("ab")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.clickhouse_http", str(self.data), str(self.port)],
             cwd=root,
