@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         description="ClickHouse cluster name (store=clickhouse): migrations create tables ON "
         "CLUSTER as Replicated*MergeTree with Distributed tables over them (docs/scaling.md).",
     )
+    clickhouse_insert_quorum: int | None = Field(
+        None,
+        ge=2,
+        description="With a cluster: replicas of a shard that must hold each INSERT before it "
+        "returns (insert_quorum). Set it to the replicas per shard so a dedupe lookup on any "
+        "replica sees every acknowledged write (docs/scaling.md, replication lag).",
+    )
     database: str = Field("meterline", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     billing_timezone: str = Field(
         "UTC", description="IANA timezone for day/month rollup boundaries (e.g. Europe/Paris)."
@@ -301,6 +308,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "METERLINE_CLICKHOUSE_CLUSTER needs METERLINE_STORE=clickhouse "
                 "(chDB is one process, never a cluster)"
+            )
+        if self.clickhouse_insert_quorum is not None and self.clickhouse_cluster is None:
+            raise ValueError(
+                "METERLINE_CLICKHOUSE_INSERT_QUORUM needs METERLINE_CLICKHOUSE_CLUSTER "
+                "(a single server has no replicas to wait for)"
             )
         if self.max_event_bytes > self.max_body_bytes:
             raise ValueError("max_event_bytes must not exceed max_body_bytes")

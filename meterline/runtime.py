@@ -98,6 +98,8 @@ def build_engine(settings: Settings, migrate: bool = True) -> Engine:
             password=password.get_secret_value() if password is not None else None,
             ca_cert=str(settings.clickhouse_ca_cert) if settings.clickhouse_ca_cert else None,
             verify=settings.clickhouse_verify,
+            cluster=settings.clickhouse_cluster,
+            insert_quorum=settings.clickhouse_insert_quorum,
         )
     else:
         try:

@@ -33,8 +33,12 @@ are ``Pipeline.run`` in processor/pipeline.py, the one pipeline replay runs too)
    Crash after this (or mid-bisection): the batch is read again, step 3 finds
    every stored id and inserts nothing twice; a retry of the identical batch is
    also absorbed by the insert_deduplication_token.
-7. Commit the next offsets to the log.
-   Crash before this: as above, nothing is lost or counted twice.
+7. Commit the next offsets to the log (with any earlier batch's that failed).
+   Crash before this: as above, nothing is lost or counted twice. A commit the
+   broker refuses (ILLEGAL_GENERATION in a rebalance) is retried until it is
+   accepted or the partition leaves us: this member's position is already past
+   those records, so nobody would commit them otherwise, and the group would
+   show lag forever for a partition that receives nothing more.
 8. Clear the attempt's mark and remember the inserted keys in memory (a cache
    only, never the truth). Crash before this: a stale mark at an offset already
    committed is never read again.
@@ -133,6 +137,10 @@ class Processor:
         # Set when usage_event_ids may lack ids of events written since then
         # (processed_at, epoch ms): step 3 repairs it before its lookup.
         self._repair_since: int | None = None
+        # Next offsets stored in ClickHouse whose commit the log refused (step 7),
+        # per partition we still own, and when we last tried them.
+        self._uncommitted: dict[int, int] = {}
+        self._commit_tried = 0.0
         self.totals = BatchResult()
         # Busy from a poll or a batch's first attempt until it is done: a batch
         # retried past METERLINE_STUCK_AFTER_S makes the process exit (health.py).
@@ -153,9 +161,14 @@ class Processor:
                     # A member that died holding these may have torn its last INSERT.
                     self._needs_repair(int(time.time() * 1000) - RECENT_MS)
                 revoked = self._consumer.take_revoked()
-                if revoked and pending:
-                    # Not ours any more: drop uncommitted, the new owner reads them again.
+                if revoked:
+                    # Not ours any more: the new owner reads them again from the
+                    # committed offsets (and step 3 drops what we stored).
                     pending = [r for r in pending if r.partition not in revoked]
+                    for partition in revoked:
+                        self._uncommitted.pop(partition, None)
+                if self._uncommitted and not pending and time.monotonic() - self._commit_tried >= 1:
+                    self._commit({})  # idle: nothing else would commit them
                 if records:
                     if not pending:
                         started = time.monotonic()
@@ -256,12 +269,7 @@ class Processor:
         self._hooks.at("after_insert")
 
         # Step 7. Commit: only now is the batch done as far as the log knows.
-        try:
-            self._consumer.commit(result.next_offsets)
-        except Exception as exc:
-            # The rows are stored; whoever reads these offsets again is
-            # stopped by step 3. Losing the commit costs only re-reading.
-            log.warning("offset commit failed (batch is stored, will be re-read): %s", exc)
+        self._commit(result.next_offsets)
 
         self._hooks.at("after_commit")
 
@@ -278,6 +286,24 @@ class Processor:
         for partition, behind in self._consumer.lag().items():
             metrics.LAG.labels(str(partition)).set(behind)
         return result
+
+    def _commit(self, next_offsets: dict[int, int]) -> None:
+        """Commit ``next_offsets`` and any refused earlier; keep them for a retry if refused.
+
+        The rows are stored either way: a commit lost to a crash costs only
+        re-reading (step 3 drops what is stored). A refused one must be retried,
+        not dropped: our position is past those records, so we never commit them
+        otherwise, and the group stays behind on a partition that gets no more.
+        """
+        offsets = {**self._uncommitted, **next_offsets}  # a later batch's offset wins
+        self._commit_tried = time.monotonic()
+        try:
+            self._consumer.commit(offsets)
+        except Exception as exc:
+            self._uncommitted = offsets
+            log.warning("offset commit failed (batch is stored; commit retried): %s", exc)
+            return
+        self._uncommitted = {}
 
     def _needs_repair(self, since_ms: int) -> None:
         if self._repair_since is None or since_ms < self._repair_since:

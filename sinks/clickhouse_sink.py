@@ -30,6 +30,32 @@ from sinks.base import (
 _TIME_COLUMNS = ("time", "ingested_at", "processed_at")
 
 
+def cluster_settings(cluster: str | None, insert_quorum: int | None = None) -> dict[str, Any]:
+    """What every request to a cluster carries (docs/scaling.md, "ClickHouse cluster").
+
+    - ``distributed_foreground_insert=1``: an INSERT into a Distributed table returns
+      only once every shard holds its rows. In the background mode it returns once
+      they are queued on the node that took it, and the processor would commit
+      offsets for rows no shard has: a node lost then loses billed usage.
+    - ``load_balancing='in_order'``: every read and write of every processor goes to
+      the first healthy replica of each shard, so the dedupe lookup reads the replica
+      the last INSERT wrote. With the default (random) it may read one that has not
+      fetched that part yet and store a duplicate send a second time.
+    - ``insert_quorum`` (when given): the INSERT returns once that many replicas of
+      each shard hold the part, its views' parts included. Equal to the replicas per
+      shard, it closes the failover gap ``in_order`` leaves (a lookup on a replica
+      that lagged the failed one): every replica then holds every acknowledged row.
+    A single server gets none of these (they concern Distributed and Replicated
+    tables only).
+    """
+    if cluster is None:
+        return {}
+    settings: dict[str, Any] = {"distributed_foreground_insert": 1, "load_balancing": "in_order"}
+    if insert_quorum is not None:
+        settings["insert_quorum"] = insert_quorum
+    return settings
+
+
 @contextmanager
 def _translated(failing: str = "") -> Iterator[None]:
     """clickhouse-connect's errors as meterline's, the one place they are translated.
@@ -60,8 +86,14 @@ class ClickHouseEngine(Engine):
         password: str | None = None,
         ca_cert: str | None = None,
         verify: bool = True,
+        cluster: str | None = None,
+        insert_quorum: int | None = None,
     ) -> None:
-        """``user``/``password`` win over the URL's; ``ca_cert``/``verify`` apply to https."""
+        """``user``/``password`` win over the URL's; ``ca_cert``/``verify`` apply to https.
+
+        ``cluster``/``insert_quorum``: the settings of ``cluster_settings`` go with
+        every request (the migrations' DDL is rendered for the cluster elsewhere).
+        """
         self.database = database
         parts = urlsplit(url)
         with _translated(f"cannot connect to ClickHouse at {parts.hostname}: "):
@@ -81,9 +113,12 @@ class ClickHouseEngine(Engine):
                 # client. Nothing here relies on session state: settings go
                 # with every request, names are qualified by database.
                 autogenerate_session_id=False,
+                # Client-wide, so replay's and the index repair's INSERT ... SELECT
+                # and verify's reads carry the cluster settings as the writer does.
                 settings={
                     "output_format_json_quote_decimals": 1,
                     "output_format_json_quote_64bit_integers": 1,
+                    **cluster_settings(cluster, insert_quorum),
                 },
             )
         with _translated():

@@ -19,6 +19,7 @@ from core.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "meterline"
 MANAGED = ROOT / "deploy" / "helm" / "examples" / "managed.yaml"
+CLUSTER = ROOT / "deploy" / "helm" / "examples" / "cluster.yaml"
 KUBE = "1.33.0"
 
 
@@ -113,7 +114,11 @@ def test_sasl_without_a_sasl_protocol_is_refused_at_render(helm: str) -> None:
     assert 'kafka.securityProtocol is ""' in result.stderr
 
 
-@pytest.mark.parametrize("values", [[], ["-f", str(MANAGED)]], ids=["default", "managed"])
+@pytest.mark.parametrize(
+    "values",
+    [[], ["-f", str(MANAGED)], ["-f", str(CLUSTER)]],
+    ids=["default", "managed", "cluster"],
+)
 def test_every_variable_the_chart_sets_is_a_valid_meterline_setting(
     helm: str, values: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,9 +135,36 @@ def test_every_variable_the_chart_sets_is_a_valid_meterline_setting(
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.log == "kafka" and settings.store == "clickhouse"
     assert settings.host == "0.0.0.0"  # the processor's /metrics must be reachable
-    if values:
+    if MANAGED.name in "".join(values):
         assert settings.kafka_config()["security.protocol"] == "sasl_ssl"
         assert settings.kafka_config()["sasl.password"] == "from-a-secret"
+    if CLUSTER.name in "".join(values):
+        # clickhouse.cluster / insertQuorum reach every process (the migrate Job too).
+        assert (settings.clickhouse_cluster, settings.clickhouse_insert_quorum) == ("billing", 2)
+    else:
+        assert (settings.clickhouse_cluster, settings.clickhouse_insert_quorum) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            ["--set", "clickhouse.insertQuorum=2"],
+            "clickhouse.insertQuorum is 2 but clickhouse.cluster is empty",
+        ),
+        (
+            ["--set", "clickhouse.cluster=billing", "--set", "clickhouse.insertQuorum=1"],
+            "clickhouse.insertQuorum is 1, which ClickHouse treats as no quorum",
+        ),
+    ],
+    ids=["quorum-without-cluster", "quorum-of-one"],
+)
+def test_an_insert_quorum_that_cannot_work_is_refused_at_render(
+    helm: str, values: list[str], message: str
+) -> None:
+    result = render(helm, *values)
+    assert result.returncode != 0
+    assert message in result.stderr
 
 
 def test_migrate_job_is_a_hook_that_runs_after_the_config_it_reads(helm: str) -> None:

@@ -6,6 +6,9 @@ runs when a test sets ``METERLINE_CHAOS_KILL_AT``)::
 
     python -m tests.support.chaos_run --port 8080
 
+``--processor``: the processor only, as ``meterline processor`` runs it (what
+``Service`` in services.py starts when a test arms a chaos variable).
+
 (or ``METERLINE_CHAOS_STORE_AWAY``: every INSERT fails, see chaos.py).
 """
 
@@ -21,8 +24,11 @@ from tests.support.chaos import ENV, KILL_ON_ENV, STORE_AWAY_ENV, Chaos
 
 def main(argv: list[str]) -> None:
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else None
+    processor_only = "--processor" in argv
     serve(
         load_settings(port=port),
+        gateway=not processor_only,
+        sql_endpoint=not processor_only,
         processor_hooks=Chaos(
             os.environ.get(ENV), STORE_AWAY_ENV in os.environ, os.environ.get(KILL_ON_ENV)
         ),

@@ -27,6 +27,9 @@ httpcommon.py and insert.py):
   clickhouse-connect writes), zstd, gzip or deflate;
 - response headers ``X-ClickHouse-Format``, ``X-ClickHouse-Timezone``,
   ``X-ClickHouse-Summary`` (read/written rows and bytes), ``X-ClickHouse-Query-Id``;
+- ``GET /_meterline/received`` (test-only, no server has it): every statement's
+  first 200 characters and the settings its request carried, as JSON, so a test can
+  check what went over the wire (``ClickHouseHttp.received()``);
 - errors: status 404 / 400 / 403 / 500 by exception code, header
   ``X-ClickHouse-Exception-Code`` and the body ``Code: N. DB::Exception: ...``
   as the server writes it (clickhouse-connect puts it into its ``DatabaseError``).
@@ -132,6 +135,9 @@ class ChdbBackend:
         self._session: Any = chdb_session.Session(str(path))  # type: ignore[no-untyped-call]
         self._spool = Path(tempfile.mkdtemp(prefix="ch-http-inserts-"))
         self._lock = threading.Lock()
+        # What the requests carried, for ClickHouseHttp.received(): appended from the
+        # threadpool, read from the event loop (list.append is atomic under the GIL).
+        self.received: list[dict[str, Any]] = []
 
     def execute(
         self,
@@ -142,6 +148,9 @@ class ChdbBackend:
         settings: dict[str, str],
         default_format: str = "TabSeparated",
     ) -> tuple[bytes, dict[str, int]]:
+        self.received.append(
+            {"statement": sql.decode("utf-8", "replace").strip()[:200], "settings": settings}
+        )
         with self._lock:
             s = self._session
             previous = self._settings_now(settings)
@@ -192,11 +201,14 @@ def create_app(backend: ChdbBackend) -> Any:
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
-    from starlette.responses import PlainTextResponse, Response
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
     async def ping(_: Request) -> Response:
         return PlainTextResponse("Ok.\n")
+
+    async def received(_: Request) -> Response:
+        return JSONResponse(backend.received)
 
     async def query(request: Request) -> Response:
         params = request.query_params
@@ -272,6 +284,7 @@ def create_app(backend: ChdbBackend) -> Any:
     return Starlette(
         routes=[
             Route("/ping", ping, methods=["GET", "HEAD"]),
+            Route("/_meterline/received", received, methods=["GET"]),
             Route("/", query, methods=["GET", "POST"]),
         ]
     )
@@ -289,15 +302,16 @@ class ClickHouseHttp:
     ``url`` is what ``METERLINE_CLICKHOUSE_URL`` takes.
     """
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, port: int | None = None) -> None:
+        """``port``: a front end's that was stopped, to restart it where its clients point."""
         self.data = data
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"http://default:@127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ClickHouseHttp:
         root = Path(__file__).resolve().parents[2]
-        log = (self.data.parent / f"{self.data.name}.log").open("wb")
+        log = (self.data.parent / f"{self.data.name}.log").open("ab")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.clickhouse_http", str(self.data), str(self.port)],
             cwd=root,
@@ -320,6 +334,14 @@ class ClickHouseHttp:
                     f"ClickHouse HTTP front end did not answer /ping: see {log.name}"
                 )
             time.sleep(0.05)
+
+    def received(self) -> list[dict[str, Any]]:
+        """Each statement the front end ran (first 200 characters) with its request's settings."""
+        import json
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_meterline/received") as r:
+            out: list[dict[str, Any]] = json.loads(r.read())
+        return out
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.chaos import ENV as CHAOS_ENV
+from tests.support.chaos import KILL_ON_ENV, STORE_AWAY_ENV
 from tests.support.stack import free_port
 
 
@@ -47,8 +49,15 @@ class Service:
     def start(self, timeout_s: float = 60.0) -> Service:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / f"{self.command}.log", "ab")  # noqa: SIM115
+        # A processor with a chaos variable armed runs under the chaos harness, which
+        # passes the kill hooks to the same serve() `meterline processor` calls.
+        chaos = any(name in self.env for name in (CHAOS_ENV, STORE_AWAY_ENV, KILL_ON_ENV))
+        if chaos and self.command == "processor":
+            command = ["tests.support.chaos_run", "--processor"]
+        else:
+            command = ["meterline.cli", self.command]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meterline.cli", self.command],
+            [sys.executable, "-m", *command],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -44,6 +44,12 @@ Checks that stop a wrong deployment at `helm install` instead of at run time.
 {{- if and .Values.kafka.saslMechanism (not (hasPrefix "sasl_" (.Values.kafka.securityProtocol | default ""))) -}}
 {{- fail (printf "kafka.saslMechanism is %q but kafka.securityProtocol is %q: use sasl_ssl (or sasl_plaintext on a private network)" .Values.kafka.saslMechanism (.Values.kafka.securityProtocol | default "")) -}}
 {{- end -}}
+{{- if and .Values.clickhouse.insertQuorum (not .Values.clickhouse.cluster) -}}
+{{- fail (printf "clickhouse.insertQuorum is %d but clickhouse.cluster is empty: a quorum counts the replicas of a cluster's shard; set clickhouse.cluster, or insertQuorum: 0 for a single server" (int .Values.clickhouse.insertQuorum)) -}}
+{{- end -}}
+{{- if eq (int .Values.clickhouse.insertQuorum) 1 -}}
+{{- fail "clickhouse.insertQuorum is 1, which ClickHouse treats as no quorum: use the replicas per shard (>= 2), or 0" -}}
+{{- end -}}
 {{- range $key, $_ := .Values.kafka.extra -}}
 {{- if has $key (list "bootstrap.servers" "group.id" "sasl.username" "sasl.password" "sasl.jaas.config") -}}
 {{- fail (printf "kafka.extra.%s: set it with its own value (kafka.bootstrapServers, kafka.consumerGroup, secrets.kafkaSasl*) so it is not printed in a ConfigMap" $key) -}}
@@ -177,6 +183,12 @@ METERLINE_CLICKHOUSE_VERIFY: {{ .Values.clickhouse.verify | quote }}
 METERLINE_CLICKHOUSE_CA_CERT: /etc/meterline/clickhouse-ca/ca.crt
 {{- end }}
 METERLINE_DATABASE: {{ .Values.clickhouse.database | quote }}
+{{- with .Values.clickhouse.cluster }}
+METERLINE_CLICKHOUSE_CLUSTER: {{ . | quote }}
+{{- end }}
+{{- if .Values.clickhouse.insertQuorum }}
+METERLINE_CLICKHOUSE_INSERT_QUORUM: {{ .Values.clickhouse.insertQuorum | quote }}
+{{- end }}
 METERLINE_API_KEYS_FILE: /etc/meterline/keys/api-keys.yaml
 METERLINE_WORKERS: {{ .Values.processor.workers | quote }}
 METERLINE_BILLING_TIMEZONE: {{ .Values.config.billingTimezone | quote }}
