@@ -217,6 +217,32 @@ class Settings(BaseSettings):
         1, ge=1, le=64, description="Processor workers (consumer-group members) in this process."
     )
 
+    # --- budget alerts (docs/budgets.md#alerts) ------------------------------------------
+    alerts: bool = Field(
+        True,
+        description="Run the budget alerter in processes that run a processor: it checks "
+        "the running totals every METERLINE_ALERT_INTERVAL_S and sends one alert per "
+        "budget, period and threshold crossed.",
+    )
+    alert_webhooks_file: Path | None = Field(
+        None,
+        description="YAML file, one entry per tenant: `tenant: {url: https://..., secret: "
+        "whsec_...}` (Standard Webhooks secret, base64 after `whsec_`). A tenant without an "
+        "entry gets its alerts on the log topic `<topic>.alerts` only. Re-read on change.",
+    )
+    alert_interval_s: float = Field(
+        1.0, ge=0.05, le=60, description="How often the alerter reads the running totals."
+    )
+    alert_max_attempts: int = Field(
+        8, ge=1, le=50, description="Webhook attempts per delivery before it is marked failed."
+    )
+    alert_retry_base_s: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description="First retry delay of a webhook; doubled per attempt, at most 10 min.",
+    )
+
     # --- supervision ----------------------------------------------------------------------
     stuck_after_s: float = Field(
         300.0,

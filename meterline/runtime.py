@@ -31,6 +31,11 @@ def dlq_topic(settings: Settings) -> str:
     return f"{settings.topic}.dlq"
 
 
+def alerts_topic(settings: Settings) -> str:
+    """Budget alerts as CloudEvents, for other consumers (query/alerts.py)."""
+    return f"{settings.topic}.alerts"
+
+
 def build_admin(settings: Settings) -> LogAdmin:
     if settings.log == "kafka":
         try:
@@ -48,6 +53,7 @@ def ensure_topics(settings: Settings) -> None:
     admin = build_admin(settings)
     admin.ensure_topic(settings.topic, settings.partitions, settings.replication_factor)
     admin.ensure_topic(dlq_topic(settings), 1, settings.replication_factor)
+    admin.ensure_topic(alerts_topic(settings), 1, settings.replication_factor)
 
 
 def build_producer(settings: Settings, topic: str | None = None) -> LogProducer:

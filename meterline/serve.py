@@ -26,7 +26,11 @@ from meterline.watchdog import Watchdog
 from processor.runner import Processor, StepHooks
 from query import Reader
 from query import routes as read_routes
+from query.alert_store import AlertStore
+from query.alerts import Alerter, Deliverer
+from query.budget_store import Budgets
 from query.idempotency import StoredUsageLookup
+from query.webhooks import Endpoints
 from schemas.mappings import EventMappings
 from sinks.base import Engine
 
@@ -149,6 +153,41 @@ class ProcessorThread:
         self._dead_letters.close()  # after the workers: their last batch may publish
 
 
+class AlerterThread:
+    """The budget alerter (query/alerts.py) on its own thread, stopped before the store."""
+
+    def __init__(self, settings: Settings, engine: Engine, deliverer: Deliverer) -> None:
+        self.alerter = Alerter(
+            Budgets(engine.sql),
+            deliverer.store,
+            deliverer,
+            settings.billing_timezone,
+            interval_s=settings.alert_interval_s,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self.alerter.run, args=(self._stop,), name="alerter", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+
+def build_deliverer(settings: Settings, engine: Engine) -> Deliverer:
+    """Webhook endpoints (a bad file fails here, naming it) and the alerts topic's producer."""
+    return Deliverer(
+        AlertStore(engine.sql),
+        Endpoints(settings.alert_webhooks_file),
+        runtime.build_producer(settings, runtime.alerts_topic(settings)),
+        max_attempts=settings.alert_max_attempts,
+        retry_base_s=settings.alert_retry_base_s,
+    )
+
+
 def _keep_data_private(settings: Settings) -> None:
     """Everything this process writes is its user's alone: files 0600, folders 0700.
 
@@ -216,6 +255,14 @@ def serve(
     if processor and engine is not None:
         worker = ProcessorThread(settings, engine, processor_hooks, mappings)
         worker.add_checks(health)
+    deliverer = build_deliverer(settings, engine) if engine is not None else None
+    # Where a processor runs (each one's running totals are the same table, and the
+    # claim in ClickHouse makes several alerters send each alert once).
+    alerter = (
+        AlerterThread(settings, engine, deliverer)
+        if worker is not None and engine is not None and deliverer is not None and settings.alerts
+        else None
+    )
     # Once, before any worker or request allocates (freezing later would pin
     # whatever a batch in flight holds). The gateway allocates like the
     # processor, a dict per event: without it, collections over start-up's
@@ -224,6 +271,16 @@ def serve(
     tune_gc()
     if worker:
         worker.start()
+    if alerter:
+        alerter.start()
+
+    def stop_alerts() -> None:
+        # Before the store closes: a delivery in flight writes its log row.
+        if alerter:
+            alerter.stop()
+        if deliverer is not None and deliverer.producer is not None:
+            deliverer.producer.close()
+
     if not gateway:
         # No gateway to serve /metrics: expose the processor's own.
         start_http_server(settings.metrics_port, addr=settings.host)
@@ -241,6 +298,7 @@ def serve(
             watchdog.quiet()
             if worker:
                 worker.stop()
+            stop_alerts()
             if engine:
                 engine.close()
             watchdog.close()
@@ -260,6 +318,7 @@ def serve(
         producer.close()
         if worker:
             worker.stop()
+        stop_alerts()
         if engine:
             engine.close()
 
@@ -285,6 +344,7 @@ def serve(
         billing_timezone=settings.billing_timezone,
         tokens=runtime.build_token_signer(settings),
     )
+    reader.deliverer = deliverer
     app = create_app(gateway_state, mounts=read_routes(reader), on_shutdown=[shutdown])
     server = uvicorn.Server(
         uvicorn.Config(

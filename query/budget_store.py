@@ -143,6 +143,14 @@ class Budgets:
         )
         return [_budget(row) for row in rows]
 
+    def every_tenant(self) -> list[Budget]:
+        """Every tenant's live budgets, uncached (the alerter's read, once per tick)."""
+        rows = self.sink.query_rows(
+            f"SELECT {_COLUMNS} FROM {self.table} "
+            "ORDER BY tenant, id, version DESC LIMIT 1 BY tenant, id"
+        )
+        return [b for b in map(_budget, rows) if not b.deleted]
+
     def history(self, tenant: str, budget_id: str) -> list[Budget]:
         rows = self.sink.query_rows(
             f"SELECT {_COLUMNS} FROM {self.table} "

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ingest.guard import Guard
+from query.alert_store import AlertStore
 from query.budget_store import Budgets
 from query.portal_tokens import Revocations, TokenSigner
 from query.running_totals import RunningTotals
 from sinks.reader import SqlReader
+
+if TYPE_CHECKING:
+    from query.alerts import Deliverer
 
 
 class Reader:
@@ -41,3 +47,7 @@ class Reader:
         # Budgets and the running totals the entitlement check reads (query/entitlements.py).
         self.budgets = Budgets(sink) if sink is not None else None
         self.totals = RunningTotals(sink, billing_timezone) if sink is not None else None
+        # Budget alerts (query/alert_routes.py); ``deliverer`` is set by the shell
+        # where webhooks can be sent (redelivery), None elsewhere.
+        self.alerts = AlertStore(sink) if sink is not None else None
+        self.deliverer: Deliverer | None = None

@@ -9,6 +9,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from ingest.openapi import route
+from query.alert_routes import (
+    GET_ALERT,
+    LIST_ALERTS,
+    REDELIVER_ALERT,
+    get_alert,
+    list_alerts,
+    redeliver_alert,
+)
 from query.budgets import (
     BUDGET_HISTORY,
     DELETE_BUDGET,
@@ -59,4 +67,7 @@ def routes(reader: Reader) -> list[BaseRoute]:
             bind(get_entitlement),
             GET_ENTITLEMENT,
         ),
+        route("/v1/alerts", bind(list_alerts), LIST_ALERTS),
+        route("/v1/alerts/{alert_id}", bind(get_alert), GET_ALERT),
+        route("/v1/alerts/{alert_id}/redeliver", bind(redeliver_alert), REDELIVER_ALERT),
     ]

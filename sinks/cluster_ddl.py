@@ -40,6 +40,10 @@ SHARDING_KEYS = {
     "budget_versions": "cityHash64(tenant, id)",
     # Additive sums, like usage_meters; a check reads through the Distributed table.
     "usage_running_totals": "rand()",
+    # Every claim of one alert on one shard: Keeper's block dedup (the claim's
+    # token) only sees inserts into the same shard.
+    "budget_alerts": "cityHash64(tenant, alert_id)",
+    "alert_deliveries": "cityHash64(tenant, alert_id)",
 }
 
 # ``{shard}`` and ``{replica}`` are the servers' own macros (config.xml <macros>),
