@@ -40,6 +40,9 @@ SHARDING_KEYS = {
     "budget_versions": "cityHash64(tenant, id)",
     # Additive sums, like usage_meters; a check reads through the Distributed table.
     "usage_running_totals": "rand()",
+    # Every revision of one customer's period on one shard: a close reads what was
+    # already billed and its insert_deduplication_token must meet the rival insert.
+    "invoice_lines": "cityHash64(tenant, period, subject)",
 }
 
 # ``{shard}`` and ``{replica}`` are the servers' own macros (config.xml <macros>),
