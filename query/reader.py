@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ingest.guard import Guard
 from query.budget_store import Budgets
+from query.invoices import Invoices
 from query.portal_tokens import Revocations, TokenSigner
 from query.running_totals import RunningTotals
 from sinks.reader import SqlReader
@@ -41,3 +42,5 @@ class Reader:
         # Budgets and the running totals the entitlement check reads (query/entitlements.py).
         self.budgets = Budgets(sink) if sink is not None else None
         self.totals = RunningTotals(sink, billing_timezone) if sink is not None else None
+        # Frozen invoices (query/invoice_routes.py, docs/invoices.md).
+        self.invoices = Invoices(sink) if sink is not None else None
