@@ -17,7 +17,6 @@ import asyncio
 import csv
 import io
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -158,21 +157,10 @@ def _answer(invoices: list[Invoice], fmt: str, single: bool = False) -> Response
         writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
         writer.writerow(CSV_COLUMNS)
         for row in csv_rows(invoices):
-            writer.writerow([_cell(value) for value in row])
+            writer.writerow(row)
         return Response(buffer.getvalue().encode(), 200, media_type=CSV_TYPE)
     body: Any = invoices[0].public() if single else {"invoices": [i.public() for i in invoices]}
     return Response(orjson.dumps(body), 200, media_type="application/json")
-
-
-def _cell(text: str) -> str:
-    # A subject or description like "=HYPERLINK(...)" would run as a formula in the
-    # spreadsheet finance opens (CSV injection); a negative amount stays a number.
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        try:
-            Decimal(text)
-        except InvalidOperation:
-            return "'" + text
-    return text
 
 
 async def post_close(reader: Reader, request: Request) -> Response:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -278,8 +278,27 @@ CSV_COLUMNS = (
 )
 
 
+def csv_cell(text: str) -> str:
+    """``text`` safe for a spreadsheet cell.
+
+    A subject or description like "=HYPERLINK(...)" would run as a formula in the
+    spreadsheet finance opens (CSV injection): it gets a leading ``'``. A negative
+    amount (a re-bill's difference) stays a number.
+    """
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            Decimal(text)
+        except InvalidOperation:
+            return "'" + text
+    return text
+
+
 def csv_rows(invoices: Iterable[Invoice]) -> list[list[str]]:
     """Rows for CSV (lines, then one ``total`` row per currency), in CSV_COLUMNS order."""
+    return [[csv_cell(cell) for cell in row] for row in _csv_rows(invoices)]
+
+
+def _csv_rows(invoices: Iterable[Invoice]) -> list[list[str]]:
     out: list[list[str]] = []
     for inv in invoices:
         head = [inv.id, inv.period, inv.subject, str(inv.revision), inv.run]
