@@ -243,7 +243,7 @@ class Invoice:
             "totals": [
                 {
                     "currency": t.currency,
-                    "amount": money_text(t.amount),
+                    "amount": rounded_text(t.amount, t.currency),
                     "amount_exact": money_text(t.amount_exact),
                 }
                 for t in self.totals
@@ -321,7 +321,7 @@ def _csv_rows(invoices: Iterable[Invoice]) -> list[list[str]]:
                     "",
                     total.currency,
                     *blank,
-                    money_text(total.amount),
+                    rounded_text(total.amount, total.currency),
                     money_text(total.amount_exact),
                     "",
                 ]
@@ -347,20 +347,24 @@ def _line_public(line: Line) -> dict[str, Any]:
         "input_tokens": v.input_tokens,
         "output_tokens": v.output_tokens,
         "unit_price": money_text(line.unit_price),
-        "amount": money_text(v.amount),
+        "amount": rounded_text(v.amount, k.currency),
         "amount_exact": money_text(v.amount_exact),
         "price_books": sorted(v.price_books),
     }
 
 
 def money_text(value: Decimal) -> str:
-    """Plain decimal text (never exponent form), trailing zeros beyond 2 places trimmed."""
+    """Exact decimal text, never exponent form, trailing zeros trimmed ("0.0015", "-2")."""
     text = format(value, "f")
     if "." in text:
-        whole, frac = text.split(".")
-        frac = frac.rstrip("0")
-        text = f"{whole}.{frac}" if frac else whole
+        text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def rounded_text(value: Decimal, currency: str) -> str:
+    """A rounded amount with exactly the currency's minor units ("12.30", "1000" for JPY)."""
+    text = format(round_money(value, currency), "f")
+    return text[1:] if text.startswith("-") and not Decimal(text) else text
 
 
 def iso_ms(ms: int) -> str:
