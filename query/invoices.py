@@ -314,11 +314,7 @@ def _csv_rows(invoices: Iterable[Invoice]) -> list[list[str]]:
                     *head,
                     str(n),
                     "total",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
+                    *[""] * 6,  # type, provider, model, feature, unit, description
                     total.currency,
                     *blank,
                     rounded_text(total.amount, total.currency),

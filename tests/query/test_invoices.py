@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from query.invoices import (
+    CSV_COLUMNS,
     InvalidPeriod,
     Invoices,
     Period,
@@ -210,7 +211,8 @@ def test_csv_has_every_line_and_a_total_row_per_currency(engine: ChdbEngine) -> 
     [inv] = Invoices(engine.sql).close("default", oct_period())
     rows = csv_rows([inv])
     assert [r[6] for r in rows] == ["usage", "total"]
-    assert rows[-1][-3:] == ["1.50", "1.5", ""]
+    total = dict(zip(CSV_COLUMNS, rows[-1], strict=True))
+    assert (total["currency"], total["amount"], total["amount_exact"]) == ("USD", "1.50", "1.5")
 
 
 def test_bad_periods_and_runs_are_refused_with_the_reason(engine: ChdbEngine) -> None:
