@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from bench.data import expected_token_cost
+from ingest.auth import hash_key
 from tests.conftest import MeterlineFactory
 from tests.support.cli import meterline_cli
 from tests.support.events import token_event
@@ -161,3 +162,71 @@ def test_invoices_equal_the_sent_events_close_idempotently_and_rebill_as_the_dif
         "SELECT count(DISTINCT invoice_id), max(revision) FROM invoice_lines",
     )  # fmt: skip
     assert check.stdout.splitlines()[1] == f"{2 * len(first)},2"
+
+
+def test_invoice_routes_check_scope_tenant_and_parameters_on_kafka(
+    meterline_factory: MeterlineFactory, tmp_path: Path, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        f"{hash_key('key-a')}: tenant-a\n"
+        f"{hash_key('key-b')}: tenant-b\n"
+        f"{hash_key('key-a-read')}: {{tenant: tenant-a, scopes: [ingest, read]}}\n"
+    )
+    stack = meterline_factory(
+        METERLINE_LOG="kafka",
+        METERLINE_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        METERLINE_TOPIC=unique_topic,
+        METERLINE_CONSUMER_GROUP=f"g-{unique_topic}",
+        METERLINE_API_KEYS_FILE=str(keys),
+        METERLINE_OPEN_MODE="false",
+        METERLINE_DEDUPE_HORIZON_DAYS="3650",
+        # +05:30: 2026-09-30T19:00Z is already October there; 2026-10-31T19:00Z is November.
+        METERLINE_BILLING_TIMEZONE="Asia/Kolkata",
+    )
+    a, a_read, b = (
+        {"authorization": "Bearer key-a"},
+        {"authorization": "Bearer key-a-read"},
+        {"authorization": "Bearer key-b"},
+    )
+    rng = random.Random(7)
+    inside = token_event(rng, datetime(2026, 9, 30, 19, tzinfo=UTC), subject="acme")
+    inside["time"] = "2026-09-30T19:00:00.000Z"
+    outside = token_event(rng, datetime(2026, 10, 31, 19, tzinfo=UTC), subject="acme")
+    outside["time"] = "2026-10-31T19:00:00.000Z"
+    other = token_event(rng, datetime(2026, 10, 10, tzinfo=UTC), subject="acme")
+    assert stack.post([inside, outside], headers=a).status_code == 202
+    assert stack.post([other], headers=b).status_code == 202
+    stack.wait_caught_up()
+    url = f"{stack.url}/v1/invoices"
+
+    def close(headers: dict[str, str], **body: Any) -> httpx.Response:
+        return httpx.post(f"{url}/close", json=body, headers=headers, timeout=120)
+
+    def fields(response: httpx.Response) -> list[str]:
+        return [p["field"] for p in response.json()["problems"]]
+
+    assert close(a_read, period=PERIOD).status_code == 403
+    assert fields(bad := close(a, period="2026-13")) == ["period"] and bad.status_code == 422
+    assert "is not over" in close(a, period="2099-01").json()["detail"]
+    assert fields(close(a, period=PERIOD, run="nope")) == ["run"]
+    assert fields(close(a, period=PERIOD, customer="acme")) == ["customer"]
+    listing = httpx.get(url, params={"period": PERIOD, "group": "x"}, headers=a, timeout=60)
+    assert (listing.status_code, fields(listing)) == (422, ["group"])
+
+    done = close(a, period=PERIOD)
+    assert done.status_code == 200, done.text
+    [invoice] = done.json()["invoices"]
+    assert invoice["timezone"] == "Asia/Kolkata"
+    assert invoice["period_start"] == "2026-09-30T18:30:00.000Z"
+    # Only tenant-a's event inside the Kolkata month.
+    assert sum(line["events"] for line in invoice["lines"]) == 1
+    assert Decimal(invoice["totals"][0]["amount_exact"]) == expected_token_cost(
+        inside["data"], inside["time"]
+    )
+    assert httpx.get(url, params={"period": PERIOD}, headers=b, timeout=60).json() == {
+        "invoices": []
+    }
+    assert httpx.get(f"{url}/{invoice['id']}", headers=b, timeout=60).status_code == 404
+    mine = httpx.get(f"{url}/{invoice['id']}", headers=a_read, timeout=60)
+    assert mine.json() == invoice
