@@ -43,8 +43,9 @@ from ingest.problems import HTTPProblem
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mlk_"
-# budgets: create/change/delete budgets (query/budgets.py); read keys only read them.
-SCOPES = frozenset({"ingest", "read", "budgets"})
+# budgets: create/change/delete budgets (query/budgets.py); invoices: close periods into
+# invoices (query/invoice_routes.py); read keys only read them.
+SCOPES = frozenset({"ingest", "read", "budgets", "invoices"})
 _HASH = re.compile(r"^(?:sha256:)?([0-9a-f]{64})$")
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _RELOAD_EVERY_S = 2.0

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ingest.guard import Guard
 from query.alert_store import AlertStore
 from query.budget_store import Budgets
+from query.invoices import Invoices
 from query.portal_tokens import Revocations, TokenSigner
 from query.running_totals import RunningTotals
 from sinks.reader import SqlReader
@@ -51,3 +52,5 @@ class Reader:
         # where webhooks can be sent (redelivery), None elsewhere.
         self.alerts = AlertStore(sink) if sink is not None else None
         self.deliverer: Deliverer | None = None
+        # Frozen invoices (query/invoice_routes.py, docs/invoices.md).
+        self.invoices = Invoices(sink) if sink is not None else None

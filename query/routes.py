@@ -29,6 +29,14 @@ from query.budgets import (
     budget_item,
 )
 from query.entitlements import GET_ENTITLEMENT, get_entitlement
+from query.invoice_routes import (
+    GET_INVOICE,
+    LIST_INVOICES,
+    POST_CLOSE,
+    get_invoice,
+    list_invoices,
+    post_close,
+)
 from query.meters import GET_METERS, get_meters
 from query.portal import POST_REVOKE, POST_TOKEN, post_revoke, post_token
 from query.reader import Reader
@@ -70,4 +78,7 @@ def routes(reader: Reader) -> list[BaseRoute]:
         route("/v1/alerts", bind(list_alerts), LIST_ALERTS),
         route("/v1/alerts/{alert_id}", bind(get_alert), GET_ALERT),
         route("/v1/alerts/{alert_id}/redeliver", bind(redeliver_alert), REDELIVER_ALERT),
+        route("/v1/invoices/close", bind(post_close), POST_CLOSE),
+        route("/v1/invoices", bind(list_invoices), LIST_INVOICES),
+        route("/v1/invoices/{invoice_id}", bind(get_invoice), GET_INVOICE),
     ]

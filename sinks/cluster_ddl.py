@@ -44,6 +44,9 @@ SHARDING_KEYS = {
     # token) only sees inserts into the same shard.
     "budget_alerts": "cityHash64(tenant, alert_id)",
     "alert_deliveries": "cityHash64(tenant, alert_id)",
+    # Every revision of one customer's period on one shard: a close reads what was
+    # already billed and its insert_deduplication_token must meet the rival insert.
+    "invoice_lines": "cityHash64(tenant, period, subject)",
 }
 
 # ``{shard}`` and ``{replica}`` are the servers' own macros (config.xml <macros>),

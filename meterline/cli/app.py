@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from meterline.cli import alerts, bench, budgets, dlq, keys, ops, price, server, store
+from meterline.cli import alerts, bench, budgets, dlq, invoice, keys, ops, price, server, store
 
 app = typer.Typer(
     name="meterline",
@@ -12,7 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for module in (server, store, price, keys, ops, dlq, budgets, alerts, bench):
+for module in (server, store, price, keys, ops, dlq, budgets, alerts, invoice, bench):
     module.register(app)
 
 

@@ -57,7 +57,7 @@ def test_key_file_errors_name_every_bad_entry() -> None:
     assert message.count("keys.yaml:") == 4
     assert "'mlk_plaintext': not 'sha256:<64 lowercase hex>'" in message
     assert "rate_limit must be a positive number" in message
-    assert "scopes must be a non-empty list of ['budgets', 'ingest', 'read']" in message
+    assert "scopes must be a non-empty list of ['budgets', 'ingest', 'invoices', 'read']" in message
 
 
 def test_key_file_json_form_and_reload_on_change(tmp_path: Path) -> None:
