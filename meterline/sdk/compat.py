@@ -92,12 +92,12 @@ class TrackedOpenAI(openai.OpenAI):
         _accept_seed_keywords(self.chat.completions, "create")
         _accept_seed_keywords(self.responses, "create")
 
-    def copy(self, *args: Any, **kwargs: Any) -> TrackedOpenAI:  # type: ignore[override]
+    def copy(self, *args: Any, **kwargs: Any) -> TrackedOpenAI:
         extra = _extra(kwargs, self._meterline_meter)
         copied: TrackedOpenAI = super().copy(*args, _extra_kwargs=extra, **kwargs)
         return copied
 
-    with_options = copy  # type: ignore[assignment]
+    with_options = copy
 
 
 class AsyncTrackedOpenAI(openai.AsyncOpenAI):
@@ -110,12 +110,12 @@ class AsyncTrackedOpenAI(openai.AsyncOpenAI):
         _accept_seed_keywords(self.chat.completions, "create")
         _accept_seed_keywords(self.responses, "create")
 
-    def copy(self, *args: Any, **kwargs: Any) -> AsyncTrackedOpenAI:  # type: ignore[override]
+    def copy(self, *args: Any, **kwargs: Any) -> AsyncTrackedOpenAI:
         extra = _extra(kwargs, self._meterline_meter)
         copied: AsyncTrackedOpenAI = super().copy(*args, _extra_kwargs=extra, **kwargs)
         return copied
 
-    with_options = copy  # type: ignore[assignment]
+    with_options = copy
 
 
 class TrackedAnthropic(anthropic.Anthropic):
@@ -127,12 +127,12 @@ class TrackedAnthropic(anthropic.Anthropic):
         wrap_anthropic(self, meter)
         _accept_seed_keywords(self.messages, "create", "stream")
 
-    def copy(self, *args: Any, **kwargs: Any) -> TrackedAnthropic:  # type: ignore[override]
+    def copy(self, *args: Any, **kwargs: Any) -> TrackedAnthropic:
         extra = _extra(kwargs, self._meterline_meter)
         copied: TrackedAnthropic = super().copy(*args, _extra_kwargs=extra, **kwargs)
         return copied
 
-    with_options = copy  # type: ignore[assignment]
+    with_options = copy
 
 
 class AsyncTrackedAnthropic(anthropic.AsyncAnthropic):
@@ -144,9 +144,9 @@ class AsyncTrackedAnthropic(anthropic.AsyncAnthropic):
         wrap_anthropic(self, meter)
         _accept_seed_keywords(self.messages, "create", "stream")
 
-    def copy(self, *args: Any, **kwargs: Any) -> AsyncTrackedAnthropic:  # type: ignore[override]
+    def copy(self, *args: Any, **kwargs: Any) -> AsyncTrackedAnthropic:
         extra = _extra(kwargs, self._meterline_meter)
         copied: AsyncTrackedAnthropic = super().copy(*args, _extra_kwargs=extra, **kwargs)
         return copied
 
-    with_options = copy  # type: ignore[assignment]
+    with_options = copy
