@@ -26,21 +26,14 @@ from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 from typing import Any
 
+from meterline.sdk import normalize
 from meterline.sdk._default import default_meter
 from meterline.sdk._recorder import Recorder
 
 log = logging.getLogger("meterline.emitter")
 
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-)
+# The token counts a usage dict carries: exactly ``track_tokens``' keyword arguments.
+TOKEN_FIELDS = normalize.TOKEN_FIELDS
 
 
 class Usage(dict[str, Any]):
