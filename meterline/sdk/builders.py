@@ -12,12 +12,12 @@ downstream (dedupe key = source + id).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from meterline.sdk._ids import new_id
 from meterline.sdk.normalize import TOKEN_FIELDS
 from schemas.limits import CONTROL
 from schemas.times import format_ms
@@ -128,7 +128,7 @@ def envelope(
         raise ValueError("customer (the CloudEvents subject) is required")
     return {
         "specversion": SPECVERSION,
-        "id": id or new_id(),
+        "id": id or str(uuid.uuid4()),
         "source": source,
         "type": type_,
         "subject": customer,
