@@ -106,7 +106,9 @@ def test_context_managers_record_what_the_block_filled_in(
         usage["amount"] = 9.99
         usage["metadata"]["feature"] = "ai_analysis"
 
-    token, request, charge = _rows(stack, meter, subject, 3)
+    # Keyed by type: the three can share a millisecond, and their ids are random.
+    by_type = {row["type"].rsplit(".", 1)[-1]: row for row in _rows(stack, meter, subject, 3)}
+    token, request, charge = by_type["tokens"], by_type["units"], by_type["charge"]
     assert (token["input_tokens"], token["output_tokens"], token["metadata"]) == (
         "1000",
         "500",
