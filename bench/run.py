@@ -140,7 +140,7 @@ def run(options: Options, say: Callable[[str], None] = print) -> Report:
 
 
 def _micro(report: Report, options: Options, say: Callable[[str], None]) -> None:
-    from bench.emitter import bench_wrapper_overhead
+    from bench.emitter import bench_track_tokens, bench_wrapper_overhead
     from bench.pricing import bench_genai_calc_price, bench_pricing
 
     say("pricing and emitter micro-benchmarks ...")
@@ -154,6 +154,10 @@ def _micro(report: Report, options: Options, say: Callable[[str], None]) -> None
     overhead = bench_wrapper_overhead(calls)
     report.rows.append(
         Row("emitter", "OpenAI wrapper overhead", overhead, "µs/call", "target", 50.0, "< 50 µs")
+    )
+    track = bench_track_tokens(calls)
+    report.rows.append(
+        Row("emitter", "track_tokens, app thread", track, "µs/call", "target", 50.0, "< 50 µs")
     )
 
 

@@ -14,6 +14,13 @@ tiktoken); provider packages are imported inside the wrappers. See docs/sdk.md.
 from meterline.sdk._core import Stats
 from meterline.sdk._default import default_meter, set_default_meter
 from meterline.sdk.aio import AsyncMeter
+from meterline.sdk.blocks import (
+    Usage,
+    metered_charge,
+    metered_requests,
+    metered_tokens,
+    metered_units,
+)
 from meterline.sdk.builders import (
     api_request_event,
     charge_event,
@@ -24,7 +31,13 @@ from meterline.sdk.builders import (
 from meterline.sdk.client import Meter
 from meterline.sdk.config import ConfigError, EmitterError, MeterConfig
 from meterline.sdk.context import Scope, customer, no_metering, reset_customer, set_customer
-from meterline.sdk.decorators import meter_charge, meter_methods, meter_requests, meter_units
+from meterline.sdk.decorators import (
+    meter_charge,
+    meter_methods,
+    meter_requests,
+    meter_tokens,
+    meter_units,
+)
 from meterline.sdk.entitlements import BudgetExhausted, CheckFailed, Entitlement
 from meterline.sdk.providers import wrap, wrap_anthropic, wrap_gemini, wrap_openai
 from meterline.sdk.tokens import count_tokens
@@ -40,6 +53,7 @@ __all__ = [
     "MeterConfig",
     "Scope",
     "Stats",
+    "Usage",
     "api_request_event",
     "charge_event",
     "count_tokens",
@@ -49,7 +63,12 @@ __all__ = [
     "meter_charge",
     "meter_methods",
     "meter_requests",
+    "meter_tokens",
     "meter_units",
+    "metered_charge",
+    "metered_requests",
+    "metered_tokens",
+    "metered_units",
     "no_metering",
     "reset_customer",
     "set_customer",

@@ -1,5 +1,6 @@
-"""Meter non-LLM work with decorators: as API requests, as units, or as an
-instant charge; ``meter_methods`` does it for chosen methods of a class.
+"""Meter work with decorators: as API requests, as units, as an instant charge,
+or as LLM tokens your own code counts (``meter_tokens``); ``meter_methods`` does
+it for chosen methods of a class.
 
 A call is metered only when it returns (an exception is the caller's, and is
 not usage). Metering never raises into the caller and the decorated function
@@ -13,12 +14,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from meterline.sdk._default import default_meter
 from meterline.sdk._recorder import Recorder
+from meterline.sdk.blocks import TOKEN_FIELDS
 
 log = logging.getLogger("meterline.emitter")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,15 +28,21 @@ CustomerOf = str | Callable[..., str] | None
 Number = Decimal | str | int | float
 # (recorder, customer, result) -> queued?
 Record = Callable[[Recorder, str | None, Any], bool]
+_Call = tuple[tuple[Any, ...], dict[str, Any], Any]  # (args, kwargs, result) of one call
 
 
-def _decorate(record: Record, meter: Recorder | None, customer: CustomerOf) -> Callable[[F], F]:
+def _decorate(
+    record: Record, meter: Recorder | None, customer: CustomerOf, with_call: bool = False
+) -> Callable[[F], F]:
+    """``record`` gets the result, or with ``with_call`` the whole ``(args, kwargs, result)``."""
+
     def who(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         return customer(*args, **kwargs) if callable(customer) else customer
 
     def after(args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
         try:
-            record(meter or default_meter(), who(args, kwargs), result)
+            seen = (args, kwargs, result) if with_call else result
+            record(meter or default_meter(), who(args, kwargs), seen)
         except Exception:
             log.exception("meterline could not meter a decorated call")
 
@@ -84,6 +92,45 @@ def meter_units(
         return m.track_units(unit, amount, customer=who, feature=feature)
 
     return _decorate(record, meter, customer)
+
+
+TokensExtractor = Callable[..., "tuple[int, int] | Mapping[str, int]"]
+
+
+def meter_tokens(
+    provider: str,
+    model: str,
+    *,
+    tokens_extractor: TokensExtractor,
+    feature: str | None = None,
+    customer: CustomerOf = None,
+    meter: Recorder | None = None,
+) -> Callable[[F], F]:
+    """Each successful call = one token event; ``tokens_extractor(*args, result=result,
+    **kwargs)`` (AgentMeter's convention: the call's arguments and its result) returns
+    ``(input_tokens, output_tokens)`` or a mapping of ``track_tokens`` counts
+    (``input_tokens``, ``cache_read_tokens``, ...). Nothing is recorded when all are 0."""
+
+    def decorator(func: F) -> F:
+        def record(m: Recorder, who: str | None, call: _Call) -> bool:
+            args, kwargs, result = call
+            extracted = tokens_extractor(*args, result=result, **kwargs)
+            counts: dict[str, Any] = (
+                dict(extracted)
+                if isinstance(extracted, Mapping)
+                else {"input_tokens": extracted[0], "output_tokens": extracted[1]}
+            )
+            unknown = sorted(set(counts) - set(TOKEN_FIELDS))
+            if unknown:
+                # Logged by ``_decorate`` as a metering error: the call itself succeeded.
+                raise ValueError(f"tokens_extractor returned unknown counts {unknown}")
+            if not any(counts.values()):
+                return False
+            return m.track_tokens(provider, model, customer=who, feature=feature, **counts)
+
+        return _decorate(record, meter, customer, with_call=True)(func)
+
+    return decorator
 
 
 def meter_charge(

@@ -88,6 +88,31 @@ def is_wrapped(func: Any) -> bool:
     return bool(getattr(func, WRAPPED, False))
 
 
+def meter_copies(client: Any, rewrap: Callable[[Any], Any]) -> None:
+    """Make ``client.with_options()`` / ``client.copy()`` return a metered client.
+
+    Both build a NEW client object (openai and anthropic), whose resources were
+    never patched: usage through a per-request timeout or retry override was
+    silently unmetered. ``rewrap`` meters the copy with the same meter; if that
+    fails, the caller still gets its working copy (unmetered, logged and counted
+    by the wrapper's own guard).
+    """
+    original = getattr(client, "copy", None)
+    if original is None or is_wrapped(original):
+        return
+
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        copied = original(*args, **kwargs)
+        try:
+            return rewrap(copied)
+        except Exception:
+            log.exception("meterline could not meter a with_options() copy; it runs unmetered")
+            return copied
+
+    client.copy = mark(copy, original)
+    client.with_options = client.copy
+
+
 class StreamWatcher:
     """Sees every item of a stream; ``finish`` runs once, however the stream ends.
 

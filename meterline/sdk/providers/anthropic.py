@@ -8,6 +8,7 @@ usage is cumulative, so the last one wins. A stream cut off before any
 ``message_delta`` is metered from ``message_start`` plus a tiktoken count of
 the text seen (an approximation for Claude's tokenizer), flagged estimated.
 Anthropic reports no creation time: the event time is when the call started.
+``with_options()`` / ``copy()`` return a client metered by the same meter.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from meterline.sdk.providers._common import (
     guard,
     is_wrapped,
     mark,
+    meter_copies,
     provider_error,
 )
 from meterline.sdk.tokens import count_tokens
@@ -210,4 +212,5 @@ def wrap_anthropic(client: Any, meter: Recorder | None = None) -> Any:
     is_async = isinstance(client, anthropic.AsyncAnthropic)
     _patch_create(client.messages, meter, is_async)
     _patch_stream(client.messages, meter, is_async)
+    meter_copies(client, lambda copied: wrap_anthropic(copied, meter))
     return client

@@ -2,8 +2,8 @@
 
 Patched on the client instance (same object, same types, same exceptions):
 ``chat.completions.create`` and ``responses.create``, sync and async,
-streaming included. ``with_options()`` / ``with_raw_response`` copies are not
-metered: wrap the client you actually call.
+streaming included. ``with_options()`` / ``copy()`` return a client metered by
+the same meter; ``with_raw_response`` is not metered.
 
 Streaming chat: unless the caller set ``stream_options.include_usage``
 (``False`` is respected), we ask for it and hide the extra usage-only chunk,
@@ -29,6 +29,7 @@ from meterline.sdk.providers._common import (
     guard,
     is_wrapped,
     mark,
+    meter_copies,
     prompt_text,
     provider_error,
     text_of,
@@ -308,4 +309,5 @@ def wrap_openai(client: Any, meter: Recorder | None = None) -> Any:
     is_async = isinstance(client, openai.AsyncOpenAI)
     _patch(client.chat.completions, meter, chat_event, _chat_stream, is_async)
     _patch(client.responses, meter, responses_event, _responses_stream, is_async)
+    meter_copies(client, lambda copied: wrap_openai(copied, meter))
     return client
