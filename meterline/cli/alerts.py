@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from meterline.cli._api import Key, Url, api_request, print_json
 from meterline.cli._shared import fail
-from meterline.cli.budgets import Key, Url, _print, _request
 
 AlertId = Annotated[str, typer.Argument(help="The alert's id (alr_...).")]
 
@@ -26,13 +26,13 @@ def list_command(
     api_key: Key = None,
 ) -> None:
     """The tenant's alerts, newest first, with their delivery state, as JSON."""
-    alerts = _request("GET", "/v1/alerts", url, api_key)["alerts"]
-    _print({"alerts": [a for a in alerts if not failed or a["webhook"] == "failed"]})
+    alerts = api_request("GET", "/v1/alerts", url, api_key)["alerts"]
+    print_json({"alerts": [a for a in alerts if not failed or a["webhook"] == "failed"]})
 
 
 def show_command(alert_id: AlertId, url: Url = None, api_key: Key = None) -> None:
     """One alert: its CloudEvent and every delivery attempt."""
-    _print(_request("GET", f"/v1/alerts/{alert_id}", url, api_key))
+    print_json(api_request("GET", f"/v1/alerts/{alert_id}", url, api_key))
 
 
 def replay_command(
@@ -46,15 +46,15 @@ def replay_command(
     """Send alerts' webhooks again, once each; exit 1 if any attempt fails."""
     ids = list(alert_ids or [])
     if failed:
-        alerts = _request("GET", "/v1/alerts", url, api_key)["alerts"]
+        alerts = api_request("GET", "/v1/alerts", url, api_key)["alerts"]
         ids += [a["id"] for a in alerts if a["webhook"] == "failed" and a["id"] not in ids]
     if not ids:
         raise fail("nothing to replay: give alert ids or --failed", 2)
     results: list[dict[str, Any]] = []
     for alert in ids:
-        row = _request("POST", f"/v1/alerts/{alert}/redeliver", url, api_key)
+        row = api_request("POST", f"/v1/alerts/{alert}/redeliver", url, api_key)
         results.append({"id": alert, **row})
-    _print({"replayed": results})
+    print_json({"replayed": results})
     if any(r["outcome"] != "delivered" for r in results):
         raise typer.Exit(1)
 

@@ -9,55 +9,19 @@ METERLINE_URL, else http://127.0.0.1:8080; ``--api-key`` to METERLINE_API_KEY
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
-import orjson
 import typer
 
+from meterline.cli._api import Key, Url, api_request, print_json
 from meterline.cli._shared import console, fail
 
-Url = Annotated[str | None, typer.Option("--url", help="Gateway URL (env METERLINE_URL).")]
-Key = Annotated[str | None, typer.Option("--api-key", help="API key (env METERLINE_API_KEY).")]
 BudgetId = Annotated[str, typer.Argument(help="The budget's id (bgt_...).")]
-
-
-def _request(method: str, path: str, url: str | None, key: str | None, body: Any = None) -> Any:
-    import httpx
-
-    base = (url or os.environ.get("METERLINE_URL") or "http://127.0.0.1:8080").rstrip("/")
-    key = key or os.environ.get("METERLINE_API_KEY")
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    try:
-        response = httpx.request(
-            method,
-            base + path,
-            headers=headers,
-            content=orjson.dumps(body) if body is not None else None,
-            timeout=30,
-        )
-    except httpx.HTTPError as exc:
-        raise fail(f"cannot reach the gateway at {base}: {exc}", 1) from None
-    if response.status_code >= 400:
-        try:
-            problem = response.json()
-            problems = "; ".join(
-                f"{p.get('field')}: {p.get('message')}" for p in problem.get("problems", [])
-            )
-            detail = problem.get("detail", response.text) + (f" ({problems})" if problems else "")
-        except ValueError:
-            detail = response.text
-        raise fail(f"{response.status_code}: {detail}", 1)
-    return response.json() if response.content else None
-
-
-def _print(value: Any) -> None:
-    console.print_json(orjson.dumps(value).decode())
 
 
 def list_command(url: Url = None, api_key: Key = None) -> None:
     """The tenant's budgets, as JSON."""
-    _print(_request("GET", "/v1/budgets", url, api_key))
+    print_json(api_request("GET", "/v1/budgets", url, api_key))
 
 
 def create_command(
@@ -86,7 +50,7 @@ def create_command(
             body[name] = value
     if threshold:
         body["thresholds"] = threshold
-    _print(_request("POST", "/v1/budgets", url, api_key, body))
+    print_json(api_request("POST", "/v1/budgets", url, api_key, body))
 
 
 def update_command(
@@ -109,18 +73,18 @@ def update_command(
         body["thresholds"] = threshold
     if not body:
         raise fail("nothing to change: give --amount, --period, --metric, --mode or --threshold")
-    _print(_request("PATCH", f"/v1/budgets/{budget_id}", url, api_key, body))
+    print_json(api_request("PATCH", f"/v1/budgets/{budget_id}", url, api_key, body))
 
 
 def delete_command(budget_id: BudgetId, url: Url = None, api_key: Key = None) -> None:
     """Delete a budget (its history is kept)."""
-    _request("DELETE", f"/v1/budgets/{budget_id}", url, api_key)
+    api_request("DELETE", f"/v1/budgets/{budget_id}", url, api_key)
     console.print(f"deleted {budget_id}")
 
 
 def history_command(budget_id: BudgetId, url: Url = None, api_key: Key = None) -> None:
     """Every version of a budget: who changed what, when."""
-    _print(_request("GET", f"/v1/budgets/{budget_id}/history", url, api_key))
+    print_json(api_request("GET", f"/v1/budgets/{budget_id}/history", url, api_key))
 
 
 def register(app: typer.Typer) -> None:
