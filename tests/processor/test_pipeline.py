@@ -209,12 +209,15 @@ def test_a_store_that_refuses_the_table_is_retried_and_nothing_is_dead_lettered(
     publish(log_path, good)
     processor = live_processor(log_path, sink)
     records = processor.consumer.poll(100, 1.0)
-    sink.sql.query_raw("DROP TABLE mtest.usage_events", "CSV")  # every insert now fails
+    # Every insert now fails as if the table were gone (DETACH, not DROP: versioned
+    # migrations do not re-create a table they already applied).
+    sink.sql.query_raw("DETACH TABLE mtest.usage_events", "CSV")
     with pytest.raises(StoreError):
         processor.process_batch(records)
     assert dead_letters(log_path) == {}
 
-    migrate(sink)  # the store is back: the very same batch is written, whole
+    sink.sql.query_raw("ATTACH TABLE mtest.usage_events", "CSV")  # the store is back
+    # The very same batch is written, whole.
     result = processor.process_batch(records)
     processor.close()
     assert (result.stored, result.dead) == (10, 0)
