@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import random
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -261,26 +262,31 @@ def test_a_replay_command_sends_no_second_webhook_for_an_alerted_threshold(
     # The operator re-bills the range, as docs/operations.md says, with the CLI.
     book = tmp_path / "dear.yaml"
     book.write_text(DEAR_BOOK)
-    names = ("METERLINE_LOG", "METERLINE_STORE", "METERLINE_KAFKA_BOOTSTRAP_SERVERS")
-    kafka = {k: env[k] for k in (*names, "METERLINE_TOPIC")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return meterline_cli(
+            data,
+            *args,
+            METERLINE_LOG="kafka",
+            METERLINE_STORE="chdb",
+            METERLINE_KAFKA_BOOTSTRAP_SERVERS=env["METERLINE_KAFKA_BOOTSTRAP_SERVERS"],
+            METERLINE_TOPIC=env["METERLINE_TOPIC"],
+        )
+
     window = [
         "--from",
         began.isoformat(),
         "--to",
         (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
     ]
-    replayed = meterline_cli(
-        data, "replay", *window, "--run", "dear", "--price-book", str(book), **kafka
-    )
+    replayed = cli("replay", *window, "--run", "dear", "--price-book", str(book))
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert f"{len(events)} events written" in replayed.stdout
-    rebilled = meterline_cli(
-        data,
+    rebilled = cli(
         "sql",
         "-f",
         "csv",
         "SELECT toString(sum(cost_usd)) FROM billing_run_events WHERE run = 'dear'",
-        **kafka,
     )
     assert rebilled.returncode == 0, rebilled.stderr
     # Had the run reached the live running totals, this spend would cross 1000% too:
