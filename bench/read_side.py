@@ -41,7 +41,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -69,6 +69,7 @@ USAGE_TARGET_MS = 50.0
 CHECK_TARGET_MS = 5.0
 ALERT_TARGET_MS = 5000.0
 CHECK_RATE = 1000.0  # checks/s
+GRACE_S = 10.0  # an open-loop run ends this long after its last request was due
 
 
 # --- worker: a month of events through the processor, then the peer's SQL ------------
@@ -232,17 +233,29 @@ async def _get(args: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter() + 0.05  # every connection is open by then
     due = [start + i / rate for i in range(len(paths))]
     latencies, statuses = [], []
-    await asyncio.gather(
-        *(
-            _connection(port, paths[i::connections], latencies, statuses, due[i::connections])
-            for i in range(connections)
+    # A server that falls far behind would keep an open-loop run going for
+    # minutes: stop GRACE_S after the last request was due and count the rest
+    # as unanswered (their latency is at least the time they waited).
+    cutoff = len(paths) / rate + GRACE_S
+    with suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    _connection(
+                        port, paths[i::connections], latencies, statuses, due[i::connections]
+                    )
+                    for i in range(connections)
+                )
+            ),
+            cutoff,
         )
-    )
     elapsed = time.perf_counter() - start
+    unanswered = len(paths) - len(statuses)
     bad = [s for s in statuses if s != 200]
     return {
-        **_percentiles(latencies),
+        **_percentiles(latencies + [cutoff] * unanswered),
         "requests": len(statuses),
+        "unanswered": unanswered,
         "seconds": elapsed,
         "errors": len(bad),
         "first_error": bad[:1],
@@ -389,12 +402,19 @@ def _usage_and_checks(
             report.problems.append(
                 f"entitlement check answered {result['first_error']} to {result['errors']} checks"
             )
+        lower = ""
+        if result["unanswered"]:
+            # Not a result-check failure (performance is measured, not asserted): a note.
+            lower = f", {result['unanswered']:,} unanswered: p99 is a lower bound"
+            report.notes.append(
+                f"entitlement check: {result['unanswered']:,} of {len(checks):,} checks had no "
+                f"answer {GRACE_S:.0f} s after the last was due (the server fell behind)"
+            )
         report.rows.append(
             Row(
                 "entitlement",
-                f"check p99 at {result['requests'] / result['seconds']:,.0f}/s, "
-                f"{len(subjects)} subjects "
-                f"(p50 {result['p50_ms']:.2f} ms, max {result['max_ms']:.0f} ms)",
+                f"check p99, {len(checks):,} due at {CHECK_RATE:,.0f}/s, {len(subjects)} subjects "
+                f"(p50 {result['p50_ms']:.2f} ms{lower})",
                 result["p99_ms"],
                 "ms",
                 "target",
