@@ -55,6 +55,7 @@ from bench.data import CUSTOMERS, TENANT, EventStream, _iso, encode
 
 if TYPE_CHECKING:
     from bench.run import Options, Report
+    from sinks.chdb_sink import ChdbEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 DAYS = 30
@@ -94,7 +95,6 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
     from core.settings import load_settings
     from meterline.runtime import build_price_book
     from processor.runner import Processor
-    from query.meters import MeterQuery, build_sql
     from sinks.chdb_sink import ChdbEngine
     from sinks.migrations import migrate
 
@@ -141,18 +141,7 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
             f"SELECT toString(sum(events)), toString(count()) FROM {db}.usage_meters", "JSONCompact"
         )
     )["data"][0]
-    shapes: dict[str, Any] = {}
-    for name, window, group_by in SHAPES:
-        sql = build_sql(db, MeterQuery(TENANT, start, end, window, "UTC", group_by))
-        latencies = []
-        rows = 0
-        for i in range(args["requests"] + 3):  # 3 warm-up runs, not counted
-            t0 = time.perf_counter()
-            answer = engine.run_sql(sql, "JSONCompact")
-            if i >= 3:
-                latencies.append(time.perf_counter() - t0)
-            rows = len(orjson.loads(answer)["data"])
-        shapes[name] = {**_percentiles(latencies), "rows": rows}
+    shapes = time_engine_sql(engine, db, start, end, args["requests"])
     engine.close()
     return {
         "events": args["events"],
@@ -163,6 +152,27 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
         "load_seconds": loaded_s,
         "shapes": shapes,
     }
+
+
+def time_engine_sql(
+    engine: ChdbEngine, database: str, start: datetime, end: datetime, requests: int
+) -> dict[str, Any]:
+    """The peer: each shape's SQL, as ``GET /v1/usage`` builds it, run on the engine."""
+    from query.meters import MeterQuery, build_sql
+
+    shapes: dict[str, Any] = {}
+    for name, window, group_by in SHAPES:
+        sql = build_sql(database, MeterQuery(TENANT, start, end, window, "UTC", group_by))
+        latencies = []
+        rows = 0
+        for i in range(requests + 3):  # 3 warm-up runs, not counted
+            began = time.perf_counter()
+            answer = engine.run_sql(sql, "JSONCompact")
+            if i >= 3:
+                latencies.append(time.perf_counter() - began)
+            rows = len(orjson.loads(answer)["data"])
+        shapes[name] = {**_percentiles(latencies), "rows": rows}
+    return shapes
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float]:
@@ -228,7 +238,7 @@ async def _get(args: dict[str, Any]) -> dict[str, Any]:
             bad = [s for s in statuses if s != 200]
             out[name] = {**_percentiles(latencies), "errors": len(bad), "first_error": bad[:1]}
         return out
-    paths: list[str] = args["paths"]
+    paths = entitlement_paths(args["subjects"], args["checks"], args["seed"])
     connections, rate = args["connections"], args["rate"]
     start = time.perf_counter() + 0.05  # every connection is open by then
     due = [start + i / rate for i in range(len(paths))]
@@ -262,6 +272,16 @@ async def _get(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def entitlement_paths(subjects: list[str], count: int, seed: int) -> list[str]:
+    """Checks of ``subjects`` drawn with the bench data's skew (a few customers call most)."""
+    rng = random.Random(seed)
+    return [
+        f"/v1/subjects/{subjects[int(rng.paretovariate(1.2)) % len(subjects)]}"
+        "/entitlements/chat?model=gpt-4o"
+        for _ in range(count)
+    ]
+
+
 # --- parent: the rows -------------------------------------------------------------------
 
 
@@ -288,7 +308,7 @@ def _usage_and_checks(
 ) -> None:
     import httpx
 
-    from bench.run import Row, _worker
+    from bench.run import _worker
 
     events = 20_000 if options.quick else options.events
     data_dir = work / "read"
@@ -302,7 +322,7 @@ def _usage_and_checks(
             "events": events,
             "seed": options.seed,
             "end_ms": end_ms,
-            "requests": 20 if options.quick else 200,
+            "requests": 20 if options.quick else 100,
         },
     )
     if loaded["dead"] or loaded["meter_events"] != loaded["unique"]:
@@ -316,49 +336,9 @@ def _usage_and_checks(
     )
     start, end = month_bounds(end_ms)
     with _meterline_run(bootstrap, f"bench.{run_id}.read", run_id, data_dir, work, "read") as port:
+        usage_rows(report, port, start, end, loaded, 20 if options.quick else 100, say)
         url = f"http://127.0.0.1:{port}"
-        paths = {
-            name: "/v1/usage?"
-            + urlencode(
-                {
-                    "from": _iso(int(start.timestamp() * 1000)),
-                    "to": _iso(int(end.timestamp() * 1000)),
-                    "window": window,
-                    "timezone": "UTC",
-                    **({"group_by": ",".join(group_by)} if group_by else {}),
-                }
-            )
-            for name, window, group_by in SHAPES
-        }
-        _check_answers(report, url, paths, loaded["unique"])
-        say("read side: GET /v1/usage, one request at a time ...")
-        http = _worker(
-            "bench.read_side",
-            {
-                "role": "get",
-                "mode": "closed",
-                "port": port,
-                "paths": paths,
-                "requests": 20 if options.quick else 200,
-            },
-        )
-        for name, _window, _group in SHAPES:
-            ours, peer = http[name], loaded["shapes"][name]
-            if ours["errors"]:
-                report.problems.append(f"GET /v1/usage {name}: {ours['errors']} answers not 200")
-            report.rows.append(
-                Row(
-                    "query",
-                    f"GET /v1/usage p99, month, {name} "
-                    f"({peer['rows']:,} rows; p50 {ours['p50_ms']:.1f} ms)",
-                    ours["p99_ms"],
-                    "ms",
-                    "same SQL on chDB",
-                    peer["p99_ms"],
-                    "< 50 ms",
-                )
-            )
-        subjects = CUSTOMERS[: 20 if options.quick else len(CUSTOMERS)]
+        subjects = list(CUSTOMERS[: 20 if options.quick else len(CUSTOMERS)])
         say(f"read side: {len(subjects)} hard budgets, then checks at {CHECK_RATE:,.0f}/s ...")
         with httpx.Client(timeout=30) as client:
             for subject in subjects:
@@ -368,60 +348,99 @@ def _usage_and_checks(
             _create_budget(
                 client, url, subject=None, feature=None, amount="1000000000", mode="soft"
             )
-        rng = random.Random(options.seed)
-        seconds = 1.0 if options.quick else 10.0
-        checks = [
-            f"/v1/subjects/{subjects[int(rng.paretovariate(1.2)) % len(subjects)]}"
-            "/entitlements/chat?model=gpt-4o"
-            for _ in range(int(CHECK_RATE * seconds))
-        ]
-        # Warm-up at the same rate (first reads of each subject, budgets), not counted.
-        _worker(
-            "bench.read_side",
+        check_rows(report, port, subjects, 1.0 if options.quick else 10.0, options.seed)
+
+
+def usage_rows(
+    report: Report,
+    port: int,
+    start: datetime,
+    end: datetime,
+    loaded: dict[str, Any],
+    requests: int,
+    say: Callable[[str], None],
+) -> None:
+    """Each shape's answer checked, then timed one request at a time, beside the peer's."""
+    from bench.run import Row, _worker
+
+    url = f"http://127.0.0.1:{port}"
+    paths = {
+        name: "/v1/usage?"
+        + urlencode(
             {
-                "role": "get",
-                "mode": "open",
-                "port": port,
-                "paths": checks[: int(CHECK_RATE)],
-                "rate": CHECK_RATE,
-                "connections": 16,
-            },
+                "from": _iso(int(start.timestamp() * 1000)),
+                "to": _iso(int(end.timestamp() * 1000)),
+                "window": window,
+                "timezone": "UTC",
+                **({"group_by": ",".join(group_by)} if group_by else {}),
+            }
         )
-        result = _worker(
-            "bench.read_side",
-            {
-                "role": "get",
-                "mode": "open",
-                "port": port,
-                "paths": checks,
-                "rate": CHECK_RATE,
-                "connections": 16,
-            },
-        )
-        if result["errors"]:
-            report.problems.append(
-                f"entitlement check answered {result['first_error']} to {result['errors']} checks"
-            )
-        lower = ""
-        if result["unanswered"]:
-            # Not a result-check failure (performance is measured, not asserted): a note.
-            lower = f", {result['unanswered']:,} unanswered: p99 is a lower bound"
-            report.notes.append(
-                f"entitlement check: {result['unanswered']:,} of {len(checks):,} checks had no "
-                f"answer {GRACE_S:.0f} s after the last was due (the server fell behind)"
-            )
+        for name, window, group_by in SHAPES
+    }
+    _check_answers(report, url, paths, loaded["unique"])
+    say("read side: GET /v1/usage, one request at a time ...")
+    http = _worker(
+        "bench.read_side",
+        {
+            "role": "get",
+            "mode": "closed",
+            "port": port,
+            "paths": paths,
+            "requests": requests,
+        },
+    )
+    for name, _window, _group in SHAPES:
+        ours, peer = http[name], loaded["shapes"][name]
+        if ours["errors"]:
+            report.problems.append(f"GET /v1/usage {name}: {ours['errors']} answers not 200")
         report.rows.append(
             Row(
-                "entitlement",
-                f"check p99, {len(checks):,} due at {CHECK_RATE:,.0f}/s, {len(subjects)} subjects "
-                f"(p50 {result['p50_ms']:.2f} ms{lower})",
-                result["p99_ms"],
+                "query",
+                f"GET /v1/usage p99, month, {name} "
+                f"({peer['rows']:,} rows; p50 {ours['p50_ms']:.1f} ms)",
+                ours["p99_ms"],
                 "ms",
-                "target",
-                CHECK_TARGET_MS,
-                "< 5 ms",
+                "same SQL on chDB",
+                peer["p99_ms"],
+                "< 50 ms",
             )
         )
+
+
+def check_rows(report: Report, port: int, subjects: list[str], seconds: float, seed: int) -> None:
+    """Entitlement checks at ``CHECK_RATE`` for ``seconds``, open loop, after a warm-up."""
+    from bench.run import Row, _worker
+
+    checks = int(CHECK_RATE * seconds)
+    args = {"role": "get", "mode": "open", "port": port, "subjects": subjects, "seed": seed}
+    args |= {"rate": CHECK_RATE, "connections": 16}
+    # Warm-up at the same rate (first reads of each subject, budgets), not counted.
+    _worker("bench.read_side", {**args, "checks": int(CHECK_RATE), "seed": seed + 1})
+    result = _worker("bench.read_side", {**args, "checks": checks})
+    if result["errors"]:
+        report.problems.append(
+            f"entitlement check answered {result['first_error']} to {result['errors']} checks"
+        )
+    lower = ""
+    if result["unanswered"]:
+        # Not a result-check failure (performance is measured, not asserted): a note.
+        lower = f", {result['unanswered']:,} unanswered: p99 is a lower bound"
+        report.notes.append(
+            f"entitlement check: {result['unanswered']:,} of {checks:,} checks had no "
+            f"answer {GRACE_S:.0f} s after the last was due (the server fell behind)"
+        )
+    report.rows.append(
+        Row(
+            "entitlement",
+            f"check p99, {checks:,} due at {CHECK_RATE:,.0f}/s, {len(subjects)} subjects "
+            f"(p50 {result['p50_ms']:.2f} ms{lower})",
+            result["p99_ms"],
+            "ms",
+            "target",
+            CHECK_TARGET_MS,
+            "< 5 ms",
+        )
+    )
 
 
 def _check_answers(report: Report, url: str, paths: dict[str, str], unique: int) -> None:
