@@ -6,8 +6,8 @@ model), summed by materialized views from the processor's INSERT into
 month is a primary-key range, summed in the engine to one row per local day of
 the billing timezone (x features x models), not a scan of the meters. Summed
 per 15-minute bucket instead, a month of the whole tenant's rows (read with
-every subject's) was ~2,900 x features x models Python objects per load: at
-the bench's scale each load took over 100 ms under the one lock and the checks
+every subject's) was ~2,900 x features x models Python objects per load: even
+at the bench's quick size each load took 130-440 ms under the one lock and checks
 queued (docs/benchmarks.md, read side).
 
 Correctness bound: a total here includes every event of every batch the
