@@ -11,6 +11,7 @@ unknown model stays cheap.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ from pricing.book import Book, BookModel, ImageRule, UnitRule, load_book
 from pricing.catalog import CATALOG_VERSION, Catalog, CatalogTimeline
 from pricing.fast import Pricer, build_pricer
 from pricing.matching import Match, Matcher
+from pricing.per_call import PerCall
 from pricing.ratecard import Card, Rule, to_genai
 from schemas.usage import ChargeUsage, EventType, ImageUsage, TokenUsage, UnitsUsage, UsageData
 
@@ -117,6 +119,11 @@ class BookPriceBook(PriceBook):
         self._images = self._index_images(self.book.images)
         self._units = self._index_units(self.book.units)
         self._rates = {"USD": Decimal(1), **self.book.currencies}
+        self.per_call = PerCall((), self._rates)
+
+    def allow_client_prices(self, tenants: Iterable[str]) -> None:
+        """Let these tenants' events carry their own prices ("*": every tenant)."""
+        self.per_call = PerCall(tenants, self._rates)
 
     @classmethod
     def from_file(cls, path: Path) -> BookPriceBook:
