@@ -25,7 +25,6 @@ from core.kafka_config import (
     wrap_secrets,
 )
 
-
 _TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # METERLINE_TENANT's and API keys' rule
 
 
