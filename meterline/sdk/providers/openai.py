@@ -26,13 +26,14 @@ from meterline.sdk.providers._common import (
     StreamWatcher,
     attach,
     begin,
+    failed_call,
     guard,
     is_wrapped,
     mark,
     meter_copies,
     prompt_text,
-    provider_error,
     text_of,
+    timed,
 )
 from meterline.sdk.tokens import count_tokens
 
@@ -72,7 +73,19 @@ def _token_event(
         time=created if isinstance(created, int | float) and created > 0 else call.started,
         estimated=estimated,
         service_tier=service_tier if isinstance(service_tier, str) else "",
+        outcome=call.outcome,
     )
+
+
+def failed_event(call: Call, scope: Scope) -> dict[str, Any]:
+    """A call the provider refused or that never got an answer: zero usage, its status."""
+    return _token_event(call, scope, model=requested_model(call), tokens={}, id=None, created=None)
+
+
+def requested_model(call: Call) -> str:
+    # "unknown" rather than an empty model, which the gateway refuses: the
+    # failure must still be recorded when the request named no model.
+    return str(call.request.get("model") or "unknown")
 
 
 # --- chat completions -----------------------------------------------------------------------
@@ -274,9 +287,10 @@ def _patch(
             call, watcher = prepare(kwargs)
             try:
                 result = await original(*args, **kwargs)
-            except BaseException:
-                provider_error(call)
+            except BaseException as exc:
+                failed_call(call, exc, "a failed OpenAI call", failed_event)
                 raise
+            timed(call)
             return after(call, result, watcher)
 
         resource.create = mark(create_async, original)
@@ -286,9 +300,10 @@ def _patch(
             call, watcher = prepare(kwargs)
             try:
                 result = original(*args, **kwargs)
-            except BaseException:
-                provider_error(call)
+            except BaseException as exc:
+                failed_call(call, exc, "a failed OpenAI call", failed_event)
                 raise
+            timed(call)
             return after(call, result, watcher)
 
         resource.create = mark(create, original)
