@@ -127,7 +127,7 @@ def test_the_shell_builds_the_book_with_the_allowed_tenants() -> None:
 
 
 def test_a_bad_tenant_name_in_the_setting_fails_at_start_naming_it() -> None:
-    with pytest.raises(ConfigError, match="METERLINE_CLIENT_PRICE_TENANTS: .*'Acme!'"):
+    with pytest.raises(ConfigError, match=r"METERLINE_CLIENT_PRICE_TENANTS: .*'Acme!'"):
         load_settings(client_price_tenants="ok,Acme!")
 
 
