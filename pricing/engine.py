@@ -287,7 +287,8 @@ class BookPriceBook(PriceBook):
         for rule in rules:
             index.setdefault((rule.type, rule.unit), []).append(rule)
         for candidates in index.values():
-            candidates.sort(key=lambda r: -(r.from_ or _FAR_PAST))
+            # A rule for the event's model first, then the latest effective date first.
+            candidates.sort(key=lambda r: (not r.model, -(r.from_ or _FAR_PAST)))
         return index
 
     def _price_units(
@@ -295,7 +296,9 @@ class BookPriceBook(PriceBook):
     ) -> Priced:
         rules = self._units.get((event_type or EventType.UNITS.value, usage.unit), ())
         for rule in rules:
-            if rule.from_ is None or rule.from_ <= time_ms:
+            if (rule.from_ is None or rule.from_ <= time_ms) and (
+                not rule.model or rule.model.lower() == usage.model.lower()
+            ):
                 cost = rule.cost_usd * usage.quantity
                 base = (
                     rule.price_usd if rule.price_usd is not None else rule.cost_usd
