@@ -91,6 +91,8 @@ class TrackedOpenAI(openai.OpenAI):
         wrap_openai(self, meter)
         _accept_seed_keywords(self.chat.completions, "create")
         _accept_seed_keywords(self.responses, "create")
+        _accept_seed_keywords(self.images, "generate")
+        _accept_seed_keywords(self.audio.transcriptions, "create")
 
     def copy(self, *args: Any, **kwargs: Any) -> TrackedOpenAI:
         extra = _extra(kwargs, self._meterline_meter)
@@ -109,6 +111,8 @@ class AsyncTrackedOpenAI(openai.AsyncOpenAI):
         wrap_openai(self, meter)
         _accept_seed_keywords(self.chat.completions, "create")
         _accept_seed_keywords(self.responses, "create")
+        _accept_seed_keywords(self.images, "generate")
+        _accept_seed_keywords(self.audio.transcriptions, "create")
 
     def copy(self, *args: Any, **kwargs: Any) -> AsyncTrackedOpenAI:
         extra = _extra(kwargs, self._meterline_meter)

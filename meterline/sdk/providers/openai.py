@@ -2,7 +2,8 @@
 
 Patched on the client instance (same object, same types, same exceptions):
 ``chat.completions.create`` and ``responses.create``, sync and async,
-streaming included. ``with_options()`` / ``copy()`` return a client metered by
+streaming included; ``images.generate`` and ``audio.transcriptions.create``
+(openai_media.py). ``with_options()`` / ``copy()`` return a client metered by
 the same meter; ``with_raw_response`` is not metered.
 
 Streaming chat: unless the caller set ``stream_options.include_usage``
@@ -253,11 +254,12 @@ class ResponsesStream(StreamWatcher):
 def _patch(
     resource: Any,
     meter: Recorder | None,
-    on_result: Callable[[Call, Any], Callable[[Scope], dict[str, Any]]],
+    on_result: Callable[[Call, Any], Callable[[Scope], dict[str, Any] | None]],
     make_stream: Callable[[Call, dict[str, Any]], StreamWatcher],
     is_async: bool,
+    method: str = "create",
 ) -> None:
-    original = resource.create
+    original = getattr(resource, method)
     if is_wrapped(original):
         return
 
@@ -293,7 +295,7 @@ def _patch(
             timed(call)
             return after(call, result, watcher)
 
-        resource.create = mark(create_async, original)
+        setattr(resource, method, mark(create_async, original))
     else:
 
         def create(*args: Any, **kwargs: Any) -> Any:
@@ -306,7 +308,7 @@ def _patch(
             timed(call)
             return after(call, result, watcher)
 
-        resource.create = mark(create, original)
+        setattr(resource, method, mark(create, original))
 
 
 def _chat_stream(call: Call, kwargs: dict[str, Any]) -> StreamWatcher:
@@ -324,5 +326,22 @@ def wrap_openai(client: Any, meter: Recorder | None = None) -> Any:
     is_async = isinstance(client, openai.AsyncOpenAI)
     _patch(client.chat.completions, meter, chat_event, _chat_stream, is_async)
     _patch(client.responses, meter, responses_event, _responses_stream, is_async)
+    from meterline.sdk.providers import openai_media  # imports this module: not at the top
+
+    _patch(
+        client.images,
+        meter,
+        openai_media.image_event,
+        openai_media.image_stream,
+        is_async,
+        "generate",
+    )
+    _patch(
+        client.audio.transcriptions,
+        meter,
+        openai_media.transcription_event,
+        openai_media.transcription_stream,
+        is_async,
+    )
     meter_copies(client, lambda copied: wrap_openai(copied, meter))
     return client
