@@ -214,4 +214,4 @@ def test_a_failed_image_call_is_recorded_with_its_error_and_not_charged(
         "BadRequestError",
         400,
     )
-    assert (Decimal(row["cost"]), Decimal(row["price"])) == (0, 0)
+    assert (Decimal(row["cost"]), Decimal(row["price"])) == (Decimal(0), Decimal(0))

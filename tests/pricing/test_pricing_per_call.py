@@ -90,7 +90,7 @@ def test_a_stated_currency_without_a_rate_leaves_the_event_unpriced_not_guessed(
     book = _book(tenants=["pricer"])
     usage = _tokens(input_tokens=10, unit_prices={**PER_TOKEN, "currency": "GBP"})
     priced = _price(book, "pricer", EventType.TOKENS, usage)
-    assert (priced.priced, priced.reason, priced.price_usd) == (False, "unknown_currency", 0)
+    assert (priced.priced, priced.reason, priced.price_usd) == (False, "unknown_currency", D(0))
 
 
 def test_a_stated_price_for_a_model_the_book_does_not_know_charges_with_zero_cost() -> None:
