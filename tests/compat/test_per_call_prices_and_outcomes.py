@@ -236,7 +236,11 @@ def test_wrapped_calls_record_latency_and_outcome_and_a_failed_call_is_never_cha
     assert failed["model"] == "gpt-4o"  # the requested model: no response named one
     assert (failed["error_type"], failed["http_status"]) == ("RateLimitError", 429)
     assert (failed["input_tokens"], failed["output_tokens"]) == ("0", "0")  # UInt64: text
-    assert (Decimal(failed["cost"]), Decimal(failed["price"]), failed["priced"]) == (Decimal(0), Decimal(0), 1)
+    assert (Decimal(failed["cost"]), Decimal(failed["price"]), failed["priced"]) == (
+        Decimal(0),
+        Decimal(0),
+        1,
+    )
 
     # Calls, errors and latency per model, in plain SQL on usage_events.
     per_model = stack.sql(
