@@ -42,7 +42,8 @@ class PriceBook(abc.ABC):
     version: str
     # Client prices and failed calls (pricing/per_call.py), applied by the processor
     # after ``price``; no tenant may price its own events unless the shell allows it
-    # (METERLINE_CLIENT_PRICE_TENANTS).
+    # (METERLINE_CLIENT_PRICE_TENANTS). Not part of ``version``: the tenant list is a
+    # setting, and each row says where its price came from (``price_source``).
     per_call: PerCall
 
     @abc.abstractmethod
