@@ -86,8 +86,12 @@ def failed_call(
     provider_error(call)
     if call is None or not isinstance(exc, Exception):
         return
-    timed(call, exc)
-    guard(call, what, lambda: call.meter.submit_built(call.scope, lambda s: make(call, s)))
+
+    def record() -> None:
+        timed(call, exc)
+        call.meter.submit_built(call.scope, lambda scope: make(call, scope))
+
+    guard(call, what, record)  # never in the way of the provider's exception
 
 
 def begin(meter: Recorder | None, kwargs: dict[str, Any]) -> Call | None:
