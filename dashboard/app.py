@@ -247,10 +247,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def routes(reader: Reader, secret: bytes) -> list[BaseRoute]:
     """The ``/ui`` routes; ``secret`` signs session cookies (32+ bytes)."""
     ui = Dashboard(reader, secret)
+    # HTML pages for people, not API operations: left out of /openapi.json on purpose
+    # (the numbers they show are the documented /v1/usage's, linked from each panel).
     return [
-        Route("/ui", ui.page, methods=["GET"]),
-        Route("/ui/login", ui.login, methods=["GET", "POST"]),
-        Route("/ui/logout", ui.logout, methods=["POST"]),
-        Route("/ui/panel/{name}", ui.panel, methods=["GET"]),
+        Route("/ui", ui.page, methods=["GET"], include_in_schema=False),
+        Route("/ui/login", ui.login, methods=["GET", "POST"], include_in_schema=False),
+        Route("/ui/logout", ui.logout, methods=["POST"], include_in_schema=False),
+        Route("/ui/panel/{name}", ui.panel, methods=["GET"], include_in_schema=False),
         Mount("/ui/static", StaticFiles(packages=[("dashboard", "static")]), name="ui-static"),
     ]
