@@ -12,7 +12,7 @@ Everything here is synchronous (engine calls); the routes run it in a thread.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -23,7 +23,7 @@ from starlette.datastructures import QueryParams
 
 from dashboard.session import Viewer
 from ingest.auth import ApiKey
-from query.meters import build_sql, parse_query, shape_rows
+from query.meters import build_sql, parse_query, shape_rows, window_end
 from query.portal_tokens import Claims
 from query.principal import Principal
 from query.reader import Reader
@@ -171,30 +171,67 @@ def spend(reader: Reader, viewer: Viewer, filters: Filters) -> Panel:
         group_by=(filters.stack,),
         columns=("events", "cost_usd", "price_usd"),
     )
-    totals: dict[str, Decimal] = {}
+    stack = filters.stack
+    # The table: one row per model (provider) over the whole period, summed exactly.
+    summed: dict[str, dict[str, Any]] = {}
     for row in panel.rows:
-        totals[row[filters.stack]] = totals.get(row[filters.stack], Decimal(0)) + Decimal(
-            row["price_usd"]
-        )
-    ranked = sorted(totals, key=lambda k: (-totals[k], k))
+        into = summed.setdefault(
+            row[stack], {stack: row[stack], "events": 0, "cost_usd": Decimal(0),
+                         "price_usd": Decimal(0)}
+        )  # fmt: skip
+        into["events"] += row["events"]
+        into["cost_usd"] += Decimal(row["cost_usd"])
+        into["price_usd"] += Decimal(row["price_usd"])
+    ranked = sorted(summed, key=lambda k: (-summed[k]["price_usd"], k))
     shown = ranked[:MAX_SERIES]
-    windows = sorted({row["window_start"] for row in panel.rows})
-    index = {w: i for i, w in enumerate(windows)}
-    series: dict[str, list[float]] = {s: [0.0] * len(windows) for s in shown}
+    # The chart: every window of the period, empty ones as 0 (a gap is a real zero).
+    x = _window_starts(panel.rows, filters, reader.billing_timezone)
+    index = {moment: i for i, moment in enumerate(x)}
+    series: dict[str, list[float]] = {_label(s): [0.0] * len(x) for s in shown}
     if len(ranked) > MAX_SERIES:
-        series["other"] = [0.0] * len(windows)
+        series["other"] = [0.0] * len(x)
     for row in panel.rows:
-        label = row[filters.stack] if row[filters.stack] in shown else "other"
-        # Floats for drawing only: every number printed on the page is the exact Decimal text.
-        series[label][index[row["window_start"]]] += float(row["price_usd"])
-    panel.extra = {
-        "x": [int(datetime.fromisoformat(w.replace("Z", "+00:00")).timestamp()) for w in windows],
-        "series": series,
-        "totals": {k: str(v) for k, v in totals.items()},
-        "order": ranked,
-        "total_price": format(sum(totals.values(), Decimal(0)), "f"),
-    }
+        label = _label(row[stack]) if row[stack] in shown else "other"
+        at = index.get(_epoch(row["window_start"]))
+        if at is not None:
+            # Floats for drawing only: every number printed on the page is exact Decimal text.
+            series[label][at] += float(row["price_usd"])
+    total = sum((r["price_usd"] for r in summed.values()), Decimal(0))
+    panel.rows = [
+        {**summed[k], "cost_usd": format(summed[k]["cost_usd"], "f"),
+         "price_usd": format(summed[k]["price_usd"], "f")}
+        for k in ranked
+    ]  # fmt: skip
+    panel.extra = {"x": x, "series": series, "total_price": format(total, "f")}
     return panel
+
+
+MAX_POINTS = 2000
+
+
+def _label(value: str) -> str:
+    return value or "(none)"
+
+
+def _epoch(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
+
+
+def _window_starts(rows: list[dict[str, Any]], filters: Filters, timezone: str) -> list[int]:
+    """Every window start of [from, to), in the billing timezone, as epoch seconds."""
+    zone = ZoneInfo(timezone)
+    seen = sorted({_epoch(r["window_start"]) for r in rows})
+    try:
+        first = datetime.combine(date.fromisoformat(filters.start[:10]), time(), zone)
+        last = datetime.combine(date.fromisoformat(filters.end[:10]), time(), zone)
+    except ValueError:
+        return seen
+    out: list[int] = []
+    moment = first.astimezone(UTC)
+    while moment < last and len(out) < MAX_POINTS:
+        out.append(int(moment.timestamp()))
+        moment = window_end(moment, filters.window, zone)
+    return sorted(set(out) | set(seen))
 
 
 def top_customers(reader: Reader, viewer: Viewer, filters: Filters) -> Panel:

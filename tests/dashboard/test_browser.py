@@ -11,7 +11,6 @@ screenshots to test-artifacts/dashboard/.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -45,10 +44,37 @@ def _send(stack: MeterlineProcess, key: str, events: list[dict[str, Any]]) -> No
 
 
 def _cells(driver: Any, panel: str, column: str) -> list[str]:
-    from selenium.webdriver.common.by import By
+    # One script call reads the column at once: panels are swapped by htmx every 5 s,
+    # and element-by-element reads could straddle a swap (stale or mixed rows).
+    script = (
+        "return Array.from(document.querySelectorAll(arguments[0]))"
+        ".map(e => e.getAttribute('data-value'))"
+    )
+    return list(driver.execute_script(script, f"#{panel} td[data-col='{column}']"))
 
-    cells = driver.find_elements(By.CSS_SELECTOR, f"#{panel} td[data-col='{column}']")
-    return [c.get_attribute("data-value") for c in cells]
+
+def _submit(driver: Any, button: Any, expect_id: str) -> None:
+    """Click a submit button and wait for the next page (the click returns before it loads)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    wait = WebDriverWait(driver, 30)
+    wait.until(ready.staleness_of(page))
+    wait.until(ready.presence_of_element_located((By.ID, expect_id)))
+
+
+def _text(driver: Any, css: str) -> str:
+    script = "return document.querySelector(arguments[0]).textContent.trim()"
+    return str(driver.execute_script(script, css))
+
+
+def _value(driver: Any, element_id: str) -> str:
+    return str(driver.execute_script(
+        "return document.getElementById(arguments[0]).getAttribute('data-value')", element_id
+    ))  # fmt: skip
 
 
 def _table(driver: Any, panel: str, key: str, value: str) -> dict[str, Decimal]:
@@ -107,11 +133,11 @@ def test_numbers_on_every_view_equal_sql_and_filters_narrow_them(
     driver.get(f"{stack.url}/ui")
     assert driver.current_url.endswith("/ui/login")
     driver.find_element(By.ID, "credential").send_keys("key-a-ingest")
-    driver.find_element(By.CSS_SELECTOR, "form button").click()
+    _submit(driver, driver.find_element(By.CSS_SELECTOR, "form button"), "login-error")
     assert "no read scope" in driver.find_element(By.ID, "login-error").text
 
     driver.find_element(By.ID, "credential").send_keys("key-a")
-    driver.find_element(By.CSS_SELECTOR, "form button").click()
+    _submit(driver, driver.find_element(By.CSS_SELECTOR, "form button"), "who")
     assert "tenant-a" in driver.find_element(By.ID, "who").text
     cookie = driver.get_cookie("meterline_ui")
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -122,14 +148,12 @@ def test_numbers_on_every_view_equal_sql_and_filters_narrow_them(
     by_subject = totals("subject")
     assert _table(driver, "customers", "subject", "price_usd") == by_subject
     whole = sum(by_subject.values(), Decimal(0))
-    total = driver.find_element(By.ID, "spend-total")
-    assert Decimal(total.get_attribute("data-value")) == whole
-    assert total.text == _cents(whole)
+    assert Decimal(_value(driver, "spend-total")) == whole
+    assert _text(driver, "#spend-total") == _cents(whole)
     events = {r["k"]: int(r["n"]) for r in sql(
         "SELECT subject AS k, count() AS n FROM usage_events WHERE tenant = 'tenant-a' GROUP BY k"
     )}  # fmt: skip
-    assert dict(zip(_cells(driver, "customers", "subject"),
-                    map(int, _cells(driver, "customers", "events")), strict=True)) == events  # fmt: skip
+    assert _table(driver, "customers", "subject", "events") == events
     assert sum(events.values()) == 400  # the 20 retried copies were counted once
 
     # By feature, and cost vs price per customer and model.
@@ -151,15 +175,14 @@ def test_numbers_on_every_view_equal_sql_and_filters_narrow_them(
         "GROUP BY model"
     )
     assert unpriced, "the demo mix always has unpriced events"
-    assert dict(zip(_cells(driver, "unpriced", "model"),
-                    map(int, _cells(driver, "unpriced", "unpriced_events")), strict=True)) == {
+    assert _table(driver, "unpriced", "model", "unpriced_events") == {
         r["model"]: int(r["n"]) for r in unpriced
-    }  # fmt: skip
+    }
     # Lag: the events just stored are counted in the last 15 minutes.
     assert int(_cells(driver, "lag", "events")[0]) == 400
 
     # Every panel shows the query behind its numbers.
-    api = driver.find_element(By.CSS_SELECTOR, "#customers code.api").get_attribute("textContent")
+    api = _text(driver, "#customers code.api")
     assert api.startswith("GET /v1/usage?") and "group_by=subject" in api
     via_api = httpx.get(f"{stack.url}{api.removeprefix('GET ')}", headers={"x-api-key": "key-a"})
     assert {r["subject"]: Decimal(r["price_usd"]) for r in via_api.json()["rows"]} == by_subject
@@ -171,15 +194,11 @@ def test_numbers_on_every_view_equal_sql_and_filters_narrow_them(
     form.find_element(By.NAME, "feature").send_keys("chat")
     Select(form.find_element(By.NAME, "stack")).select_by_visible_text("provider")
     Select(form.find_element(By.NAME, "window")).select_by_visible_text("hour")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _submit(driver, form.find_element(By.CSS_SELECTOR, "button[type=submit]"), "filters")
     where = f"AND subject = '{subject}' AND feature = 'chat'"
     assert _cells(driver, "customers", "subject") == [subject]
-    by_provider: dict[str, Decimal] = defaultdict(Decimal)
-    for provider, amount in zip(_cells(driver, "spend", "provider"),
-                                map(Decimal, _cells(driver, "spend", "price_usd")), strict=True):  # fmt: skip
-        by_provider[provider] += amount
-    assert dict(by_provider) == totals("provider", where)
-    assert Decimal(driver.find_element(By.ID, "spend-total").get_attribute("data-value")) == sum(
+    assert _table(driver, "spend", "provider", "price_usd") == totals("provider", where)
+    assert Decimal(_value(driver, "spend-total")) == sum(
         totals("subject", where).values(), Decimal(0)
     )
     driver.save_screenshot(str(artifacts / "filtered-customer-feature.png"))
@@ -212,7 +231,7 @@ def test_a_portal_token_login_shows_one_customer_only(
     driver = browser
     driver.get(f"{stack.url}/ui/login")
     driver.find_element(By.ID, "credential").send_keys(minted.json()["token"])
-    driver.find_element(By.CSS_SELECTOR, "form button").click()
+    _submit(driver, driver.find_element(By.CSS_SELECTOR, "form button"), "who")
     assert f"customer {subject}" in driver.find_element(By.ID, "who").text
     assert _cells(driver, "customers", "subject") == [subject]
     assert set(_cells(driver, "margin", "subject")) == {subject}
@@ -220,9 +239,7 @@ def test_a_portal_token_login_shows_one_customer_only(
         "SELECT toString(sum(price_usd)) AS p FROM usage_events "
         f"WHERE tenant = 'tenant-a' AND subject = '{subject}'"
     )[0]["p"]
-    assert Decimal(
-        driver.find_element(By.ID, "spend-total").get_attribute("data-value")
-    ) == Decimal(price)
+    assert Decimal(_value(driver, "spend-total")) == Decimal(price)
     # No customer field to change, and a crafted URL for another customer is refused.
     assert not driver.find_elements(By.CSS_SELECTOR, "#filters input[name=subject]")
     driver.get(f"{stack.url}/ui?subject=acme")
