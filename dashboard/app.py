@@ -32,6 +32,9 @@ from query.reader import Reader
 
 PANELS = ("spend", "customers", "features", "margin", "budgets", "alerts", "invoices",
           "unpriced", "dead_letters", "lag")  # fmt: skip
+LABELS = {"spend": "Spend", "customers": "Customers", "features": "Features",
+          "margin": "Margin", "budgets": "Budgets", "alerts": "Alerts", "invoices": "Invoices",
+          "unpriced": "Unpriced", "dead_letters": "Dead letters", "lag": "Lag"}  # fmt: skip
 _MAX_LOGIN_BODY = 8192
 REFRESH_S = 5
 
@@ -173,6 +176,7 @@ class Dashboard:
                 "problems": problems,
                 "panels": shown,
                 "order": PANELS,
+                "labels": LABELS,
                 "query": urlencode(filters.params()),
                 "presets": self._presets(viewer, filters),
                 "refresh_s": REFRESH_S,

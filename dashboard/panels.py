@@ -401,8 +401,8 @@ def alerts(reader: Reader, viewer: Viewer) -> Panel:
                 "alert_id": alert.alert_id,
                 "budget_id": alert.budget_id,
                 "threshold": alert.threshold,
-                "period_start": alert.period_start.isoformat(),
-                "created_at": alert.created_at.isoformat(),
+                "period_start": _when(alert.period_start),
+                "created_at": _when(alert.created_at),
                 "outcome": delivery.outcome if delivery else "pending",
                 "target": delivery.target if delivery else "",
             }
@@ -415,16 +415,17 @@ def invoices(reader: Reader, viewer: Viewer, period: str) -> Panel:
     if reader.invoices is None:
         return panel
     for invoice in reader.invoices.list(viewer.tenant, period, viewer.subject):
-        for total in invoice.totals:
+        public = invoice.public()  # the API's own rounding (half-even to the currency)
+        for total in public["totals"]:
             panel.rows.append(
                 {
                     "id": invoice.id,
                     "subject": invoice.subject,
                     "revision": invoice.revision,
                     "run": invoice.run or "",
-                    "closed_at": invoice.public()["closed_at"],
-                    "currency": total.currency,
-                    "amount": format(total.amount, "f"),
+                    "closed_at": public["closed_at"],
+                    "currency": total["currency"],
+                    "amount": total["amount"],
                     "lines": len(invoice.lines),
                 }
             )
@@ -437,3 +438,7 @@ def this_month(now: datetime, timezone: str) -> str:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

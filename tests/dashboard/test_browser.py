@@ -11,6 +11,7 @@ screenshots to test-artifacts/dashboard/.
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,60 @@ def test_a_portal_token_login_shows_one_customer_only(
     assert revoked.status_code == 204
     driver.get(f"{stack.url}/ui")
     assert driver.current_url.endswith("/ui/login")
+
+
+def test_budgets_alerts_and_invoices_views_show_what_the_api_stored(
+    stack: MeterlineProcess, browser: Any, artifacts: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    rng = random.Random(18)
+    today = datetime.now(UTC).date()
+    last_month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    # Last month's events: within the 35-day dedupe horizon only near the month's end.
+    late = datetime.combine(today.replace(day=1) - timedelta(days=1), datetime.min.time(), UTC)
+    now_events = [{**make_event(rng), "subject": "acme"} for _ in range(60)]
+    old_events = [
+        {**make_event(rng), "time": (late + timedelta(hours=12)).isoformat().replace("+00:00", "Z")}
+        for _ in range(60)
+    ]
+    _send(stack, "key-a", now_events + old_events)
+    stack.wait_stored(120)
+    api = httpx.Client(base_url=stack.url, headers={"x-api-key": "key-a"}, timeout=30)
+    budget = api.post(
+        "/v1/budgets",
+        json={"subject": "acme", "period": "month", "amount": "0.000001", "thresholds": [50, 100]},
+    )
+    assert budget.status_code == 201, budget.text
+    period = last_month.strftime("%Y-%m")
+    closed = api.post("/v1/invoices/close", json={"period": period})
+    assert closed.status_code in (200, 201), closed.text
+    stack.wait_until(lambda: bool(api.get("/v1/alerts").json()["alerts"]), 60, "a budget alert")
+
+    driver = browser
+    driver.get(f"{stack.url}/ui/login")
+    driver.find_element(By.ID, "credential").send_keys("key-a")
+    _submit(driver, driver.find_element(By.CSS_SELECTOR, "form button"), "who")
+    driver.get(f"{stack.url}/ui?from={last_month.isoformat()}")
+
+    # The budget: what this month used (the meters), and its state.
+    used = stack.sql(
+        "SELECT toString(sum(price_usd)) AS p FROM usage_events WHERE tenant = 'tenant-a' "
+        f"AND subject = 'acme' AND time >= toDateTime('{today.replace(day=1)}', 'UTC')"
+    )[0]["p"]
+    assert _cells(driver, "budgets", "id") == [budget.json()["id"]]
+    assert Decimal(_cells(driver, "budgets", "used")[0]) == Decimal(used)
+    assert _text(driver, "#budgets td[data-col='state']") == "over"
+    # The alerts the alerter sent, as the API lists them.
+    alerts = api.get("/v1/alerts").json()["alerts"]
+    assert sorted(_cells(driver, "alerts", "threshold")) == sorted(
+        str(a["threshold"]) for a in alerts
+    )
+    # Last month's invoices, as frozen: one per customer, the API's amounts.
+    invoices = api.get("/v1/invoices", params={"period": period}).json()["invoices"]
+    assert invoices
+    assert _table(driver, "invoices", "subject", "amount") == {
+        i["subject"]: Decimal(i["totals"][0]["amount"]) for i in invoices
+    }
+    driver.execute_script("document.getElementById('budgets').scrollIntoView()")
+    driver.save_screenshot(str(artifacts / "budgets-alerts-invoices.png"))
