@@ -10,7 +10,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -36,7 +36,24 @@ LABELS = {"spend": "Spend", "customers": "Customers", "features": "Features",
           "margin": "Margin", "budgets": "Budgets", "alerts": "Alerts", "invoices": "Invoices",
           "unpriced": "Unpriced", "dead_letters": "Dead letters", "lag": "Lag"}  # fmt: skip
 _MAX_LOGIN_BODY = 8192
+# Live refresh: every 5 s while the period is short and still running (the demo looks
+# alive), every minute for a long one (measured: 30 days of 200 customers' minute meters,
+# 8.6 M rows, take ~3 s of engine time per full refresh on 2 cores), never for a period
+# that has ended (its numbers change only by a replay or late events: reload for those).
 REFRESH_S = 5
+SLOW_REFRESH_S = 60
+LIVE_DAYS = 7
+
+
+def refresh_seconds(filters: Filters, now: datetime) -> int | None:
+    try:
+        start = date.fromisoformat(filters.start[:10])
+        end = date.fromisoformat(filters.end[:10])
+    except ValueError:
+        return None
+    if end <= now.date():
+        return None
+    return REFRESH_S if (end - start).days <= LIVE_DAYS else SLOW_REFRESH_S
 
 
 def _money(value: Any) -> str:
@@ -179,7 +196,7 @@ class Dashboard:
                 "labels": LABELS,
                 "query": urlencode(filters.params()),
                 "presets": self._presets(viewer, filters),
-                "refresh_s": REFRESH_S,
+                "refresh_s": self._refresh(filters),
             },
         )
 
@@ -199,13 +216,21 @@ class Dashboard:
             shown = await asyncio.to_thread(self._panels, viewer, filters, (name,))
         except StoreError as exc:
             return self._html("unavailable.html", {"error": str(exc)}, 503)
-        context = {"viewer": viewer, "filters": filters, "panel": shown[name],
-                   "query": urlencode(filters.params()), "refresh_s": REFRESH_S}  # fmt: skip
+        context = {
+            "viewer": viewer,
+            "filters": filters,
+            "panel": shown[name],
+            "query": urlencode(filters.params()),
+            "refresh_s": self._refresh(filters),
+        }
         return self._html("panel.html", context)
 
     def _filters(self, request: Request, viewer: Viewer) -> tuple[Filters, list[Any]]:
         today = datetime.now(ZoneInfo(self.reader.billing_timezone)).date()
         return Filters.from_params(request.query_params, today)
+
+    def _refresh(self, filters: Filters) -> int | None:
+        return refresh_seconds(filters, datetime.now(ZoneInfo(self.reader.billing_timezone)))
 
     def _presets(self, viewer: Viewer, filters: Filters) -> list[tuple[str, str]]:
         today = datetime.now(ZoneInfo(self.reader.billing_timezone)).date()
