@@ -144,6 +144,11 @@ def test_numbers_on_every_view_equal_sql_and_filters_narrow_them(
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert "key-a" not in cookie["value"]  # the session names the viewer, not the key
     driver.save_screenshot(str(artifacts / "overview-laptop.png"))
+    # The chart drew (uPlot ran under the page's Content-Security-Policy), and nothing
+    # on the page was refused by it.
+    assert driver.find_elements(By.CSS_SELECTOR, "#spend .chart canvas")
+    refused = [e for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not refused, refused
 
     # Top customers and the spend total: exact to the last digit, and rounded on screen.
     by_subject = totals("subject")

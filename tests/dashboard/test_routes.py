@@ -31,6 +31,11 @@ def test_without_a_session_the_page_redirects_to_login_and_a_panel_tells_htmx_to
     assert (panel.status_code, panel.headers["hx-redirect"]) == (401, "/ui/login")
 
 
+def test_pages_run_only_this_origins_scripts_and_cannot_be_framed() -> None:
+    policy = _client().get("/ui/login").headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+
+
 def test_a_wrong_key_or_one_without_read_scope_gets_no_session() -> None:
     client = _client()
     for credential, why in (("nope", "not a valid API key"), ("ingester", "no read scope")):
