@@ -240,11 +240,13 @@ class Pipeline:
         items: list[Decoded] = []
         book = self._price_book
         version = book.version
+        per_call = book.per_call
         for index in new_indexes:
             item = good[index]
             env = item.event.envelope
             try:
                 priced = book.price(env.type, item.usage, item.time_ms, env.subject or "")
+                priced = per_call.adjust(item.tenant, item.usage, priced)  # pricing/per_call.py
             except Exception as exc:
                 dead.append(failure(item.record, "pricing_failed", exc))
                 continue
