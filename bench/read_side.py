@@ -24,8 +24,8 @@ with chDB the read routes live in the process that owns the store):
    from the 202 of that event's POST to the arrival of its Standard Webhooks
    signed request (verified) at a receiver in this process.
 
-``python -m bench.read_side ROLE '<json args>'`` runs the load and the HTTP
-client in their own processes (one JSON result line, like bench/workers.py).
+``python -m bench.read_side '{"role": "load" | "get", ...}'`` runs the load and
+the HTTP client in their own processes (one JSON result line, like bench/workers.py).
 """
 
 from __future__ import annotations
