@@ -375,24 +375,36 @@ def window_end(start: datetime, window: str, zone: ZoneInfo) -> datetime:
 def shape_rows(query: MeterQuery, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Engine rows -> answer rows: windows as UTC RFC 3339, counts as int, money as text."""
     zone = ZoneInfo(query.timezone)
+    # A month of hour windows is 720 starts shared by every group: format each once
+    # (two RFC 3339 times and a zoneinfo step a row were most of the shaping time).
+    windows: dict[Any, tuple[str, str]] = {}
+    converters = [(c, int if c in COUNTS else _decimal_text) for c in query.columns]
     out = []
     for row in rows:
         shaped: dict[str, Any] = {}
         if query.window != "none":
-            start = EPOCH + timedelta(seconds=int(row["window_start_s"]))
-            shaped["window_start"] = format_ms(start)
-            shaped["window_end"] = format_ms(window_end(start, query.window, zone))
+            key = row["window_start_s"]
+            times = windows.get(key)
+            if times is None:
+                start = EPOCH + timedelta(seconds=int(key))
+                times = (format_ms(start), format_ms(window_end(start, query.window, zone)))
+                windows[key] = times
+            shaped["window_start"], shaped["window_end"] = times
         for name in query.group_by:
             shaped[name] = row[name]
-        for column in query.columns:
-            value = row[column]
-            shaped[column] = int(value) if column in COUNTS else _decimal_text(value)
+        for column, convert in converters:
+            shaped[column] = convert(row[column])
         out.append(shaped)
     return out
 
 
 def _decimal_text(value: str) -> str:
-    # Plain notation always ("1E-12" is a valid Decimal but not what a spreadsheet reads).
+    # The engine's text of a Decimal has no exponent and no trailing zeros
+    # ("1.5", "100", "0.000000000001"): already what we send. Anything else (a
+    # trailing zero, an exponent) goes through Decimal: plain notation always ("1E-12"
+    # is a valid Decimal but not what a spreadsheet reads).
+    if value[-1:] != "0" and "e" not in value.lower():
+        return value
     return format(Decimal(value).normalize(), "f")
 
 
