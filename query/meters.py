@@ -236,17 +236,19 @@ def build_sql(database: str, query: MeterQuery, limit: int = MAX_ROWS + 1) -> st
         return _select(database, query, "window_start", minutes_only, limit, outer=True)
     first, last = hours
     whole_hours = [*where, *_range(first, last, HOUR_OF)]
-    parts = [_select(database, query, HOUR_OF, whole_hours, limit, outer=False)]
     edges = []
     if query.start is not None and first is not None and query.start < first:
         edges.append(" AND ".join(_range(query.start, first)))
     if query.end is not None and last is not None and last < query.end:
         edges.append(" AND ".join(_range(last, query.end)))
-    if edges:
-        minutes = " OR ".join(f"({edge})" for edge in edges)
-        parts.append(
-            _select(database, query, "window_start", [*where, f"({minutes})"], limit, outer=False)
-        )
+    if not edges:
+        # Bounds on whole hours (dates in a whole-hour zone: the dashboard's periods).
+        return _select(database, query, HOUR_OF, whole_hours, limit, outer=True)
+    minutes = " OR ".join(f"({edge})" for edge in edges)
+    parts = [
+        _select(database, query, HOUR_OF, whole_hours, limit, outer=False),
+        _select(database, query, "window_start", [*where, f"({minutes})"], limit, outer=False),
+    ]
     keys = _keys(query)
     sums = ", ".join(f"toString(sum({c})) AS {c}" for c in query.columns)
     select = ", ".join([*keys, sums])
