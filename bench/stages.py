@@ -108,8 +108,7 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     ]
     decoded = [d for d in (decode(r) for r in records) if isinstance(d, Decoded)]
     priced = [
-        book.price(d.event.envelope.type, d.usage, d.time_ms, d.event.envelope.subject or "")
-        for d in decoded
+        book.price(d.envelope.type, d.usage, d.time_ms, d.envelope.subject or "") for d in decoded
     ]
     dedupe = Deduplicator(engine.key_lookup(), capacity=0)  # every key goes to the engine
     tables: list[dict[str, list[Any]]] = []
@@ -124,7 +123,7 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
 
     def pricing() -> None:
         for d in decoded:
-            book.price(d.event.envelope.type, d.usage, d.time_ms, d.event.envelope.subject or "")
+            book.price(d.envelope.type, d.usage, d.time_ms, d.envelope.subject or "")
 
     def rows() -> None:
         for i in range(0, len(decoded), BATCH):

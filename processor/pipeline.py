@@ -242,7 +242,7 @@ class Pipeline:
         version = book.version
         for index in new_indexes:
             item = good[index]
-            env = item.event.envelope
+            env = item.envelope
             try:
                 priced = book.price(env.type, item.usage, item.time_ms, env.subject or "")
             except Exception as exc:
