@@ -62,11 +62,12 @@ def measure(events: int = 200_000) -> list[Stage]:
 def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     from core.settings import load_settings
     from meterline.runtime import build_price_book
-    from processor.decode import Decoded, decode
+    from processor.decode import Decoded, decode, decode_slow
     from processor.dedupe import Deduplicator
     from processor.rows import EventColumns
     from processor.runner import Processor
     from schemas.envelope import check_envelope
+    from schemas.fast_decode import fast_token_event
     from schemas.usage import USAGE_MODELS
     from sinks.chdb_sink import _arrow_table
     from sinks.migrations import migrate
@@ -149,7 +150,19 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
         )
         stages.append(
             Stage(
-                "decode() (the three above, wrapped)",
+                "reference decode (the three above, wrapped)",
+                _per_event(lambda: [decode_slow(r, "t") for r in records], events, cpu),
+            )
+        )
+        stages.append(
+            Stage(
+                "fast token decode (msgspec + the rules in Python)",
+                _per_event(lambda: [fast_token_event(v) for v in values], events, cpu),
+            )
+        )
+        stages.append(
+            Stage(
+                "decode() (fast path, else the reference)",
                 _per_event(lambda: [decode(r) for r in records], events, cpu),
             )
         )
