@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -14,8 +15,10 @@ from schemas.mappings import EventMappings
 from schemas.usage import UsageData
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
+    """An accepted record. A NamedTuple: as immutable as a frozen dataclass and built
+    in a third of the time (one per event; a frozen dataclass pays a setattr per field)."""
+
     record: Record
     envelope: Envelope
     tenant: str
