@@ -33,6 +33,10 @@ typecheck: setup
 	$(BIN)/mypy
 
 pytest: setup
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "!!!!!!!! BROWSER TESTS WILL BE SKIPPED: /usr/bin/chromium or /usr/bin/chromedriver is missing."; \
+		echo "!!!!!!!! Install Debian's packages: apt-get install -y chromium chromium-driver (.ci/run does)."; \
+	fi
 	$(BIN)/pytest
 
 test: lint typecheck deploy-check pytest

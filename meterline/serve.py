@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import threading
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from core.errors import ConfigError, PartFailed
 from core.gc_policy import tune_gc
 from core.health import Health, Liveness, PartProblem
 from core.settings import Settings
+from dashboard import routes as dashboard_routes
 from ingest.app import Gateway, create_app
 from ingest.auth import KeyStore
 from ingest.ratelimit import RateLimiter
@@ -345,7 +347,8 @@ def serve(
         tokens=runtime.build_token_signer(settings),
     )
     reader.deliverer = deliverer
-    app = create_app(gateway_state, mounts=read_routes(reader), on_shutdown=[shutdown])
+    mounts = [*read_routes(reader), *dashboard_routes(reader, _session_secret(settings))]
+    app = create_app(gateway_state, mounts=mounts, on_shutdown=[shutdown])
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="warning", access_log=False
@@ -375,6 +378,17 @@ def serve(
     finally:
         watchdog.close()
     _exit_if_failed(health)
+
+
+def _session_secret(settings: Settings) -> bytes:
+    """What signs dashboard sessions: the portal-token secret, so every gateway accepts them.
+
+    Without one, a random secret per process: sessions then end when the process
+    restarts and hold only on the process that set them (fine for one `meterline dev`).
+    """
+    if settings.portal_token_secret is not None:
+        return settings.portal_token_secret.get_secret_value().encode()
+    return secrets.token_bytes(32)
 
 
 def _exit_if_failed(health: Health) -> None:

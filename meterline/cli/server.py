@@ -56,6 +56,7 @@ def dev(
 
     def started(url: str) -> None:
         console.print(f"[bold green]meterline dev[/] is running at [bold]{url}[/]")
+        console.print(f"dashboard: [bold]{url}/ui[/]")
         console.print(f"data folder: {settings.data_dir.resolve()}")
         console.print("send an event:")
         console.print(example_curl(url), highlight=False, soft_wrap=True)
@@ -68,7 +69,7 @@ def dev(
             from meterline.demo import DemoTraffic
 
             DemoTraffic(url).start()
-            threading.Thread(target=_live_meters, args=(settings,), daemon=True).start()
+            threading.Thread(target=_live_meters, args=(settings, url), daemon=True).start()
 
     with exit_on_error():
         serve(settings, on_started=started)
@@ -98,7 +99,11 @@ def example_curl(url: str) -> str:
     )
 
 
-def _live_meters(settings: Settings) -> None:
+def _live_meters(settings: Settings, url: str) -> None:
+    """The demo's meters table, redrawn in place every 5 s (rich Live) rather than scrolled."""
+    from rich.live import Live
+    from rich.text import Text
+
     from meterline.instance import Instance
 
     query = (
@@ -110,15 +115,20 @@ def _live_meters(settings: Settings) -> None:
         "sum(unpriced_events) AS unpriced FROM usage_meters GROUP BY subject ORDER BY subject"
     )
     stop = threading.Event()
-    while not stop.wait(5.0):
-        instance = Instance.find(settings.data_dir)
-        if instance is None:
-            continue
-        try:
-            body = remote_sql(instance, query, "JSONCompact", settings.database)
-        except MeterlineError:
-            continue
-        console.print(result_table(orjson.loads(body), title="usage_meters (demo, every 5 s)"))
+    title = f"usage_meters (demo, every 5 s) - dashboard: {url}/ui"
+    # auto_refresh off: the table changes every 5 s, redrawing it 4x a second would
+    # only cost CPU the demo's gateway and processor share.
+    with Live(Text(f"waiting for the first meters... dashboard: {url}/ui"), console=console,
+              auto_refresh=False) as live:  # fmt: skip
+        while not stop.wait(5.0):
+            instance = Instance.find(settings.data_dir)
+            if instance is None:
+                continue
+            try:
+                body = remote_sql(instance, query, "JSONCompact", settings.database)
+            except MeterlineError:
+                continue
+            live.update(result_table(orjson.loads(body), title=title), refresh=True)
 
 
 def run(
