@@ -43,7 +43,7 @@ _Count = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]  # TokenCount: strict int, no
 
 
 class _TokenData(Struct, forbid_unknown_fields=True, kw_only=True):
-    """``TokenUsage``'s fields in its order; UNSET = not sent (pydantic's fields_set)."""
+    """``TokenUsage``'s fields; UNSET = not sent (pydantic's fields_set)."""
 
     feature: str | UnsetType = UNSET
     user: str | UnsetType = UNSET
@@ -78,14 +78,28 @@ class _TokenEvent(Struct, forbid_unknown_fields=True, tag_field="type", tag=Even
 _DECODER = msgspec.json.Decoder(_TokenEvent)
 _TOKENS = EventType.TOKENS.value  # the str itself: an enum's .value is a descriptor call
 _FIELDS: tuple[str, ...] = _TokenData.__struct_fields__
-if tuple(TokenUsage.model_fields) != _FIELDS:  # pragma: no cover - import-time guard
-    # A field added to TokenUsage but not here would be refused (unknown field: safe, just
-    # slow); one removed there but kept here would be accepted wrongly; another order would
-    # give __dict__ another order than model_validate's. Fail loudly on all three.
-    raise ImportError("schemas.fast_decode._TokenData no longer matches schemas.usage.TokenUsage")
-# TokenUsage's defaults in its field order, read from the model so they cannot drift.
+_MODEL_FIELDS = TokenUsage.model_fields
+# A TokenUsage field the fast path does not know is an unknown member to msgspec: an
+# event that sends it takes the reference path (correct, only slower), and one that
+# does not gets the model's default below. That holds only for optional fields with a
+# plain default; a field here that the model no longer has would be accepted wrongly.
+# Anything else fails at import, naming what to do (issue 15 adds optional fields).
+_UNCHECKED = [
+    name
+    for name, info in _MODEL_FIELDS.items()
+    if name not in _FIELDS and (info.is_required() or info.default_factory is not None)
+]
+if not set(_FIELDS) <= set(_MODEL_FIELDS) or _UNCHECKED:  # pragma: no cover - import guard
+    raise ImportError(
+        "schemas.fast_decode._TokenData no longer matches schemas.usage.TokenUsage "
+        f"(fields only here: {sorted(set(_FIELDS) - set(_MODEL_FIELDS))}, required or "
+        f"default_factory fields not here: {_UNCHECKED}): add them to _TokenData with "
+        "their rules, and run tests/schemas/test_fast_decode_differential.py"
+    )
+# TokenUsage's defaults in the model's field order (so __dict__ has model_validate's
+# order), read from the model so they cannot drift.
 _DEFAULTS: dict[str, Any] = {
-    name: TokenUsage.model_fields[name].get_default(call_default_factory=True) for name in _FIELDS
+    name: info.get_default(call_default_factory=True) for name, info in _MODEL_FIELDS.items()
 }
 _MAX_NAME = 256  # schemas.usage Name / Label / ProviderName max_length
 
