@@ -8,6 +8,7 @@ or a ``.env`` file. A bad value fails at once with a message naming the setting
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -23,6 +24,8 @@ from core.kafka_config import (
     read_properties,
     wrap_secrets,
 )
+
+_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # METERLINE_TENANT's and API keys' rule
 
 
 class Settings(BaseSettings):
@@ -183,6 +186,14 @@ class Settings(BaseSettings):
     price_book: Path | None = Field(
         None, description="Local price book (YAML) on top of the genai-prices catalog."
     )
+    client_price_tenants: str = Field(
+        "",
+        description="Comma-separated tenants whose events may carry their own prices "
+        "(data.unit_prices, AgentMeter's per-call prices): for them price_usd is the stated "
+        "price and the row says price_source='client'. '*' = every tenant. Default: none; "
+        "other tenants' stated prices are ignored and priced from the book "
+        "(docs/pricing.md#client-prices).",
+    )
     event_mappings: Path | None = Field(
         None,
         description="YAML file of event mappings: other CloudEvent types metered as token or "
@@ -302,6 +313,18 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (e.g. `openssl rand -base64 48`)")
         return value
+
+    @field_validator("client_price_tenants")
+    @classmethod
+    def _check_client_price_tenants(cls, value: str) -> str:
+        for tenant in (t.strip() for t in value.split(",")):
+            if tenant and tenant != "*" and not _TENANT.fullmatch(tenant):
+                raise ValueError(f"{tenant[:80]!r} is not a tenant name (or '*' for every tenant)")
+        return value
+
+    @property
+    def client_price_tenant_set(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.client_price_tenants.split(",") if t.strip())
 
     @field_validator("billing_timezone")
     @classmethod

@@ -145,9 +145,15 @@ def build_price_book(settings: Settings) -> PriceBook:
     """
     from pricing import BookPriceBook, CatalogPriceBook
 
-    if settings.price_book is None:
-        return CatalogPriceBook()
-    return BookPriceBook.from_file(settings.price_book)
+    book = (
+        CatalogPriceBook()
+        if settings.price_book is None
+        else BookPriceBook.from_file(settings.price_book)
+    )
+    # Live processing and replay both build the book here: the same tenants may
+    # state their own prices in both, so a replay reproduces the live money.
+    book.allow_client_prices(settings.client_price_tenant_set)
+    return book
 
 
 def build_mappings(settings: Settings) -> EventMappings:

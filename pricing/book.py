@@ -184,6 +184,9 @@ class ImageRule(_Strict):
 class UnitRule(_Strict):
     type: Text = EventType.UNITS.value
     unit: Text
+    # Units of one name priced per model (audio seconds: whisper-1 and a mini model
+    # differ); '' = any model. A rule naming the event's model wins over one that does not.
+    model: str = Field("", max_length=256, description="The event's model; '' = any.")
     cost_usd: Money = Decimal(0)
     price_usd: Money | None = Field(None, description="List price per unit (default: cost).")
     from_: Instant | None = Field(None, alias="from")
@@ -303,5 +306,11 @@ def book_hash(book: Book) -> str:
     re-indent does not change the version written on every row, while any
     change of a number does.
     """
-    canonical = json.dumps(book.model_dump(mode="json", by_alias=True), sort_keys=True)
+    content = book.model_dump(mode="json", by_alias=True)
+    # A field added later is left out while at its default (which changes no price),
+    # so upgrading meterline does not change the version on every row of an old book.
+    for rule in content.get("units", ()):
+        if rule.get("model") == "":
+            del rule["model"]
+    canonical = json.dumps(content, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -11,6 +11,7 @@ unknown model stays cheap.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ from pricing.book import Book, BookModel, ImageRule, UnitRule, load_book
 from pricing.catalog import CATALOG_VERSION, Catalog, CatalogTimeline
 from pricing.fast import Pricer, build_pricer
 from pricing.matching import Match, Matcher
+from pricing.per_call import PerCall
 from pricing.ratecard import Card, Rule, to_genai
 from schemas.usage import ChargeUsage, EventType, ImageUsage, TokenUsage, UnitsUsage, UsageData
 
@@ -117,6 +119,11 @@ class BookPriceBook(PriceBook):
         self._images = self._index_images(self.book.images)
         self._units = self._index_units(self.book.units)
         self._rates = {"USD": Decimal(1), **self.book.currencies}
+        self.per_call = PerCall((), self._rates)
+
+    def allow_client_prices(self, tenants: Iterable[str]) -> None:
+        """Let these tenants' events carry their own prices ("*": every tenant)."""
+        self.per_call = PerCall(tenants, self._rates)
 
     @classmethod
     def from_file(cls, path: Path) -> BookPriceBook:
@@ -280,7 +287,8 @@ class BookPriceBook(PriceBook):
         for rule in rules:
             index.setdefault((rule.type, rule.unit), []).append(rule)
         for candidates in index.values():
-            candidates.sort(key=lambda r: -(r.from_ or _FAR_PAST))
+            # A rule for the event's model first, then the latest effective date first.
+            candidates.sort(key=lambda r: (not r.model, -(r.from_ or _FAR_PAST)))
         return index
 
     def _price_units(
@@ -288,7 +296,9 @@ class BookPriceBook(PriceBook):
     ) -> Priced:
         rules = self._units.get((event_type or EventType.UNITS.value, usage.unit), ())
         for rule in rules:
-            if rule.from_ is None or rule.from_ <= time_ms:
+            if (rule.from_ is None or rule.from_ <= time_ms) and (
+                not rule.model or rule.model.lower() == usage.model.lower()
+            ):
                 cost = rule.cost_usd * usage.quantity
                 base = (
                     rule.price_usd if rule.price_usd is not None else rule.cost_usd

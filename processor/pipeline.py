@@ -245,11 +245,13 @@ class Pipeline:
         item_keys: list[EventKey] = []  # items' keys, built once in step 2
         book = self._price_book
         version = book.version
+        per_call = book.per_call
         for index in new_indexes:
             item = good[index]
             env = item.envelope
             try:
                 priced = book.price(env.type, item.usage, item.time_ms, env.subject or "")
+                priced = per_call.adjust(item.tenant, item.usage, priced)  # pricing/per_call.py
             except Exception as exc:
                 dead.append(failure(item.record, "pricing_failed", exc))
                 continue

@@ -11,7 +11,15 @@ from typing import Any, cast
 
 from pricing.base import Priced
 from processor.decode import Decoded
-from schemas.usage import TOKEN_FIELDS, ChargeUsage, ImageUsage, TokenUsage, UnitsUsage
+from schemas.usage import (
+    TOKEN_FIELDS,
+    CallUsage,
+    ChargeUsage,
+    ImageUsage,
+    TokenUsage,
+    UnitsUsage,
+    UsageData,
+)
 from sinks.base import EVENT_COLUMNS
 
 ONE = Decimal(1)
@@ -24,6 +32,7 @@ SCALE = Decimal("1e-12")
 # which the column holds. A value the column cannot hold still raises.
 COLUMN_CONTEXT = Context(prec=38, rounding=ROUND_HALF_EVEN)
 _NO_TOKENS = (0,) * len(TOKEN_FIELDS)
+_NOT_MEASURED = ("", "", 0, 0)
 
 
 class EventColumns:
@@ -90,8 +99,15 @@ class EventColumns:
                 "",
             )
             estimated = 1 if usage.estimated else 0
+            call: tuple[Any, ...] = (
+                usage.status,
+                usage.error_type,
+                usage.http_status,
+                usage.latency_ms,
+            )
         else:
             head, estimated = _other_head(item), 0
+            call = _call_outcome(usage)
         value = record.value
         self._rows.append(
             (
@@ -115,8 +131,17 @@ class EventColumns:
                 now_ms,
                 dict(usage.metadata),
                 value,  # the logged bytes: a Decoded record always has a JSON value
+                priced.source,
+                *call,
             )
         )
+
+
+def _call_outcome(usage: UsageData) -> tuple[Any, ...]:
+    """status .. latency_ms: measured by a provider wrapper; charges have none."""
+    if isinstance(usage, CallUsage):
+        return (usage.status, usage.error_type, usage.http_status, usage.latency_ms)
+    return _NOT_MEASURED
 
 
 def _other_head(item: Decoded) -> tuple[Any, ...]:

@@ -31,6 +31,8 @@ from schemas.envelope import MEDIA_JSON, Envelope, _media_type, _rfc3339_ms, _ur
 from schemas.limits import CONTROL
 from schemas.providers import canonical_provider
 from schemas.usage import (
+    CALL_STATUSES,
+    MAX_LATENCY_MS,
     MAX_METADATA_KEY_CHARS,
     MAX_METADATA_KEYS,
     MAX_METADATA_VALUE_CHARS,
@@ -48,6 +50,10 @@ class _TokenData(Struct, forbid_unknown_fields=True, kw_only=True):
     feature: str | UnsetType = UNSET
     user: str | UnsetType = UNSET
     metadata: dict[str, str] | UnsetType = UNSET
+    status: str | UnsetType = UNSET
+    error_type: str | UnsetType = UNSET
+    http_status: Annotated[int, Meta(ge=0, le=599)] | UnsetType = UNSET  # strict: no bool/float
+    latency_ms: Annotated[int, Meta(ge=0, le=MAX_LATENCY_MS)] | UnsetType = UNSET
     provider: str
     model: str
     input_tokens: _Count | UnsetType = UNSET
@@ -102,6 +108,7 @@ _DEFAULTS: dict[str, Any] = {
     name: info.get_default(call_default_factory=True) for name, info in _MODEL_FIELDS.items()
 }
 _MAX_NAME = 256  # schemas.usage Name / Label / ProviderName max_length
+_MAX_ERROR_TYPE = 128  # CallUsage.error_type max_length
 
 # Sources and media types repeat (one app, one content type): checked once by the
 # reference's own functions, then a set look-up. Bounded so a client cannot grow them.
@@ -212,6 +219,7 @@ def fast_token_event(value: bytes) -> tuple[Envelope, TokenUsage] | None:
     media = event.datacontenttype
     provider, model = fields["provider"], fields["model"]
     feature, user, tier = fields["feature"], fields["user"], fields["service_tier"]
+    status, error_type = fields["status"], fields["error_type"]
     # Empty strings and lengths: the reference's NonEmpty / Name / Label rules.
     if not (id_ and source and subject and provider and model):
         return None
@@ -219,8 +227,14 @@ def fast_token_event(value: bytes) -> tuple[Envelope, TokenUsage] | None:
         return None
     if max(len(provider), len(model), len(feature), len(user), len(tier)) > _MAX_NAME:
         return None
+    # CallUsage: a known status; error_type bounded and only for a failed call.
+    if status not in CALL_STATUSES or len(error_type) > _MAX_ERROR_TYPE:
+        return None
+    if error_type and status != "error":
+        return None
     # Every string that must hold no control character, in one pass.
-    if not _no_control(id_ + source + subject + time + provider + model + feature + user + tier):
+    text = id_ + source + subject + time + provider + model + feature + user + tier + error_type
+    if not _no_control(text):
         return None
     if not _source_ok(source):
         return None

@@ -164,7 +164,92 @@ class UsageData(BaseModel):
         return metadata
 
 
-class TokenUsage(UsageData):
+MAX_LATENCY_MS = 2**32 - 1  # the UInt32 column; ~50 days, far above any provider timeout
+CALL_STATUSES = ("", "ok", "error")
+
+
+class UnitPrices(BaseModel):
+    """Prices the client states for this one event (AgentMeter's per-call prices).
+
+    Used by the processor only for tenants allowed to price their own events
+    (``METERLINE_CLIENT_PRICE_TENANTS``); the row then says ``price_source =
+    'client'``. Everyone else is priced from the book, whatever this says
+    (docs/pricing.md#client-prices). Per token or per unit, never per million:
+    AgentMeter's ``input_token_price=0.00001`` is what people already write.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    currency: Currency = Field("USD", description="ISO 4217 code the prices are in.")
+    input_token: ExactDecimal | None = Field(
+        None, ge=0, description="Per input token (cached ones included), tokens events."
+    )
+    output_token: ExactDecimal | None = Field(
+        None, ge=0, description="Per output token (reasoning included), tokens events."
+    )
+    unit: ExactDecimal | None = Field(
+        None, ge=0, description="Per unit (units events) or per image (image events)."
+    )
+
+
+def _token_prices(prices: UnitPrices | None) -> UnitPrices | None:
+    if prices is not None and (
+        prices.unit is not None or prices.input_token is None or prices.output_token is None
+    ):
+        raise ValueError(
+            "unit_prices of a tokens event needs input_token and output_token (per token; "
+            "send 0 for a side that is free) and no unit"
+        )
+    return prices
+
+
+def _unit_price(prices: UnitPrices | None) -> UnitPrices | None:
+    if prices is not None and (
+        prices.unit is None or prices.input_token is not None or prices.output_token is not None
+    ):
+        raise ValueError(
+            "unit_prices of an image or units event needs unit (per image / per unit) and "
+            "no input_token or output_token"
+        )
+    return prices
+
+
+class CallUsage(UsageData):
+    """What a provider wrapper measured about the call itself (cmdrdata's latency and errors).
+
+    A failed call is recorded too, with zero usage and ``status: "error"``, so
+    error rates and latency are queryable per model in ``usage_events``; it is
+    never charged (docs/pricing.md#failed-calls).
+    """
+
+    status: str = Field(
+        "", description="'ok', 'error', or '' when not measured (events not sent by a wrapper)."
+    )
+    error_type: Annotated[str, Field(max_length=128, pattern=NO_CONTROL_PATTERN)] = Field(
+        "", description="The provider client's exception class, e.g. 'RateLimitError'."
+    )
+    http_status: int = Field(
+        0, ge=0, le=599, strict=True, description="HTTP status of the provider's answer; 0 = none."
+    )
+    latency_ms: int = Field(
+        0, ge=0, le=MAX_LATENCY_MS, strict=True, description="Provider call time; 0 = not measured."
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, status: str) -> str:
+        if status not in CALL_STATUSES:
+            raise ValueError("must be 'ok', 'error' or '' (not measured)")
+        return status
+
+    @model_validator(mode="after")
+    def _error_needs_status(self) -> CallUsage:
+        if self.error_type and self.status != "error":
+            raise ValueError("error_type is only for status 'error'")
+        return self
+
+
+class TokenUsage(CallUsage):
     """LLM token usage for one provider response (type ``io.meterline.usage.tokens``)."""
 
     provider: ProviderName
@@ -181,6 +266,9 @@ class TokenUsage(UsageData):
         False, description="True when counted locally (tiktoken), not reported by the provider."
     )
     service_tier: Label = Field("", description="Provider service tier (batch, flex, priority).")
+    unit_prices: Annotated[UnitPrices | None, AfterValidator(_token_prices)] = Field(
+        None, description="Client-stated per-token prices (docs/pricing.md#client-prices)."
+    )
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> TokenUsage:
@@ -198,7 +286,7 @@ class TokenUsage(UsageData):
         return self
 
 
-class ImageUsage(UsageData):
+class ImageUsage(CallUsage):
     """Generated images (type ``io.meterline.usage.image``)."""
 
     provider: ProviderName
@@ -206,9 +294,12 @@ class ImageUsage(UsageData):
     images: int = Field(ge=1, le=10_000, strict=True, description="Images generated.")
     size: Label = Field("", description="e.g. '1024x1024'.")
     quality: Label = Field("", description="e.g. 'standard', 'hd', 'low', 'high'.")
+    unit_prices: Annotated[UnitPrices | None, AfterValidator(_unit_price)] = Field(
+        None, description="Client-stated price per image (docs/pricing.md#client-prices)."
+    )
 
 
-class UnitsUsage(UsageData):
+class UnitsUsage(CallUsage):
     """A quantity of a custom unit: pages, API calls, seconds... (``io.meterline.usage.units``)."""
 
     unit: Name = Field(description="What is counted: 'page', 'api_call', 'second'...")
@@ -217,6 +308,9 @@ class UnitsUsage(UsageData):
     )
     provider: OptionalProviderName = ""
     model: Label = ""
+    unit_prices: Annotated[UnitPrices | None, AfterValidator(_unit_price)] = Field(
+        None, description="Client-stated price per unit (docs/pricing.md#client-prices)."
+    )
 
 
 class ChargeUsage(UsageData):

@@ -52,6 +52,13 @@ EVENT_COLUMNS: dict[str, type] = {
     "processed_at": int,
     "metadata": dict,
     "data": bytes,
+    # Added by schemas/sql/110_call_outcome_and_price_source.sql (ALTER ... ADD COLUMN
+    # appends, and the chDB writer inserts by position: keep them last, in this order).
+    "price_source": str,
+    "status": str,
+    "error_type": str,
+    "http_status": int,
+    "latency_ms": int,
 }
 
 # usage_meters: the group key and the summed columns (in DDL order).

@@ -64,6 +64,10 @@ _MATERIALIZED = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+)\s+TO (\w+)\.(\w+)(\s.*)$", re.DOTALL
 )
 _VIEW = re.compile(r"^CREATE OR REPLACE VIEW (\w+)\.(\w+)(\s.*)$", re.DOTALL)
+# Only ADD COLUMN: it is the one ALTER whose cluster form is the same change on the
+# local tables and on the Distributed table over them (which must list the column
+# too, or SELECTs through it do not see it).
+_ADD_COLUMNS = re.compile(r"^ALTER TABLE (\w+)\.(\w+)(\s+ADD COLUMN IF NOT EXISTS\s.*)$", re.DOTALL)
 
 
 def check_cluster_name(cluster: str) -> str:
@@ -107,6 +111,17 @@ class ClusterRenderer:
             return [
                 f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name} {self.on} "
                 f"TO {self._local(f'{target_db}.{target}')}{self._reads_local(body)}"
+            ]
+        if (match := _ADD_COLUMNS.match(statement)) and all(
+            # One clause a line, each an ADD COLUMN: a DROP or MODIFY hidden in the
+            # list would otherwise get this form too.
+            line.strip().startswith("ADD COLUMN IF NOT EXISTS ")
+            for line in match.group(3).strip().splitlines()
+        ):
+            db, name, body = match.groups()
+            return [
+                f"ALTER TABLE {self._local(f'{db}.{name}')} {self.on}{body}",
+                f"ALTER TABLE {db}.{name} {self.on}{body}",
             ]
         if match := _VIEW.match(statement):
             db, name, body = match.groups()

@@ -126,8 +126,15 @@ class Recorder:
         metadata: Mapping[str, str] | None = None,
         id: str | None = None,
         time: builders.TimeLike = None,
+        unit_prices: Mapping[str, builders.PriceLike] | None = None,
     ) -> bool:
-        """LLM token usage in meterline semantics (input includes cached tokens)."""
+        """LLM token usage in meterline semantics (input includes cached tokens).
+
+        ``unit_prices={"input_token": "0.00001", "output_token": "0.00003"}`` (per
+        token; optional ``"currency"``) states this call's price, as AgentMeter's
+        ``input_token_price``/``output_token_price``; the server uses it only for
+        tenants allowed to price their own events (docs/pricing.md#client-prices).
+        """
         tokens = {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
@@ -147,6 +154,7 @@ class Recorder:
             estimated=estimated,
             id=id,
             time=time,
+            unit_prices=unit_prices,
         )
 
     def track_image(
@@ -163,8 +171,10 @@ class Recorder:
         metadata: Mapping[str, str] | None = None,
         id: str | None = None,
         time: builders.TimeLike = None,
+        price: builders.PriceLike | None = None,
+        currency: str = "USD",
     ) -> bool:
-        """Generated images (count, size, quality)."""
+        """Generated images (count, size, quality); ``price``: this call's price per image."""
         return self._track(
             builders.image_event,
             _scope(customer, feature, user, metadata),
@@ -175,6 +185,7 @@ class Recorder:
             quality=quality,
             id=id,
             time=time,
+            unit_prices=_per_unit(price, currency),
         )
 
     def track_units(
@@ -190,8 +201,14 @@ class Recorder:
         metadata: Mapping[str, str] | None = None,
         id: str | None = None,
         time: builders.TimeLike = None,
+        price: builders.PriceLike | None = None,
+        currency: str = "USD",
     ) -> bool:
-        """A quantity of a custom unit: pages, seconds, API calls..."""
+        """A quantity of a custom unit: pages, seconds, API calls...
+
+        ``price``: this call's price per unit (AgentMeter's ``unit_price``), used
+        only where the tenant may price its own events (docs/pricing.md#client-prices).
+        """
         return self._track(
             builders.units_event,
             _scope(customer, feature, user, metadata),
@@ -201,6 +218,7 @@ class Recorder:
             model=model,
             id=id,
             time=time,
+            unit_prices=_per_unit(price, currency),
         )
 
     def track_request(
@@ -212,10 +230,16 @@ class Recorder:
         metadata: Mapping[str, str] | None = None,
         id: str | None = None,
         time: builders.TimeLike = None,
+        price: builders.PriceLike | None = None,
+        currency: str = "USD",
     ) -> bool:
-        """One API call (units event: unit ``api_call``, quantity 1)."""
+        """One API call (units event: unit ``api_call``, quantity 1); ``price`` per call."""
         return self._track(
-            builders.api_request_event, _scope(customer, feature, user, metadata), id=id, time=time
+            builders.api_request_event,
+            _scope(customer, feature, user, metadata),
+            id=id,
+            time=time,
+            unit_prices=_per_unit(price, currency),
         )
 
     def track_charge(
@@ -247,3 +271,7 @@ def _scope(
     customer: str | None, feature: str | None, user: str | None, metadata: Mapping[str, str] | None
 ) -> dict[str, Any]:
     return {"customer": customer, "feature": feature, "user": user, "metadata": metadata}
+
+
+def _per_unit(price: builders.PriceLike | None, currency: str) -> dict[str, Any] | None:
+    return None if price is None else {"unit": price, "currency": currency}

@@ -69,6 +69,41 @@ def exact(value: Decimal | str | int | float, name: str) -> str:
     return format(number, "f")
 
 
+PRICE_KEYS = ("input_token", "output_token", "unit")
+OUTCOME_KEYS = ("status", "error_type", "http_status", "latency_ms")
+PriceLike = Decimal | str | int | float
+
+
+def unit_prices(prices: Mapping[str, Any]) -> dict[str, str]:
+    """Client-stated prices (``data.unit_prices``) as exact decimal text.
+
+    Keys: ``input_token`` / ``output_token`` (per token, tokens events), ``unit``
+    (per unit or per image) and ``currency`` (ISO 4217, default USD). Used only
+    where the server lets the tenant price its own events (docs/pricing.md#client-prices).
+    """
+    out: dict[str, str] = {}
+    for key, value in prices.items():
+        if key == "currency":
+            out["currency"] = str(value)
+        elif key in PRICE_KEYS:
+            out[key] = exact(value, f"unit_prices[{key!r}]")
+        else:
+            raise ValueError(f"unknown unit_prices key {key!r}; use {list(PRICE_KEYS)} or currency")
+    return out
+
+
+def _priced(
+    data: dict[str, Any], prices: Mapping[str, Any] | None, outcome: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    if prices:
+        data["unit_prices"] = unit_prices(prices)
+    for key in OUTCOME_KEYS:  # what a provider wrapper measured (status, latency...)
+        value = (outcome or {}).get(key)
+        if value:
+            data[key] = value
+    return data
+
+
 def _common(
     data: dict[str, Any], feature: str, user: str, metadata: Mapping[str, str] | None
 ) -> dict[str, Any]:
@@ -152,8 +187,15 @@ def token_event(
     time: TimeLike = None,
     estimated: bool = False,
     service_tier: str = "",
+    unit_prices: Mapping[str, Any] | None = None,
+    outcome: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """LLM token usage; ``tokens`` holds any of ``normalize.TOKEN_FIELDS``."""
+    """LLM token usage; ``tokens`` holds any of ``normalize.TOKEN_FIELDS``.
+
+    ``unit_prices``: ``{"input_token": ..., "output_token": ..., "currency": ...}``;
+    ``outcome``: the provider call's ``status``, ``error_type``, ``http_status``,
+    ``latency_ms`` (the wrappers fill it).
+    """
     counts = dict(tokens or {})
     unknown = set(counts) - set(TOKEN_FIELDS)
     if unknown:
@@ -167,6 +209,7 @@ def token_event(
         data["estimated"] = True
     if service_tier:
         data["service_tier"] = service_tier
+    _priced(data, unit_prices, outcome)
     return envelope(
         EventType.TOKENS.value,
         _common(data, feature, user, metadata),
@@ -191,12 +234,16 @@ def image_event(
     metadata: Mapping[str, str] | None = None,
     id: str | None = None,
     time: TimeLike = None,
+    unit_prices: Mapping[str, Any] | None = None,
+    outcome: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Generated images; ``unit_prices={"unit": <per image>}`` states the customer's price."""
     data: dict[str, Any] = {"provider": provider, "model": model, "images": images}
     if size:
         data["size"] = size
     if quality:
         data["quality"] = quality
+    _priced(data, unit_prices, outcome)
     return envelope(
         EventType.IMAGE.value,
         _common(data, feature, user, metadata),
@@ -220,6 +267,8 @@ def units_event(
     metadata: Mapping[str, str] | None = None,
     id: str | None = None,
     time: TimeLike = None,
+    unit_prices: Mapping[str, Any] | None = None,
+    outcome: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Custom units (pages, seconds...). Quantities go out as exact decimal text."""
     data: dict[str, Any] = {"unit": unit, "quantity": exact(quantity, "quantity")}
@@ -227,6 +276,7 @@ def units_event(
         data["provider"] = provider
     if model:
         data["model"] = model
+    _priced(data, unit_prices, outcome)
     return envelope(
         EventType.UNITS.value,
         _common(data, feature, user, metadata),
@@ -246,6 +296,7 @@ def api_request_event(
     metadata: Mapping[str, str] | None = None,
     id: str | None = None,
     time: TimeLike = None,
+    unit_prices: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One API call = a units event with unit ``api_call`` and quantity 1."""
     return units_event(
@@ -258,6 +309,7 @@ def api_request_event(
         metadata=metadata,
         id=id,
         time=time,
+        unit_prices=unit_prices,
     )
 
 

@@ -1,4 +1,5 @@
-"""Drop-in client classes for code written against cmdrdata's SDKs.
+"""Drop-in client classes for code written against cmdrdata's SDKs (OpenAI, Anthropic,
+and Gemini through google-genai's ``Client``).
 
 cmdrdata users construct ``TrackedOpenAI(...)`` and pass ``customer_id=``,
 ``custom_metadata=`` and ``track_usage=False`` on each call. On a ``wrap()``ed
@@ -91,6 +92,8 @@ class TrackedOpenAI(openai.OpenAI):
         wrap_openai(self, meter)
         _accept_seed_keywords(self.chat.completions, "create")
         _accept_seed_keywords(self.responses, "create")
+        _accept_seed_keywords(self.images, "generate")
+        _accept_seed_keywords(self.audio.transcriptions, "create")
 
     def copy(self, *args: Any, **kwargs: Any) -> TrackedOpenAI:
         extra = _extra(kwargs, self._meterline_meter)
@@ -109,6 +112,8 @@ class AsyncTrackedOpenAI(openai.AsyncOpenAI):
         wrap_openai(self, meter)
         _accept_seed_keywords(self.chat.completions, "create")
         _accept_seed_keywords(self.responses, "create")
+        _accept_seed_keywords(self.images, "generate")
+        _accept_seed_keywords(self.audio.transcriptions, "create")
 
     def copy(self, *args: Any, **kwargs: Any) -> AsyncTrackedOpenAI:
         extra = _extra(kwargs, self._meterline_meter)
@@ -150,3 +155,13 @@ class AsyncTrackedAnthropic(anthropic.AsyncAnthropic):
         return copied
 
     with_options = copy
+
+
+def __getattr__(name: str) -> Any:
+    # ``TrackedGemini`` is built on first use: importing this module for the
+    # OpenAI or Anthropic drop-ins must not need google-genai installed.
+    if name == "TrackedGemini":
+        from meterline.sdk._compat_gemini import TrackedGemini
+
+        return TrackedGemini
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

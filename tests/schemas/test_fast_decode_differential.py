@@ -194,13 +194,30 @@ DATA_KEYS = {
     "estimated": ESTIMATED,
     "service_tier": LABEL,
     "inputTokens": COUNT,  # a typo the schema must refuse
+    # CallUsage (issue 15): what the wrappers measured about the call.
+    "status": st.sampled_from(["", "ok", "error", "OK", "failed", None, 1]),
+    "error_type": st.one_of(
+        st.sampled_from(["", "RateLimitError", "e" * 128, "e" * 129, "Bad\x00", None]),
+        st.text(max_size=6),
+    ),
+    "http_status": st.sampled_from([0, 200, 429, 599, 600, -1, True, 200.0, "200", None]),
+    "latency_ms": st.sampled_from([0, 1, 1234, 2**32 - 1, 2**32, -1, 1.5, False, None]),
+    "unit_prices": st.sampled_from(
+        [
+            None,
+            {"input_token": "0.00001", "output_token": "0.00003"},
+            {"input_token": "0.00001"},
+            {"unit": "1"},
+            {"input_token": 1e-5, "output_token": 0, "currency": "EUR"},
+        ]
+    ),
 }
 
 
 @st.composite
 def token_events(draw: st.DrawFn) -> dict[str, Any]:
     data: dict[str, Any] = {"provider": draw(PROVIDER), "model": draw(MODEL)}
-    for key in draw(st.lists(st.sampled_from(sorted(DATA_KEYS)), max_size=8, unique=True)):
+    for key in draw(st.lists(st.sampled_from(sorted(DATA_KEYS)), max_size=10, unique=True)):
         data[key] = draw(DATA_KEYS[key])
     if draw(st.booleans()):
         data.pop(draw(st.sampled_from(["provider", "model"])))
@@ -421,3 +438,56 @@ def test_a_time_in_a_minute_already_seen_decodes_alike_on_both_paths(second: str
         assert_same(_token_value(f"{minute}30.000Z"))
         assert_same(_token_value(f"{minute}{second}Z"))
         assert_same_decode(_token_value(f"{minute}{second}Z"))
+
+
+ENVELOPE_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "specversion": st.sampled_from(["1.0", "0.3", 1.0, None]),
+    "id": TEXT,
+    "source": SOURCE,
+    "subject": TEXT,
+    "time": TIME,
+    "datacontenttype": MEDIA,
+}
+BASE_DATA = {
+    "provider": "openai",
+    "model": "gpt-4o",
+    "input_tokens": 100,
+    "output_tokens": 50,
+    "status": "error",
+    "error_type": "RateLimitError",
+}
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.data())
+def test_one_field_of_a_valid_token_event_changed_decodes_alike_on_both_paths(
+    data: st.DataObject,
+) -> None:
+    # Everything else valid, so whether the event is accepted turns on this one field:
+    # a rule of the fast path that is looser or stricter than the reference shows here.
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "/s",
+        "type": TOKENS,
+        "subject": "cust-1",
+        "time": "2026-11-26T16:49:28.592Z",
+        "data": dict(BASE_DATA),
+    }
+    fields = {**{f"data.{k}": v for k, v in DATA_KEYS.items()}, **ENVELOPE_VALUES}
+    fields["data.provider"], fields["data.model"] = PROVIDER, MODEL
+    name = data.draw(st.sampled_from(sorted(fields)))
+    value = data.draw(fields[name])
+    target = event["data"] if name.startswith("data.") else event
+    key = name.removeprefix("data.")
+    if key in ("status", "error_type") and data.draw(st.booleans()):
+        target.pop("error_type")  # the status alone, or error_type beside "error"
+    target[key] = value
+    if data.draw(st.booleans()):
+        target.pop(key)  # absent, not null
+    try:
+        encoded = orjson.dumps(event)
+    except orjson.JSONEncodeError:  # an integer past 64 bits: json writes it
+        encoded = json.dumps(event).encode()
+    assert_same(encoded)
+    assert_same_decode(encoded)

@@ -43,7 +43,7 @@ def cluster_statements() -> list[str]:
 
 def test_every_cluster_statement_is_valid_clickhouse_sql(session: ChdbEngine) -> None:
     for statement in cluster_statements():
-        assert parsed(session, statement).startswith("CREATE"), statement
+        assert parsed(session, statement).startswith(("CREATE", "ALTER TABLE")), statement
 
 
 def test_every_single_node_statement_is_valid_clickhouse_sql(session: ChdbEngine) -> None:
@@ -51,7 +51,7 @@ def test_every_single_node_statement_is_valid_clickhouse_sql(session: ChdbEngine
         s for m in plan("meterline") for s in m.statements
     ]
     for statement in statements:
-        assert parsed(session, statement).startswith("CREATE"), statement
+        assert parsed(session, statement).startswith(("CREATE", "ALTER TABLE")), statement
 
 
 def test_every_statement_runs_on_the_cluster(session: ChdbEngine) -> None:
@@ -130,7 +130,33 @@ def test_a_statement_without_a_cluster_form_is_refused() -> None:
     with pytest.raises(
         ConfigError, match="no cluster form for the statement starting 'ALTER TABLE"
     ):
-        on_cluster(["ALTER TABLE meterline.usage_events ADD COLUMN x UInt8"], "prod")
+        on_cluster(["ALTER TABLE meterline.usage_events DROP COLUMN x"], "prod")
+
+
+def test_an_alter_mixing_add_column_with_another_change_is_refused() -> None:
+    statement = (
+        "ALTER TABLE meterline.usage_events\n"
+        "    ADD COLUMN IF NOT EXISTS x UInt8,\n"
+        "    DROP COLUMN y"
+    )
+    with pytest.raises(ConfigError, match="no cluster form"):
+        on_cluster([statement], "prod")
+
+
+def test_added_columns_reach_the_local_tables_and_the_distributed_table_over_them() -> None:
+    statements = [s for s in cluster_statements() if s.startswith("ALTER TABLE")]
+    targets = [s.split()[2] for s in statements]
+    # Local first: the Distributed table must not list a column no shard has yet.
+    assert targets == [
+        "meterline.usage_events_local",
+        "meterline.usage_events",
+        "meterline.billing_run_events_local",
+        "meterline.billing_run_events",
+    ]
+    assert all(
+        f" ON CLUSTER '{CLUSTER}'\n" in s and "ADD COLUMN IF NOT EXISTS latency_ms" in s
+        for s in statements
+    )
 
 
 def test_a_table_without_a_sharding_key_is_refused() -> None:

@@ -19,7 +19,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from meterline.sdk._default import default_meter
@@ -43,6 +43,55 @@ class Call:
     scope: Scope
     started: float  # unix seconds, the event time when the provider gives none
     request: Mapping[str, Any]  # the caller's keyword arguments (for estimates)
+    # status / error_type / http_status / latency_ms, filled when the provider call
+    # returns or raises (``timed``); the event builders copy it into ``data``.
+    outcome: dict[str, Any] = field(default_factory=dict)
+    clock: float = field(default_factory=time.perf_counter)  # latency's start
+
+
+def timed(call: Call | None, exc: BaseException | None = None) -> None:
+    """Record the provider call's latency and outcome on ``call`` (cheap: app thread).
+
+    Latency runs from just before the provider call to its return: for a stream,
+    until the provider answered with the stream's headers, not its last chunk
+    (docs/sdk.md#latency-and-errors). ``http_status`` is known only for an error
+    answer (the clients' ``APIStatusError.status_code``; 0 for a connection error).
+    """
+    if call is None:
+        return
+    call.outcome["latency_ms"] = max(0, round((time.perf_counter() - call.clock) * 1000))
+    if exc is None:
+        call.outcome["status"] = "ok"
+        return
+    call.outcome["status"] = "error"
+    call.outcome["error_type"] = type(exc).__name__[:128]
+    status = getattr(exc, "status_code", None) or getattr(exc, "code", None)
+    if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+        call.outcome["http_status"] = status
+
+
+def failed_call(
+    call: Call | None,
+    exc: BaseException,
+    what: str,
+    make: Callable[[Call, Scope], dict[str, Any] | None],
+) -> None:
+    """A provider call raised: count it, and record it as an event with zero usage.
+
+    Only ``Exception``s: a cancellation or ``KeyboardInterrupt`` is the app
+    stopping, not the provider failing. The event is never charged
+    (docs/pricing.md#failed-calls); it makes error rates and latency per model
+    queryable next to the usage (``status = 'error'`` in usage_events).
+    """
+    provider_error(call)
+    if call is None or not isinstance(exc, Exception):
+        return
+
+    def record() -> None:
+        timed(call, exc)
+        call.meter.submit_built(call.scope, lambda scope: make(call, scope))
+
+    guard(call, what, record)  # never in the way of the provider's exception
 
 
 def begin(meter: Recorder | None, kwargs: dict[str, Any]) -> Call | None:

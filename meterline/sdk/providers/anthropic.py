@@ -25,11 +25,13 @@ from meterline.sdk.providers._common import (
     StreamWatcher,
     attach,
     begin,
+    failed_call,
     guard,
     is_wrapped,
     mark,
     meter_copies,
     provider_error,
+    timed,
 )
 from meterline.sdk.tokens import count_tokens
 
@@ -54,7 +56,7 @@ def _event(
         source=call.meter.source,
         customer=scope.customer,
         provider=PROVIDER,
-        model=model or str(call.request.get("model", "")),
+        model=model or str(call.request.get("model") or "unknown"),
         tokens=tokens,
         feature=scope.feature,
         user=scope.user,
@@ -63,7 +65,13 @@ def _event(
         time=call.started,
         estimated=estimated,
         service_tier=service_tier if isinstance(service_tier, str) else "",
+        outcome=call.outcome,
     )
+
+
+def failed_event(call: Call, scope: Scope) -> dict[str, Any]:
+    """A refused or unanswered call: zero usage, its status (docs/sdk.md#latency-and-errors)."""
+    return _event(call, scope, model="", tokens={}, id=None, estimated=False)
 
 
 def message_event(call: Call, message: Any) -> Callable[[Scope], dict[str, Any]]:
@@ -145,9 +153,10 @@ def _patch_create(messages: Any, meter: Recorder | None, is_async: bool) -> None
             call = guard(None, "an Anthropic call", lambda: begin(meter, kwargs))
             try:
                 result = await original(*args, **kwargs)
-            except BaseException:
-                provider_error(call)
+            except BaseException as exc:
+                failed_call(call, exc, "a failed Anthropic call", failed_event)
                 raise
+            timed(call)
             return after(call, result, kwargs.get("stream") is True)
 
         messages.create = mark(create_async, original)
@@ -157,9 +166,10 @@ def _patch_create(messages: Any, meter: Recorder | None, is_async: bool) -> None
             call = guard(None, "an Anthropic call", lambda: begin(meter, kwargs))
             try:
                 result = original(*args, **kwargs)
-            except BaseException:
-                provider_error(call)
+            except BaseException as exc:
+                failed_call(call, exc, "a failed Anthropic call", failed_event)
                 raise
+            timed(call)
             return after(call, result, kwargs.get("stream") is True)
 
         messages.create = mark(create, original)

@@ -22,11 +22,13 @@ from meterline.sdk.providers._common import (
     Call,
     StreamWatcher,
     begin,
+    failed_call,
     guard,
     is_wrapped,
     mark,
     prompt_text,
     provider_error,
+    timed,
 )
 from meterline.sdk.tokens import count_tokens
 
@@ -37,7 +39,7 @@ def _model(call: Call, response: Any) -> str:
     reported = field(response, "model_version")
     if isinstance(reported, str) and reported:
         return reported
-    return str(call.request.get("model", "")).removeprefix("models/")
+    return str(call.request.get("model") or "unknown").removeprefix("models/")
 
 
 def _text(response: Any) -> str:
@@ -68,7 +70,13 @@ def _event(
         id=field(response, "response_id"),
         time=created if created is not None else call.started,
         estimated=estimated,
+        outcome=call.outcome,
     )
+
+
+def failed_event(call: Call, scope: Scope) -> dict[str, Any]:
+    """A refused or unanswered call: zero usage, its status (docs/sdk.md#latency-and-errors)."""
+    return _event(call, scope, None, {}, False)
 
 
 def _estimate(call: Call, text: str) -> dict[str, int]:
@@ -142,9 +150,10 @@ def _patch(models: Any, meter: Recorder | None, is_async: bool) -> None:
             call = guard(None, "a Gemini call", lambda: begin(meter, kwargs))
             try:
                 response = await content(*args, **kwargs)
-            except BaseException:
-                provider_error(call)
+            except BaseException as exc:
+                failed_call(call, exc, "a failed Gemini call", failed_event)
                 raise
+            timed(call)
             return record(call, response)
 
         async def stream_async(*args: Any, **kwargs: Any) -> Any:
@@ -164,9 +173,10 @@ def _patch(models: Any, meter: Recorder | None, is_async: bool) -> None:
         call = guard(None, "a Gemini call", lambda: begin(meter, kwargs))
         try:
             response = content(*args, **kwargs)
-        except BaseException:
-            provider_error(call)
+        except BaseException as exc:
+            failed_call(call, exc, "a failed Gemini call", failed_event)
             raise
+        timed(call)
         return record(call, response)
 
     def stream_sync(*args: Any, **kwargs: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Patched on the client instance (same object, same types, same exceptions):
 ``chat.completions.create`` and ``responses.create``, sync and async,
-streaming included. ``with_options()`` / ``copy()`` return a client metered by
+streaming included; ``images.generate`` and ``audio.transcriptions.create``
+(openai_media.py). ``with_options()`` / ``copy()`` return a client metered by
 the same meter; ``with_raw_response`` is not metered.
 
 Streaming chat: unless the caller set ``stream_options.include_usage``
@@ -26,13 +27,14 @@ from meterline.sdk.providers._common import (
     StreamWatcher,
     attach,
     begin,
+    failed_call,
     guard,
     is_wrapped,
     mark,
     meter_copies,
     prompt_text,
-    provider_error,
     text_of,
+    timed,
 )
 from meterline.sdk.tokens import count_tokens
 
@@ -72,7 +74,19 @@ def _token_event(
         time=created if isinstance(created, int | float) and created > 0 else call.started,
         estimated=estimated,
         service_tier=service_tier if isinstance(service_tier, str) else "",
+        outcome=call.outcome,
     )
+
+
+def failed_event(call: Call, scope: Scope) -> dict[str, Any]:
+    """A call the provider refused or that never got an answer: zero usage, its status."""
+    return _token_event(call, scope, model=requested_model(call), tokens={}, id=None, created=None)
+
+
+def requested_model(call: Call) -> str:
+    # "unknown" rather than an empty model, which the gateway refuses: the
+    # failure must still be recorded when the request named no model.
+    return str(call.request.get("model") or "unknown")
 
 
 # --- chat completions -----------------------------------------------------------------------
@@ -240,11 +254,12 @@ class ResponsesStream(StreamWatcher):
 def _patch(
     resource: Any,
     meter: Recorder | None,
-    on_result: Callable[[Call, Any], Callable[[Scope], dict[str, Any]]],
+    on_result: Callable[[Call, Any], Callable[[Scope], dict[str, Any] | None]],
     make_stream: Callable[[Call, dict[str, Any]], StreamWatcher],
     is_async: bool,
+    method: str = "create",
 ) -> None:
-    original = resource.create
+    original = getattr(resource, method)
     if is_wrapped(original):
         return
 
@@ -274,24 +289,26 @@ def _patch(
             call, watcher = prepare(kwargs)
             try:
                 result = await original(*args, **kwargs)
-            except BaseException:
-                provider_error(call)
+            except BaseException as exc:
+                failed_call(call, exc, "a failed OpenAI call", failed_event)
                 raise
+            timed(call)
             return after(call, result, watcher)
 
-        resource.create = mark(create_async, original)
+        setattr(resource, method, mark(create_async, original))
     else:
 
         def create(*args: Any, **kwargs: Any) -> Any:
             call, watcher = prepare(kwargs)
             try:
                 result = original(*args, **kwargs)
-            except BaseException:
-                provider_error(call)
+            except BaseException as exc:
+                failed_call(call, exc, "a failed OpenAI call", failed_event)
                 raise
+            timed(call)
             return after(call, result, watcher)
 
-        resource.create = mark(create, original)
+        setattr(resource, method, mark(create, original))
 
 
 def _chat_stream(call: Call, kwargs: dict[str, Any]) -> StreamWatcher:
@@ -309,5 +326,22 @@ def wrap_openai(client: Any, meter: Recorder | None = None) -> Any:
     is_async = isinstance(client, openai.AsyncOpenAI)
     _patch(client.chat.completions, meter, chat_event, _chat_stream, is_async)
     _patch(client.responses, meter, responses_event, _responses_stream, is_async)
+    from meterline.sdk.providers import openai_media  # imports this module: not at the top
+
+    _patch(
+        client.images,
+        meter,
+        openai_media.image_event,
+        openai_media.image_stream,
+        is_async,
+        "generate",
+    )
+    _patch(
+        client.audio.transcriptions,
+        meter,
+        openai_media.transcription_event,
+        openai_media.transcription_stream,
+        is_async,
+    )
     meter_copies(client, lambda copied: wrap_openai(copied, meter))
     return client

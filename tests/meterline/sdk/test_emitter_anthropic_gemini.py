@@ -163,15 +163,27 @@ def test_anthropic_cut_stream_async_and_errors(
         return "".join(parts)
 
     text = asyncio.run(main())
-    got = settle(emitter_stack, meter, subject, 1)
-    recent(got[0])
-    assert got[0]["data"] == {
+    got = {e["data"]["model"]: e for e in settle(emitter_stack, meter, subject, 2)}
+    recent(got["claude-haiku-4-5-20251001"])
+    assert got["claude-haiku-4-5-20251001"]["data"] == {
         "provider": "anthropic",
         "model": "claude-haiku-4-5-20251001",
         "input_tokens": 25 + 2048,
         "cache_read_tokens": 2048,
         "output_tokens": count_tokens("claude", text),
         "estimated": True,
+    }
+    # The refused call: recorded with zero usage and its error (never charged).
+    failed = got["x"]["data"]
+    assert isinstance(failed.pop("latency_ms"), int)
+    assert failed == {
+        "provider": "anthropic",
+        "model": "x",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "status": "error",
+        "error_type": "BadRequestError",
+        "http_status": 400,
     }
     assert meter.stats().provider_errors == 1
 
@@ -261,12 +273,23 @@ def test_gemini_generate_and_stream_sync_and_async(
     ]
 
 
-def test_gemini_error_is_raised_unchanged_and_not_metered(
-    fake_provider: FakeServer, meter: Meter
+def test_gemini_error_is_raised_unchanged_and_recorded_as_a_failed_call(
+    fake_provider: FakeServer, emitter_stack: MeterlineProcess, meter: Meter
 ) -> None:
+    subject = f"g-err-{uuid.uuid4().hex[:8]}"
     fake_provider.expect(":generateContent", gemini_error(400, "API key not valid"))
     client = gemini_client(fake_provider, meter)
-    with customer("g-err"), pytest.raises(genai_errors.ClientError, match="API key not valid"):
+    with customer(subject), pytest.raises(genai_errors.ClientError, match="API key not valid"):
         client.models.generate_content(model="gemini-2.5-flash", contents="Hi")
-    assert meter.flush(timeout=10)
-    assert (meter.stats().provider_errors, meter.stats().enqueued) == (1, 0)
+    (event,) = settle(emitter_stack, meter, subject, 1)
+    assert isinstance(event["data"].pop("latency_ms"), int)
+    assert event["data"] == {
+        "provider": "google",
+        "model": "gemini-2.5-flash",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "status": "error",
+        "error_type": "ClientError",
+        "http_status": 400,
+    }
+    assert meter.stats().provider_errors == 1

@@ -249,16 +249,26 @@ def test_async_client_and_async_stream(
     ]
 
 
-def test_provider_errors_propagate_unchanged_and_are_not_metered(
-    fake_provider: FakeServer, meter: Meter
+def test_provider_errors_propagate_unchanged_and_are_recorded_with_zero_usage(
+    fake_provider: FakeServer, emitter_stack: MeterlineProcess, meter: Meter
 ) -> None:
+    subject = f"err-{uuid.uuid4().hex[:8]}"
     fake_provider.expect("/chat/completions", openai_error(400, "bad model"))
     client = client_for(fake_provider, meter)
-    with customer("err-customer"), pytest.raises(openai.BadRequestError, match="bad model"):
+    with customer(subject), pytest.raises(openai.BadRequestError, match="bad model"):
         client.chat.completions.create(model="nope", messages=MESSAGES)
-    assert meter.flush(timeout=10)
-    stats = meter.stats()
-    assert (stats.provider_errors, stats.enqueued) == (1, 0)
+    (event,) = settle(emitter_stack, meter, subject, 1)
+    assert isinstance(event["data"].pop("latency_ms"), int)
+    assert event["data"] == {
+        "provider": "openai",
+        "model": "nope",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "status": "error",
+        "error_type": "BadRequestError",
+        "http_status": 400,
+    }
+    assert meter.stats().provider_errors == 1
 
 
 def test_opt_out_and_missing_customer_call_the_provider_unmetered(

@@ -49,7 +49,11 @@ class FakeServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
+                # JSON, or the raw bytes of any other body (multipart uploads: audio).
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
                 server.requests.append(
                     Request(
                         "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
