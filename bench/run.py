@@ -136,7 +136,22 @@ def run(options: Options, say: Callable[[str], None] = print) -> Report:
     _processor(report, options, bootstrap, events, now_ms, run_id, work, say)
     _gateway(report, options, bootstrap, now_ms, run_id, work, say)
     _end_to_end(report, options, bootstrap, run_id, work, say)
+    _read_side(report, options, bootstrap, run_id, work, say)
     return report
+
+
+def _read_side(
+    report: Report,
+    options: Options,
+    bootstrap: str,
+    run_id: str,
+    work: Path,
+    say: Callable[[str], None],
+) -> None:
+    """Usage query, entitlement check and alert delay rows (bench/read_side.py)."""
+    from bench.read_side import read_side
+
+    read_side(report, options, bootstrap, run_id, work, say)
 
 
 def _micro(report: Report, options: Options, say: Callable[[str], None]) -> None:

@@ -3,8 +3,12 @@
 The table holds one row per (tenant, subject, 15-minute UTC bucket, feature,
 model), summed by materialized views from the processor's INSERT into
 ``usage_events`` (schemas/sql/070_budgets.sql). Reading one subject's current
-month is a primary-key range of at most (days x features x models) rows, not a
-scan of the meters.
+month is a primary-key range, summed in the engine to one row per local day of
+the billing timezone (x features x models), not a scan of the meters. Summed
+per 15-minute bucket instead, a month of the whole tenant's rows (read with
+every subject's) was ~2,900 x features x models Python objects per load: even
+at the bench's quick size each load took 130-440 ms under the one lock and checks
+queued (docs/benchmarks.md, read side).
 
 Correctness bound: a total here includes every event of every batch the
 processor has committed, and nothing else (the views are filled by the same
@@ -36,6 +40,7 @@ class Period:
     first: date  # local day the period starts
     start: datetime  # UTC: local midnight of ``first``
     resets_at: datetime  # UTC: local midnight after the period's last day
+    after: date  # the local day after the period's last day (that of ``resets_at``)
 
 
 def period_of(kind: str, now: datetime, zone: ZoneInfo) -> Period:
@@ -47,13 +52,13 @@ def period_of(kind: str, now: datetime, zone: ZoneInfo) -> Period:
         after = (first + timedelta(days=32)).replace(day=1)
     start = datetime(first.year, first.month, first.day, tzinfo=zone)
     end = datetime(after.year, after.month, after.day, tzinfo=zone)
-    return Period(first, start.astimezone(UTC), end.astimezone(UTC))
+    return Period(first, start.astimezone(UTC), end.astimezone(UTC), after)
 
 
 @dataclass(frozen=True, slots=True)
 class _Row:
     scope: int
-    bucket: datetime
+    day: date  # local day of the billing timezone: a bucket never straddles two
     feature: str
     model: str
     cost_usd: Decimal
@@ -74,7 +79,7 @@ class SubjectTotals:
         for row in self.rows:
             if (
                 row.scope == scope
-                and period.start <= row.bucket < period.resets_at
+                and period.first <= row.day < period.after
                 and (not budget.feature or row.feature == budget.feature)
                 and (not budget.model or row.model == budget.model)
             ):
@@ -111,20 +116,23 @@ class RunningTotals:
             entry = self.cached(tenant, subject, month)
             if entry is not None:
                 return entry
+            # Every offset is a multiple of 15 minutes, so each bucket lies inside
+            # one local day: summing per local day is exact for day and month periods.
             rows = self.sink.query_rows(
-                "SELECT scope, bucket, feature, model, sum(cost_usd) AS cost_usd, "
+                f"SELECT scope, toString(toDate(bucket, {quote(self.zone.key)})) AS day, "
+                "feature, model, sum(cost_usd) AS cost_usd, "
                 f"sum(price_usd) AS price_usd FROM {self.table} "
                 f"WHERE tenant = {quote(tenant)} "
                 f"AND ((scope = 0 AND subject = {quote(subject)}) OR (scope = 1 AND subject = '')) "
                 f"AND bucket >= toDateTime({int(month.start.timestamp())}, 'UTC') "
                 f"AND bucket < toDateTime({int(month.resets_at.timestamp())}, 'UTC') "
-                "GROUP BY scope, bucket, feature, model"
+                "GROUP BY scope, day, feature, model"
             )
             entry = SubjectTotals(
                 tuple(
                     _Row(
                         int(r["scope"]),
-                        datetime.fromisoformat(r["bucket"]).replace(tzinfo=UTC),
+                        date.fromisoformat(r["day"]),
                         r["feature"],
                         r["model"],
                         r["cost_usd"],

@@ -4,7 +4,8 @@ Real traffic crosses a budget's thresholds; the receiver (a small HTTP server in
 the test) verifies every request with ``standardwebhooks`` and records it. The
 proof is a count of signed deliveries per webhook-id: exactly one per threshold,
 also when the process is SIGKILLed after the crossing batch's INSERT and before
-its commit (tests/support/chaos.py), and when the same events are sent again.
+its commit (tests/support/chaos.py), when the same events are sent again, and
+after an operator's ``meterline replay`` of the range with a much dearer price book.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import random
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,7 @@ from standardwebhooks import Webhook
 from bench.data import expected_token_cost
 from ingest.auth import hash_key
 from tests.conftest import MeterlineFactory
+from tests.support.cli import meterline_cli
 from tests.support.events import token_event
 from tests.support.stack import MeterlineProcess
 
@@ -225,3 +228,87 @@ def test_a_failed_delivery_is_retried_then_failed_then_replayed_with_the_same_id
     assert receiver.ids() == [alert]
     assert [a["webhook"] for a in _alerts(stack)] == ["delivered"]
     assert orjson.loads(orjson.dumps(receiver.received[0][1]))["data"]["threshold"] == 100
+
+
+# gpt-4o at 100x its catalog price: a re-billed range costs far more than the live one.
+DEAR_BOOK = """\
+format: 1
+name: dear
+models:
+  - provider: openai
+    model: gpt-4o
+    prices:
+      - input_mtok: "250"
+        output_mtok: "1000"
+"""
+
+
+def test_a_replay_command_sends_no_second_webhook_for_an_alerted_threshold(
+    meterline_factory: MeterlineFactory, tmp_path: Path, env: dict[str, str], receiver: Receiver
+) -> None:
+    data = tmp_path / "data"
+    began = datetime.now(UTC) - timedelta(seconds=1)
+    stack = meterline_factory(data, **env)
+    events = _events(60, seed=11, subject="gamma")
+    spent = _cost(events)
+    amount = spent / Decimal("1.5")  # 50 and 100 crossed by this traffic; 1000 never
+    budget = _budget(stack, "gamma", amount, [50, 100, 1000])
+    _post(stack, events)
+    stack.wait_caught_up(120)
+    stack.wait_until(lambda: len(receiver.received) >= 2, 120, "the 50% and 100% alerts")
+    first = receiver.ids()
+    stack.stop()  # chDB: one process per folder; the operator stops the instance first
+
+    # The operator re-bills the range, as docs/operations.md says, with the CLI.
+    book = tmp_path / "dear.yaml"
+    book.write_text(DEAR_BOOK)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return meterline_cli(
+            data,
+            *args,
+            METERLINE_LOG="kafka",
+            METERLINE_STORE="chdb",
+            METERLINE_KAFKA_BOOTSTRAP_SERVERS=env["METERLINE_KAFKA_BOOTSTRAP_SERVERS"],
+            METERLINE_TOPIC=env["METERLINE_TOPIC"],
+        )
+
+    window = [
+        "--from",
+        began.isoformat(),
+        "--to",
+        (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+    ]
+    replayed = cli("replay", *window, "--run", "dear", "--price-book", str(book))
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert f"{len(events)} events written" in replayed.stdout
+    rebilled = cli(
+        "sql",
+        "-f",
+        "csv",
+        "SELECT toString(sum(cost_usd)) FROM billing_run_events WHERE run = 'dear'",
+    )
+    assert rebilled.returncode == 0, rebilled.stderr
+    # Had the run reached the live running totals, this spend would cross 1000% too:
+    # the test could see a replay that leaks into the alerter's input.
+    assert Decimal(rebilled.stdout.splitlines()[1].strip('"')) > amount * 10
+
+    stack = meterline_factory(data, **env)
+    # A sentinel budget crossed after the restart: when its alert arrives, the
+    # restarted alerter has resumed unfinished deliveries and checked every budget.
+    sentinel_events = _events(20, seed=12, subject="sentinel")
+    sentinel = _budget(stack, "sentinel", _cost(sentinel_events) / 2, [100])
+    _post(stack, sentinel_events)
+    stack.wait_until(lambda: len(receiver.received) >= 3, 120, "the sentinel's alert")
+
+    assert receiver.refused == 0
+    # Every signed request the receiver verified, retries and re-sends included:
+    # one per (budget, period, threshold), the gamma ones the same as before the replay.
+    assert receiver.attempts == receiver.ids()
+    assert len(receiver.ids()) == len(set(receiver.ids())) == 3
+    assert receiver.ids()[:2] == first
+    by_budget = sorted(
+        (e["data"]["budget_id"], e["data"]["threshold"]) for _, e in receiver.received
+    )
+    assert by_budget == sorted([(budget, 50), (budget, 100), (sentinel, 100)])
+    assert sorted(a["id"] for a in _alerts(stack)) == sorted(receiver.ids())
