@@ -141,7 +141,8 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
             f"SELECT toString(sum(events)), toString(count()) FROM {db}.usage_meters", "JSONCompact"
         )
     )["data"][0]
-    shapes = time_engine_sql(engine, db, start, end, args["requests"])
+    # requests 0: the entitlement row alone (``--only entitlement``) needs no peer.
+    shapes = time_engine_sql(engine, db, start, end, args["requests"]) if args["requests"] else {}
     engine.close()
     return {
         "events": args["events"],
@@ -298,6 +299,18 @@ def read_side(
     _alert_delay(report, options, bootstrap, run_id, work, say)
 
 
+def entitlement_only(
+    report: Report,
+    options: Options,
+    bootstrap: str,
+    run_id: str,
+    work: Path,
+    say: Callable[[str], None],
+) -> None:
+    """The entitlement row alone (``meterline bench --only entitlement``): same data and run."""
+    _usage_and_checks(report, options, bootstrap, run_id, work, say, usage=False)
+
+
 def _usage_and_checks(
     report: Report,
     options: Options,
@@ -305,6 +318,7 @@ def _usage_and_checks(
     run_id: str,
     work: Path,
     say: Callable[[str], None],
+    usage: bool = True,
 ) -> None:
     import httpx
 
@@ -322,7 +336,7 @@ def _usage_and_checks(
             "events": events,
             "seed": options.seed,
             "end_ms": end_ms,
-            "requests": 20 if options.quick else 100,
+            "requests": (20 if options.quick else 100) if usage else 0,
         },
     )
     if loaded["dead"] or loaded["meter_events"] != loaded["unique"]:
@@ -336,7 +350,8 @@ def _usage_and_checks(
     )
     start, end = month_bounds(end_ms)
     with _meterline_run(bootstrap, f"bench.{run_id}.read", run_id, data_dir, work, "read") as port:
-        usage_rows(report, port, start, end, loaded, 20 if options.quick else 100, say)
+        if usage:
+            usage_rows(report, port, start, end, loaded, 20 if options.quick else 100, say)
         url = f"http://127.0.0.1:{port}"
         subjects = list(CUSTOMERS[: 20 if options.quick else len(CUSTOMERS)])
         say(f"read side: {len(subjects)} hard budgets, then checks at {CHECK_RATE:,.0f}/s ...")
