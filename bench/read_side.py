@@ -239,7 +239,11 @@ async def _get(args: dict[str, Any]) -> dict[str, Any]:
             bad = [s for s in statuses if s != 200]
             out[name] = {**_percentiles(latencies), "errors": len(bad), "first_error": bad[:1]}
         return out
-    paths = entitlement_paths(args["subjects"], args["checks"], args["seed"])
+    paths = (
+        [args["path"]] * args["checks"]
+        if args.get("path")
+        else entitlement_paths(args["subjects"], args["checks"], args["seed"])
+    )
     connections, rate = args["connections"], args["rate"]
     start = time.perf_counter() + 0.05  # every connection is open by then
     due = [start + i / rate for i in range(len(paths))]
@@ -432,6 +436,9 @@ def check_rows(report: Report, port: int, subjects: list[str], seconds: float, s
     # Warm-up at the same rate (first reads of each subject, budgets), not counted.
     _worker("bench.read_side", {**args, "checks": int(CHECK_RATE), "seed": seed + 1})
     result = _worker("bench.read_side", {**args, "checks": checks})
+    # The floor: the same open loop on a route that does nothing (``/healthz``),
+    # same process, same rate. What is left above it is the check's own cost.
+    floor = _worker("bench.read_side", {**args, "checks": checks, "path": "/healthz"})
     if result["errors"]:
         report.problems.append(
             f"entitlement check answered {result['first_error']} to {result['errors']} checks"
@@ -448,12 +455,12 @@ def check_rows(report: Report, port: int, subjects: list[str], seconds: float, s
         Row(
             "entitlement",
             f"check p99, {checks:,} due at {CHECK_RATE:,.0f}/s, {len(subjects)} subjects "
-            f"(p50 {result['p50_ms']:.2f} ms{lower})",
+            f"(p50 {result['p50_ms']:.2f} ms{lower}; /healthz p50 {floor['p50_ms']:.2f} ms)",
             result["p99_ms"],
             "ms",
-            "target",
-            CHECK_TARGET_MS,
-            "< 5 ms",
+            "GET /healthz p99, same loop",
+            floor["p99_ms"],
+            f"< {CHECK_TARGET_MS:g} ms",
         )
     )
 
