@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, Field
@@ -37,10 +37,13 @@ from ingest.replies import API_KEY, GUARDED, NOT_FOUND, UNAVAILABLE, USAGE_INVAL
 from query.budget_store import Budget, decimal_text
 from query.principal import read_principal
 from query.reader import Reader
-from query.running_totals import Period, period_of
+from query.running_totals import Period, Snapshot, period_of
 from schemas.problems import Problem
 
 _LABEL = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")
+# Answers kept per snapshot (one refresh interval): ~600 bytes each, so <= ~6 MB
+# per tenant even when every check of a second asks a different question.
+MAX_ANSWERS = 10_000
 
 
 class BudgetStanding(BaseModel):
@@ -75,18 +78,61 @@ def _rfc3339(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def standing(budget: Budget, used: Decimal, period: Period) -> BudgetStanding:
-    return BudgetStanding(
-        id=budget.id,
-        mode=budget.mode,  # type: ignore[arg-type]
-        period=budget.period,  # type: ignore[arg-type]
-        metric=budget.metric,  # type: ignore[arg-type]
-        limit=decimal_text(budget.amount),
-        used=decimal_text(used),
-        remaining=decimal_text(max(budget.amount - used, Decimal(0))),
-        exhausted=used >= budget.amount,
-        resets_at=_rfc3339(period.resets_at),
+def standing(budget: Budget, used: Decimal, period: Period) -> dict[str, Any]:
+    """A ``BudgetStanding`` as a plain dict: the check's hot path skips pydantic."""
+    return {
+        "id": budget.id,
+        "mode": budget.mode,
+        "period": budget.period,
+        "metric": budget.metric,
+        "limit": decimal_text(budget.amount),
+        "used": decimal_text(used),
+        "remaining": decimal_text(max(budget.amount - used, Decimal(0))),
+        "exhausted": used >= budget.amount,
+        "resets_at": _rfc3339(period.resets_at),
+    }
+
+
+def answer(
+    snapshot: Snapshot, subject: str, feature: str, model: str | None, now: datetime
+) -> bytes:
+    """The ``Entitlement`` body, computed once per snapshot and local day for each question.
+
+    Memoized on the snapshot: at 1,000 checks/s the same customers ask again and
+    again within a refresh, and the answer can change only with a new snapshot
+    (or a new local day, which is in the key).
+    """
+    zone = snapshot.zone
+    key = (subject, feature, model, now.astimezone(zone).date())
+    found = snapshot.answers.get(key)
+    if found is not None:
+        return found
+    standings: list[tuple[Budget, dict[str, Any]]] = []
+    for budget in snapshot.applying(subject, feature, model):
+        period = period_of(budget.period, now, zone)
+        standings.append((budget, standing(budget, snapshot.used(budget, period), period)))
+    has_access = not any(b.mode == "hard" and s["exhausted"] for b, s in standings)
+    binding = min(
+        standings,
+        key=lambda bs: (bs[0].mode != "hard", bs[0].amount - Decimal(bs[1]["used"])),
+        default=None,
     )
+    body = orjson.dumps(
+        {
+            "subject": subject,
+            "feature": feature,
+            "has_access": has_access,
+            "limit": binding[1]["limit"] if binding else None,
+            "used": binding[1]["used"] if binding else None,
+            "remaining": binding[1]["remaining"] if binding else None,
+            "resets_at": binding[1]["resets_at"] if binding else None,
+            "budgets": [s for _, s in standings],
+        }
+    )
+    # Bounded: a flood of distinct questions within one refresh is answered, not kept.
+    if len(snapshot.answers) < MAX_ANSWERS:
+        snapshot.answers[key] = body
+    return body
 
 
 async def get_entitlement(reader: Reader, request: Request) -> Response:
@@ -131,27 +177,7 @@ async def get_entitlement(reader: Reader, request: Request) -> Response:
                 f"cannot read budgets and running totals: {exc}",
                 retry_after=1,
             ) from exc
-    standings: list[tuple[Budget, BudgetStanding]] = []
-    for budget in snapshot.applying(subject, feature, model):
-        period = period_of(budget.period, now, totals.zone)
-        standings.append((budget, standing(budget, snapshot.used(budget, period), period)))
-    has_access = not any(b.mode == "hard" and s.exhausted for b, s in standings)
-    binding = min(
-        standings,
-        key=lambda bs: (bs[0].mode != "hard", bs[0].amount - Decimal(bs[1].used)),
-        default=None,
-    )
-    answer = Entitlement(
-        subject=subject,
-        feature=feature,
-        has_access=has_access,
-        limit=binding[1].limit if binding else None,
-        used=binding[1].used if binding else None,
-        remaining=binding[1].remaining if binding else None,
-        resets_at=binding[1].resets_at if binding else None,
-        budgets=[s for _, s in standings],
-    )
-    return Response(orjson.dumps(answer.model_dump()), media_type="application/json")
+    return Response(answer(snapshot, subject, feature, model, now), media_type="application/json")
 
 
 GET_ENTITLEMENT = Operation(

@@ -120,16 +120,19 @@ class Snapshot:
     today: date  # local day of ``read_at``
     rows: dict[tuple[int, str], list[_Row]]
     by_subject: dict[str, tuple[Budget, ...]]  # "" -> budgets of every subject together
+    zone: ZoneInfo  # the billing timezone the day classes are in
     _used: dict[tuple[str, int, date], Decimal] = field(default_factory=dict)
+    # The check's answers, memoized by query/entitlements.py for this snapshot's life.
+    answers: dict[tuple[str, str, str | None, date], bytes] = field(default_factory=dict)
 
-    def covers(self, now: datetime, zone: ZoneInfo) -> bool:
+    def covers(self, now: datetime, zone: ZoneInfo | None = None) -> bool:
         """Whether every period containing ``now`` can be answered from these rows.
 
         Read on day D, the rows hold D's and D+1's days apart from the rest of the
         month, and D+1's month if it starts a new one: a check on D or D+1 gets
         its own day's (and month's) rows. Later, the snapshot is stale anyway.
         """
-        local = now.astimezone(zone).date()
+        local = now.astimezone(zone or self.zone).date()
         return self.today <= local <= self.today + timedelta(days=1)
 
     def applying(self, subject: str, feature: str, model: str | None) -> list[Budget]:
@@ -303,6 +306,7 @@ class TotalsSnapshots:
             today,
             rows,
             {subject: tuple(found) for subject, found in by_subject.items()},
+            self.zone,
         )
 
     def _read_rows(
