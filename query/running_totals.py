@@ -323,25 +323,34 @@ class TotalsSnapshots:
             scopes.append(f"(scope = 0 AND subject IN ({', '.join(map(quote, subjects))}))")
         if "" in by_subject:
             scopes.append("(scope = 1 AND subject = '')")
-        local = f"toDate(bucket, {quote(self.zone.key)})"
+        after = tomorrow + timedelta(days=1)
+
+        def before(day: date) -> str:
+            return f"bucket < toDateTime({int(_midnight(day, self.zone).timestamp())}, 'UTC')"
+
         # Day classes: earlier days of this month fold into its first day (no
         # period starts between them and today); today and tomorrow stay apart;
         # later days fold into the day after tomorrow (same month as tomorrow
-        # whenever such days are in the range). One row per (scope, subject)
-        # carrying its rows as an array: the Python side is one parse.
+        # whenever such days are in the range). Compared as UTC instants of the
+        # local midnights, not converted per row: the read scans every bucket of
+        # the month. One row per (scope, subject) carrying its rows as an array:
+        # the Python side is one parse.
         day = (
-            f"multiIf({local} < toDate('{today}'), toDate('{first}'), "
-            f"{local} <= toDate('{tomorrow}'), {local}, toDate('{tomorrow + timedelta(days=1)}'))"
+            f"multiIf({before(today)}, '{first}', {before(tomorrow)}, '{today}', "
+            f"{before(after)}, '{tomorrow}', '{after}')"
         )
         raw = self.sink.query_raw(
-            "SELECT scope, subject, groupArray([feature, model, toString(day), "
+            "SELECT scope, subject, groupArray([feature, model, day, "
             "toString(cost_usd), toString(price_usd)]) FROM ("
             f"SELECT scope, subject, feature, model, {day} AS day, "
             "sum(cost_usd) AS cost_usd, sum(price_usd) AS price_usd "
             f"FROM {self.table} WHERE tenant = {quote(tenant)} AND ({' OR '.join(scopes)}) "
             f"AND bucket >= toDateTime({int(start.timestamp())}, 'UTC') "
             f"AND bucket < toDateTime({int(end.timestamp())}, 'UTC') "
-            "GROUP BY scope, subject, feature, model, day) GROUP BY scope, subject",
+            "GROUP BY scope, subject, feature, model, day) GROUP BY scope, subject "
+            # One engine thread: the read is background work, and on a small
+            # machine its other threads would take the cores the checks run on.
+            "SETTINGS max_threads = 1",
             "JSONCompact",
         )
         return {(int(scope), subject): rows for scope, subject, rows in orjson.loads(raw)["data"]}
