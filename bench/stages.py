@@ -62,11 +62,12 @@ def measure(events: int = 200_000) -> list[Stage]:
 def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     from core.settings import load_settings
     from meterline.runtime import build_price_book
-    from processor.decode import Decoded, decode
+    from processor.decode import Decoded, decode, decode_slow
     from processor.dedupe import Deduplicator
     from processor.rows import EventColumns
     from processor.runner import Processor
     from schemas.envelope import check_envelope
+    from schemas.fast_decode import fast_token_event
     from schemas.usage import USAGE_MODELS
     from sinks.chdb_sink import _arrow_table
     from sinks.migrations import migrate
@@ -108,8 +109,7 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     ]
     decoded = [d for d in (decode(r) for r in records) if isinstance(d, Decoded)]
     priced = [
-        book.price(d.event.envelope.type, d.usage, d.time_ms, d.event.envelope.subject or "")
-        for d in decoded
+        book.price(d.envelope.type, d.usage, d.time_ms, d.envelope.subject or "") for d in decoded
     ]
     dedupe = Deduplicator(engine.key_lookup(), capacity=0)  # every key goes to the engine
     tables: list[dict[str, list[Any]]] = []
@@ -124,7 +124,7 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
 
     def pricing() -> None:
         for d in decoded:
-            book.price(d.event.envelope.type, d.usage, d.time_ms, d.event.envelope.subject or "")
+            book.price(d.envelope.type, d.usage, d.time_ms, d.envelope.subject or "")
 
     def rows() -> None:
         for i in range(0, len(decoded), BATCH):
@@ -150,7 +150,19 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
         )
         stages.append(
             Stage(
-                "decode() (the three above, wrapped)",
+                "reference decode (the three above, wrapped)",
+                _per_event(lambda: [decode_slow(r, "t") for r in records], events, cpu),
+            )
+        )
+        stages.append(
+            Stage(
+                "fast token decode (msgspec + the rules in Python)",
+                _per_event(lambda: [fast_token_event(v) for v in values], events, cpu),
+            )
+        )
+        stages.append(
+            Stage(
+                "decode() (fast path, else the reference)",
                 _per_event(lambda: [decode(r) for r in records], events, cpu),
             )
         )

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
 from core.log.base import TENANT_HEADER, Record
 from core.types import EventKey
-from schemas.envelope import ValidEvent, parse_event
+from schemas.envelope import Envelope, ValidEvent, parse_event
+from schemas.fast_decode import fast_token_event
 from schemas.mappings import EventMappings
 from schemas.usage import UsageData
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
+    """An accepted record. A NamedTuple: as immutable as a frozen dataclass and built
+    in a third of the time (one per event; a frozen dataclass pays a setattr per field)."""
+
     record: Record
-    event: ValidEvent
+    envelope: Envelope
     tenant: str
     time_ms: int  # event time; the ingest time when the event has none
     # The usage to price and store: the event's own for meterline types, custom
@@ -26,7 +30,15 @@ class Decoded:
     @property
     def key(self) -> EventKey:
         """(tenant, source, id): the dedupe key."""
-        return (self.tenant, self.event.envelope.source, self.event.envelope.id)
+        return (self.tenant, self.envelope.source, self.envelope.id)
+
+    @property
+    def event(self) -> ValidEvent:
+        """The event as ``parse_event`` returns it, its JSON parsed again (tools and tests).
+
+        Not kept per record: the fast path never builds the JSON object, and the
+        processor stores the logged bytes, not a re-serialised object."""
+        return ValidEvent(orjson.loads(self.record.value), self.envelope, self.usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,23 @@ def decode(record: Record, mappings: EventMappings | None = None) -> Decoded | D
     tenant_raw = record.header(TENANT_HEADER)
     if not tenant_raw:
         return DeadLetter(record, "missing_tenant", f"no {TENANT_HEADER} header")
+    tenant = tenant_raw.decode("utf-8", "replace")
+    # The common token event, checked by msgspec in C (schemas/fast_decode.py); it
+    # only accepts, so every refusal and its reason still come from parse_event.
+    fast = fast_token_event(record.value)
+    if fast is not None:
+        envelope, usage = fast
+        moment = envelope.time_ms
+        return Decoded(
+            record, envelope, tenant, moment if moment is not None else record.timestamp_ms, usage
+        )
+    return decode_slow(record, tenant, mappings)
+
+
+def decode_slow(
+    record: Record, tenant: str, mappings: EventMappings | None = None
+) -> Decoded | DeadLetter:
+    """The reference path: orjson, then ``parse_event`` (every type, every problem)."""
     try:
         obj = orjson.loads(record.value)
     except orjson.JSONDecodeError as exc:
@@ -57,8 +86,8 @@ def decode(record: Record, mappings: EventMappings | None = None) -> Decoded | D
     moment = parsed.envelope.time_ms  # parsed once, by the envelope check
     return Decoded(
         record,
-        parsed,
-        tenant_raw.decode("utf-8", "replace"),
+        parsed.envelope,
+        tenant,
         moment if moment is not None else record.timestamp_ms,
         parsed.usage,
     )

@@ -9,8 +9,6 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, cast
 
-import orjson
-
 from pricing.base import Priced
 from processor.decode import Decoded
 from schemas.usage import (
@@ -73,7 +71,7 @@ class EventColumns:
         return self._columns
 
     def add(self, item: Decoded, priced: Priced, price_book: str, now_ms: int) -> None:
-        env = item.event.envelope
+        env = item.envelope
         usage = item.usage
         record = item.record
         kind = type(usage)
@@ -132,7 +130,7 @@ class EventColumns:
                 record.timestamp_ms,
                 now_ms,
                 dict(usage.metadata),
-                value or orjson.dumps(item.event.raw),
+                value,  # the logged bytes: a Decoded record always has a JSON value
                 priced.source,
                 *call,
             )
