@@ -54,7 +54,6 @@ import argparse
 import gzip
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +65,8 @@ import zlib
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.support.ports import free_ports
 
 # Parameters the HTTP interface reads itself: never settings.
 _RESERVED = {
@@ -291,9 +292,7 @@ def create_app(backend: ChdbBackend) -> Any:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)
 
 
 class ClickHouseHttp:

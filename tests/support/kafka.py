@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -41,24 +42,9 @@ def _docker_engine_answers() -> bool:
         return False
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_pair() -> int:
     """A free loopback port whose successor is free too (kafka.sh puts the controller there)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port < 65535 and _port_is_free(port + 1):
-            return port
-    raise RuntimeError("no two adjacent free ports on 127.0.0.1 for a test Kafka broker")
+    return free_ports(2)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +21,11 @@ import orjson
 from meterline.instance import Instance
 from tests.support.chaos import ENV as CHAOS_ENV
 from tests.support.chaos import KILL_ON_ENV, STORE_AWAY_ENV
+from tests.support.ports import free_ports
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)
 
 
 class MeterlineProcess:
