@@ -99,7 +99,9 @@ def price_book() -> PriceBook:
 
 
 def _record(offset: int, value: bytes, tenant: bytes = b"t") -> Record:
-    return Record("events", offset % 3, offset, b"k", value, ((TENANT_HEADER, tenant),), 1000 + offset)
+    return Record(
+        "events", offset % 3, offset, b"k", value, ((TENANT_HEADER, tenant),), 1000 + offset
+    )
 
 
 def _token_events(n: int) -> list[bytes]:
@@ -116,7 +118,9 @@ def _other_events() -> list[bytes]:
             id="img",
         ),
         custom_event({"unit": "page", "quantity": "12.5"}, type="io.meterline.usage.units", id="u"),
-        custom_event({"amount": "3.10", "currency": "EUR"}, type="io.meterline.usage.charge", id="c"),
+        custom_event(
+            {"amount": "3.10", "currency": "EUR"}, type="io.meterline.usage.charge", id="c"
+        ),
         custom_event({"unit": "seat", "quantity": "2"}, id="custom"),
         custom_event(None, id="custom-empty", subject=None),
         custom_event(
@@ -141,7 +145,9 @@ def _other_events() -> list[bytes]:
 
 def _decoded(values: list[bytes]) -> list[Decoded]:
     items = [decode(_record(i, v)) for i, v in enumerate(values)]
-    assert all(isinstance(d, Decoded) for d in items), [d for d in items if not isinstance(d, Decoded)]
+    assert all(isinstance(d, Decoded) for d in items), [
+        d for d in items if not isinstance(d, Decoded)
+    ]
     return [d for d in items if isinstance(d, Decoded)]
 
 
