@@ -37,6 +37,7 @@ class Options:
     peer: bool = True
     bootstrap: str | None = None
     seed: int = 7
+    only: str | None = None  # "entitlement": that row alone (bench/read_side.py)
 
 
 @dataclass
@@ -128,6 +129,12 @@ def run(options: Options, say: Callable[[str], None] = print) -> Report:
     bootstrap = kafka_bootstrap(options)
     now_ms = int(time.time() * 1000)
     run_id = f"{now_ms}"
+    if options.only == "entitlement":
+        from bench.read_side import entitlement_only
+
+        work = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
+        entitlement_only(report, options, bootstrap, run_id, work, say)
+        return report
     events = 20_000 if options.quick else options.events
     work = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
     say(f"bench: {events:,} events, Kafka at {bootstrap}, work dir {work}")

@@ -4,17 +4,17 @@ Every change is one row of ``budget_versions`` (schemas/sql/070_budgets.sql),
 written by one INSERT: a crash can lose a change the caller was not told
 succeeded, never leave the current state and the history disagreeing.
 
-``Budgets.current`` is what the entitlement check reads; it is cached per
-tenant for ``CACHE_S`` in each process, so a change made through another
-gateway process is seen here within that time (this process sees its own
-changes at once).
+The entitlement check does not read budgets per check: it answers from the
+tenant's snapshot (query/running_totals.py), which reads ``latest`` once per
+refresh, so a change made through another gateway process is seen there within
+a refresh; ``on_change`` tells this process's snapshots at once.
 """
 
 from __future__ import annotations
 
 import secrets
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,7 +23,6 @@ from typing import Any
 from sinks.base import quote
 from sinks.reader import SqlReader
 
-CACHE_S = 1.0
 PERIODS = ("day", "month")
 METRICS = ("price_usd", "cost_usd")
 MODES = ("soft", "hard")
@@ -97,18 +96,18 @@ _COLUMNS = (
 class Budgets:
     """Read and write ``budget_versions`` through one engine connection."""
 
-    def __init__(self, sink: SqlReader, cache_s: float = CACHE_S) -> None:
+    def __init__(self, sink: SqlReader, on_change: Callable[[str], None] | None = None) -> None:
         self.sink = sink
-        self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, tuple[Budget, ...]]] = {}
-        self._lock = threading.Lock()
+        # Called with the tenant after each stored change: the entitlement
+        # snapshots of this process stop answering from budgets read before it.
+        self.on_change = on_change
 
     @property
     def table(self) -> str:
         return f"{self.sink.database}.budget_versions"
 
     def write(self, budget: Budget) -> None:
-        """Store one version; this process sees it at once (its cache entry is dropped)."""
+        """Store one version; this process's entitlement checks see it at once (``on_change``)."""
         values = ", ".join(
             (
                 quote(budget.tenant),
@@ -129,8 +128,8 @@ class Budgets:
             )
         )
         self.sink.query_raw(f"INSERT INTO {self.table} ({_COLUMNS}) VALUES ({values})", "CSV")
-        with self._lock:
-            self._cache.pop(budget.tenant, None)
+        if self.on_change is not None:
+            self.on_change(budget.tenant)
 
     def latest(self, tenant: str, budget_id: str | None = None) -> list[Budget]:
         """The newest version of each budget (deleted ones included), uncached."""
@@ -157,22 +156,6 @@ class Budgets:
             f"WHERE tenant = {quote(tenant)} AND id = {quote(budget_id)} ORDER BY version"
         )
         return [_budget(row) for row in rows]
-
-    def cached(self, tenant: str) -> tuple[Budget, ...] | None:
-        """The tenant's live budgets if the cache holds them fresh, else None (no I/O)."""
-        entry = self._cache.get(tenant)
-        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
-
-    def current(self, tenant: str) -> tuple[Budget, ...]:
-        """The tenant's live budgets, at most ``cache_s`` old."""
-        now = time.monotonic()
-        cached = self.cached(tenant)
-        if cached is not None:
-            return cached
-        live = tuple(b for b in self.latest(tenant) if not b.deleted)
-        with self._lock:
-            self._cache[tenant] = (now + self.cache_s, live)
-        return live
 
     @staticmethod
     def next_version(previous: Budget | None) -> int:

@@ -9,7 +9,7 @@ from query.alert_store import AlertStore
 from query.budget_store import Budgets
 from query.invoices import Invoices
 from query.portal_tokens import Revocations, TokenSigner
-from query.running_totals import RunningTotals
+from query.running_totals import TotalsSnapshots
 from sinks.reader import SqlReader
 
 if TYPE_CHECKING:
@@ -45,9 +45,14 @@ class Reader:
         self.billing_timezone = billing_timezone
         self.tokens = tokens
         self.revocations = Revocations(sink) if sink is not None else None
-        # Budgets and the running totals the entitlement check reads (query/entitlements.py).
+        # Budgets and the per-tenant snapshots the entitlement check answers from
+        # (query/entitlements.py); a budget change here drops the tenant's snapshot.
         self.budgets = Budgets(sink) if sink is not None else None
-        self.totals = RunningTotals(sink, billing_timezone) if sink is not None else None
+        self.totals = (
+            TotalsSnapshots(self.budgets, billing_timezone) if self.budgets is not None else None
+        )
+        if self.budgets is not None and self.totals is not None:
+            self.budgets.on_change = self.totals.invalidate
         # Budget alerts (query/alert_routes.py); ``deliverer`` is set by the shell
         # where webhooks can be sent (redelivery), None elsewhere.
         self.alerts = AlertStore(sink) if sink is not None else None

@@ -70,6 +70,16 @@ _VIEW = re.compile(r"^CREATE OR REPLACE VIEW (\w+)\.(\w+)(\s.*)$", re.DOTALL)
 _ADD_COLUMNS = re.compile(r"^ALTER TABLE (\w+)\.(\w+)(\s+ADD COLUMN IF NOT EXISTS\s.*)$", re.DOTALL)
 
 
+# Projections live in the parts of the LOCAL tables (a Distributed table has no
+# parts): each shard answers a query sent through the Distributed table from its
+# own projection. So these ALTERs go to the local tables only.
+_LOCAL_ALTER = re.compile(
+    r"^ALTER TABLE (\w+)\.(\w+)(\s+(?:MODIFY SETTING deduplicate_merge_projection_mode"
+    r"|ADD PROJECTION IF NOT EXISTS|MATERIALIZE PROJECTION)\s.*)$",
+    re.DOTALL,
+)
+
+
 def check_cluster_name(cluster: str) -> str:
     if not _CLUSTER_NAME.match(cluster):
         raise ConfigError(
@@ -123,6 +133,9 @@ class ClusterRenderer:
                 f"ALTER TABLE {self._local(f'{db}.{name}')} {self.on}{body}",
                 f"ALTER TABLE {db}.{name} {self.on}{body}",
             ]
+        if match := _LOCAL_ALTER.match(statement):
+            db, name, body = match.groups()
+            return [f"ALTER TABLE {self._local(f'{db}.{name}')} {self.on}{body}"]
         if match := _VIEW.match(statement):
             db, name, body = match.groups()
             # Reads the Distributed tables: a view answers for the whole cluster.

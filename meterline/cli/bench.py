@@ -27,6 +27,10 @@ def register(app: typer.Typer) -> None:
                 "200k events, 20k with --quick)."
             ),
         ] = False,
+        only: Annotated[
+            str | None,
+            typer.Option(help="Run one row alone: 'entitlement' (the check at 1,000/s)."),
+        ] = None,
     ) -> None:
         """Benchmark against real Kafka and chDB; print one table of ratios to limits/peers."""
         try:
@@ -40,8 +44,12 @@ def register(app: typer.Typer) -> None:
         if stages:
             typer.echo(table(measure(20_000 if quick else 200_000)))
             return
+        if only not in (None, "entitlement"):
+            raise typer.BadParameter(
+                f"--only {only!r}: the one row that runs alone is 'entitlement'"
+            )
         report = run(
-            Options(quick=quick, events=events, peer=peer, bootstrap=bootstrap),
+            Options(quick=quick, events=events, peer=peer, bootstrap=bootstrap, only=only),
             say=lambda line: typer.echo(line, err=True),
         )
         typer.echo(report.table())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -266,3 +266,98 @@ def test_the_budgets_cli_creates_updates_deletes_and_shows_history(
     )
     assert refused.returncode == 1
     assert "period" in refused.stderr
+
+
+def _period_bounds(standing: dict[str, Any], zone: ZoneInfo) -> tuple[int, int]:
+    """[start, end) of a standing's period in UTC seconds, from its ``resets_at`` alone."""
+    end = datetime.fromisoformat(standing["resets_at"].replace("Z", "+00:00")).astimezone(zone)
+    if standing["period"] == "day":
+        start = (end - timedelta(days=1)).replace(hour=0)
+    else:
+        start = (end - timedelta(days=1)).replace(day=1, hour=0)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+def _table_sum(stack: MeterlineProcess, table: str, where: str, metric: str) -> Decimal:
+    rows = stack.sql(f"SELECT toString(sum({metric})) AS used FROM {table} WHERE {where}")
+    return Decimal(rows[0]["used"])
+
+
+def test_every_budget_shape_equals_the_running_totals_table_and_the_events_after_traffic(
+    stack: MeterlineProcess,
+) -> None:
+    """Day/month, subject/tenant-wide, feature and model budgets: ``used`` is the table's sum.
+
+    Checked twice: after a first round of traffic, and again after a second round
+    (the snapshot is refreshed, never frozen). Each sum is computed here from the
+    period's bounds (from ``resets_at``) on ``usage_running_totals`` and, for the
+    events themselves, on ``usage_events``.
+    """
+    zone = ZoneInfo(ZONE)
+    events = make_events(400, seed=47)
+    subject = events[0]["subject"]
+    model = events[0]["data"]["model"]
+    shapes = [
+        {"subject": subject, "period": "month"},
+        {"subject": subject, "model": model, "period": "day", "metric": "cost_usd"},
+        {"feature": "chat", "period": "month", "metric": "cost_usd"},
+        {"period": "day"},
+    ]
+    ids = []
+    for shape in shapes:
+        created = _call(stack, "POST", "/v1/budgets", "key-a", json={**shape, "amount": "1000000"})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+
+    def compare() -> bool:
+        answer = httpx.get(
+            f"{stack.url}/v1/subjects/{subject}/entitlements/chat",
+            params={"model": model},
+            headers={"x-api-key": "key-a"},
+            timeout=30,
+        ).json()
+        standings = {b["id"]: b for b in answer["budgets"]}
+        assert sorted(standings) == sorted(ids)
+        for budget_id, shape in zip(ids, shapes, strict=True):
+            standing = standings[budget_id]
+            start, end = _period_bounds(standing, zone)
+            metric = shape.get("metric", "price_usd")
+            where = "tenant = 'tenant-a'"
+            for name in ("feature", "model"):
+                if name in shape:
+                    where += f" AND {name} = '{shape[name]}'"
+            events_where = where + (f" AND subject = '{subject}'" if "subject" in shape else "")
+            totals_where = where + (
+                f" AND scope = 0 AND subject = '{subject}'"
+                if "subject" in shape
+                else " AND scope = 1"
+            )
+            table = _table_sum(
+                stack,
+                "usage_running_totals",
+                f"{totals_where} AND bucket >= toDateTime({start}, 'UTC') "
+                f"AND bucket < toDateTime({end}, 'UTC')",
+                metric,
+            )
+            truth = _table_sum(
+                stack,
+                "usage_events",
+                f"{events_where} AND time >= toDateTime64({start}, 3, 'UTC') "
+                f"AND time < toDateTime64({end}, 3, 'UTC')",
+                metric,
+            )
+            assert table == truth  # the views are exact (exactly once, same INSERT)
+            assert table > 0 or shape["period"] == "day"  # a day may have just begun
+            if Decimal(standing["used"]) != table:
+                return False
+            assert standing["used"] == decimal_text(table)
+        return True
+
+    for start in (0, 200):
+        for chunk in range(start, start + 200, 100):
+            response = stack.post(events[chunk : chunk + 100], headers={"x-api-key": "key-a"})
+            assert response.status_code == 202, response.text
+        stack.wait_stored(start + 200)
+        # Within the documented bound (refresh 1 s + one read), not at once.
+        stack.wait_until(compare, 30, "every budget's used to equal the table")
+    assert _table_sum(stack, "usage_running_totals", "scope = 1", "price_usd") > 0

@@ -144,7 +144,9 @@ def test_an_alter_mixing_add_column_with_another_change_is_refused() -> None:
 
 
 def test_added_columns_reach_the_local_tables_and_the_distributed_table_over_them() -> None:
-    statements = [s for s in cluster_statements() if s.startswith("ALTER TABLE")]
+    statements = [
+        s for s in cluster_statements() if s.startswith("ALTER TABLE") and "ADD COLUMN" in s
+    ]
     targets = [s.split()[2] for s in statements]
     # Local first: the Distributed table must not list a column no shard has yet.
     assert targets == [
@@ -157,6 +159,15 @@ def test_added_columns_reach_the_local_tables_and_the_distributed_table_over_the
         f" ON CLUSTER '{CLUSTER}'\n" in s and "ADD COLUMN IF NOT EXISTS latency_ms" in s
         for s in statements
     )
+
+
+def test_the_hourly_projection_is_added_to_each_shards_local_meters_only() -> None:
+    # A Distributed table has no parts, so no projection: each shard answers the
+    # hourly query from its own usage_meters_local.
+    statements = [s for s in cluster_statements() if "PROJECTION" in s or "projection_mode" in s]
+    assert [s.split()[2] for s in statements] == ["meterline.usage_meters_local"] * 3
+    assert all(f" ON CLUSTER '{CLUSTER}'" in s for s in statements)
+    assert "ADD PROJECTION IF NOT EXISTS usage_meters_hourly" in statements[1]
 
 
 def test_a_table_without_a_sharding_key_is_refused() -> None:
