@@ -117,7 +117,11 @@ def test_images_generate_on_the_drop_in_is_an_image_event_priced_by_size_and_qua
     client.with_options(timeout=30).images.generate(
         model="dall-e-3", prompt="a boat", customer_id=subject
     )
-    hd_row, plain = _rows(stack, meter, subject, 2)
+    # Told apart by content, not by order: an image event's time is the provider's
+    # `created` (whole seconds), so both calls usually share it and `id` decides.
+    rows = _rows(stack, meter, subject, 2)
+    (hd_row,) = [r for r in rows if r["image_quality"] == "hd"]
+    (plain,) = [r for r in rows if r["image_quality"] != "hd"]
     assert (hd_row["type"], hd_row["model"], hd_row["images"]) == (
         "io.meterline.usage.image",
         "dall-e-3",
