@@ -650,17 +650,7 @@ class Invoices:
         )
         out: dict[str, dict[LineKey, Amounts]] = {}
         for r in rows:
-            key = LineKey(
-                r["kind"],
-                r["type"],
-                r["provider"],
-                r["model"],
-                r["feature"],
-                r["unit"],
-                r["description"],
-                r["currency"],
-            )
-            out.setdefault(r["subject"], {})[key] = Amounts(
+            out.setdefault(r["subject"], {})[_key(r)] = Amounts(
                 int(r["n"]),
                 int(r["unpriced"]),
                 Decimal(r["qty"]),

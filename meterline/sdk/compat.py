@@ -83,17 +83,22 @@ def _extra(kwargs: dict[str, Any], meter: Recorder | None) -> dict[str, Any]:
     return {**extra, METER_KEYWORD: meter}
 
 
+def _meter_openai(client: openai.OpenAI | openai.AsyncOpenAI, meter: Recorder | None) -> None:
+    """Wrap an OpenAI client (sync or async) and let its metered calls take cmdrdata's keywords."""
+    wrap_openai(client, meter)
+    _accept_seed_keywords(client.chat.completions, "create")
+    _accept_seed_keywords(client.responses, "create")
+    _accept_seed_keywords(client.images, "generate")
+    _accept_seed_keywords(client.audio.transcriptions, "create")
+
+
 class TrackedOpenAI(openai.OpenAI):
     """``openai.OpenAI``, metered, accepting cmdrdata's per-call keywords."""
 
     def __init__(self, *args: Any, meter: Recorder | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._meterline_meter = meter
-        wrap_openai(self, meter)
-        _accept_seed_keywords(self.chat.completions, "create")
-        _accept_seed_keywords(self.responses, "create")
-        _accept_seed_keywords(self.images, "generate")
-        _accept_seed_keywords(self.audio.transcriptions, "create")
+        _meter_openai(self, meter)
 
     def copy(self, *args: Any, **kwargs: Any) -> TrackedOpenAI:
         extra = _extra(kwargs, self._meterline_meter)
@@ -109,11 +114,7 @@ class AsyncTrackedOpenAI(openai.AsyncOpenAI):
     def __init__(self, *args: Any, meter: Recorder | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._meterline_meter = meter
-        wrap_openai(self, meter)
-        _accept_seed_keywords(self.chat.completions, "create")
-        _accept_seed_keywords(self.responses, "create")
-        _accept_seed_keywords(self.images, "generate")
-        _accept_seed_keywords(self.audio.transcriptions, "create")
+        _meter_openai(self, meter)
 
     def copy(self, *args: Any, **kwargs: Any) -> AsyncTrackedOpenAI:
         extra = _extra(kwargs, self._meterline_meter)
