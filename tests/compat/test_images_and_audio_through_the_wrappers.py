@@ -71,16 +71,15 @@ def meter(stack: MeterlineProcess) -> Iterator[Meter]:
 
 def _rows(stack: MeterlineProcess, meter: Meter, subject: str, n: int) -> list[dict[str, Any]]:
     assert meter.flush(timeout=30)
-    query = (
-        "SELECT type, model, images, image_size, image_quality, unit, "
-        "toString(quantity) AS quantity, input_tokens, toString(cost_usd) AS cost, "
-        "toString(price_usd) AS price, priced, status, error_type, http_status, metadata "
-        f"FROM usage_events WHERE subject = '{subject}' ORDER BY time, id"
+    return stack.subject_rows(
+        subject,
+        n,
+        (
+            "type, model, images, image_size, image_quality, unit, "
+            "toString(quantity) AS quantity, input_tokens, toString(cost_usd) AS cost, "
+            "toString(price_usd) AS price, priced, status, error_type, http_status, metadata "
+        ),
     )
-    stack.wait_until(lambda: len(stack.sql(query)) >= n, what=f"{n} rows of {subject}")
-    rows = stack.sql(query)
-    assert len(rows) == n
-    return rows
 
 
 def _images(n: int) -> Reply:

@@ -81,16 +81,15 @@ def _meter(stack: MeterlineProcess, key: str) -> Meter:
 
 def _rows(stack: MeterlineProcess, meter: Meter, subject: str, n: int) -> list[dict[str, Any]]:
     assert meter.flush(timeout=30)
-    query = (
-        "SELECT tenant, type, model, unit, input_tokens, output_tokens, price_source, status, "
-        "error_type, http_status, latency_ms, priced, toString(cost_usd) AS cost, "
-        "toString(price_usd) AS price, JSONExtractRaw(data, 'data', 'unit_prices') AS stated "
-        f"FROM usage_events WHERE subject = '{subject}' ORDER BY time, id"
+    return stack.subject_rows(
+        subject,
+        n,
+        (
+            "tenant, type, model, unit, input_tokens, output_tokens, price_source, status, "
+            "error_type, http_status, latency_ms, priced, toString(cost_usd) AS cost, "
+            "toString(price_usd) AS price, JSONExtractRaw(data, 'data', 'unit_prices') AS stated "
+        ),
     )
-    stack.wait_until(lambda: len(stack.sql(query)) >= n, what=f"{n} rows of {subject}")
-    rows = stack.sql(query)
-    assert len(rows) == n
-    return rows
 
 
 def test_an_allowed_tenant_is_charged_its_stated_prices_and_the_row_says_client(

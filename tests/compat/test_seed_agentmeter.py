@@ -42,15 +42,14 @@ def meter(stack: MeterlineProcess) -> Iterator[Meter]:
 
 def _rows(stack: MeterlineProcess, meter: Meter, subject: str, n: int) -> list[dict[str, Any]]:
     assert meter.flush(timeout=30)
-    query = (
-        "SELECT type, model, input_tokens, output_tokens, unit, toString(quantity) AS quantity, "
-        "toString(charge_amount) AS amount, toString(cost_usd) AS cost, metadata "
-        f"FROM usage_events WHERE subject = '{subject}' ORDER BY time, id"
+    return stack.subject_rows(
+        subject,
+        n,
+        (
+            "type, model, input_tokens, output_tokens, unit, toString(quantity) AS quantity, "
+            "toString(charge_amount) AS amount, toString(cost_usd) AS cost, metadata "
+        ),
     )
-    stack.wait_until(lambda: len(stack.sql(query)) >= n, what=f"{n} rows of {subject}")
-    rows = stack.sql(query)
-    assert len(rows) == n
-    return rows
 
 
 class Reply:

@@ -108,6 +108,15 @@ class MeterlineProcess:
             time.sleep(0.2)
         raise TimeoutError(f"timed out waiting for {what or check}")
 
+    def subject_rows(self, subject: str, n: int, columns: str) -> list[dict[str, Any]]:
+        """Exactly ``n`` rows of ``usage_events`` for ``subject`` (``columns``: a SELECT
+        list), once they are all stored, ordered by time then id."""
+        query = f"SELECT {columns} FROM usage_events WHERE subject = '{subject}' ORDER BY time, id"
+        self.wait_until(lambda: len(self.sql(query)) >= n, what=f"{n} rows of {subject}")
+        rows = self.sql(query)
+        assert len(rows) == n
+        return rows
+
     def stored(self) -> int:
         return int(self.sql("SELECT count() AS n FROM usage_events")[0]["n"])
 
