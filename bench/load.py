@@ -28,14 +28,15 @@ def _request(body: bytes, port: int) -> bytes:
     ) + body
 
 
-async def _connection(
+async def keep_alive_client(
     port: int,
     requests: list[bytes],
     latencies: list[float],
-    errors: list[int],
+    statuses: list[int],
     schedule: list[float] | None = None,
 ) -> None:
-    """Send ``requests`` one after the other on one keep-alive connection.
+    """Send ``requests`` one after the other on one keep-alive connection, recording
+    each answer's latency and HTTP status (the gateway load and the read-side rows).
 
     ``schedule``: when each request is due (open loop, fixed rate). Latency then
     counts from the due time, not the send time, so a gateway that falls behind
@@ -58,8 +59,7 @@ async def _connection(
                     length = int(line[15:])
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - began)
-            if not head.startswith(b"HTTP/1.1 202"):
-                errors.append(int(head[9:12]))
+            statuses.append(int(head[9:12]))
     finally:
         writer.close()
 
@@ -75,7 +75,7 @@ async def _run(args: dict[str, Any]) -> dict[str, Any]:
     connections = args["connections"]
     shares = [bodies[i::connections] for i in range(connections)]
     latencies: list[float] = []
-    errors: list[int] = []
+    statuses: list[int] = []
     rate = args.get("rate")  # requests/s; None = as fast as the gateway answers
     began = time.perf_counter()
     if rate:
@@ -86,12 +86,13 @@ async def _run(args: dict[str, Any]) -> dict[str, Any]:
         schedules = [None] * connections
     await asyncio.gather(
         *(
-            _connection(args["port"], share, latencies, errors, schedule)
+            keep_alive_client(args["port"], share, latencies, statuses, schedule)
             for share, schedule in zip(shares, schedules, strict=True)
         )
     )
     elapsed = time.perf_counter() - began
     latencies.sort()
+    errors = [status for status in statuses if status != 202]
     return {
         "requests": len(bodies),
         "events": total,

@@ -52,6 +52,7 @@ import orjson
 
 from bench._proc import emit, free_port
 from bench.data import CUSTOMERS, TENANT, EventStream, _iso, encode
+from bench.load import keep_alive_client
 
 if TYPE_CHECKING:
     from bench.run import Options, Report
@@ -192,6 +193,10 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 # --- worker: keep-alive GET client, closed or open loop --------------------------------
 
 
+def _get_request(path: str, port: int) -> bytes:
+    return b"GET %s HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n\r\n" % (path.encode(), port)
+
+
 async def _connection(
     port: int,
     paths: list[str],
@@ -199,31 +204,9 @@ async def _connection(
     statuses: list[int],
     schedule: list[float] | None,
 ) -> None:
-    """GET ``paths`` one after the other on one keep-alive connection.
-
-    ``schedule``: when each request is due; latency then counts from the due time,
-    so a server that falls behind is charged for the wait it caused.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for index, path in enumerate(paths):
-            began = time.perf_counter()
-            if schedule is not None:
-                due = schedule[index]
-                if due > began:
-                    await asyncio.sleep(due - began)
-                began = due
-            writer.write(b"GET %s HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n\r\n" % (path.encode(), port))
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - began)
-            statuses.append(int(head[9:12]))
-    finally:
-        writer.close()
+    """GET ``paths`` one after the other on one keep-alive connection (bench.load's client)."""
+    requests = [_get_request(path, port) for path in paths]
+    await keep_alive_client(port, requests, latencies, statuses, schedule)
 
 
 async def _get(args: dict[str, Any]) -> dict[str, Any]:
