@@ -43,9 +43,9 @@ def cluster_statements() -> list[str]:
 
 def test_every_cluster_statement_is_valid_clickhouse_sql(session: ChdbEngine) -> None:
     for statement in cluster_statements():
-        assert parsed(session, statement).startswith(
-            ("CREATE", "ALTER TABLE", "INSERT INTO")
-        ), statement
+        assert parsed(session, statement).startswith(("CREATE", "ALTER TABLE", "INSERT INTO")), (
+            statement
+        )
 
 
 def test_every_single_node_statement_is_valid_clickhouse_sql(session: ChdbEngine) -> None:
@@ -53,9 +53,9 @@ def test_every_single_node_statement_is_valid_clickhouse_sql(session: ChdbEngine
         s for m in plan("meterline") for s in m.statements
     ]
     for statement in statements:
-        assert parsed(session, statement).startswith(
-            ("CREATE", "ALTER TABLE", "INSERT INTO")
-        ), statement
+        assert parsed(session, statement).startswith(("CREATE", "ALTER TABLE", "INSERT INTO")), (
+            statement
+        )
 
 
 def test_every_statement_runs_on_the_cluster(session: ChdbEngine) -> None:

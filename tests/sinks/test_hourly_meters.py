@@ -59,10 +59,6 @@ def by_hour(engine: ChdbEngine, table: str) -> list[dict[str, Any]]:
     )
 
 
-def at_most(version: int) -> list[ddl.DdlFile]:
-    return [f for f in ddl.files(DB) if f.version <= version]
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[ChdbEngine]:
     chdb = ChdbEngine(tmp_path / "chdb", DB)
@@ -74,7 +70,9 @@ def engine(tmp_path: Path) -> Iterator[ChdbEngine]:
 def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
     """A database migrated to 110 that took three batches, then migrated to the end."""
     real = ddl.files
-    monkeypatch.setattr(ddl, "files", lambda db, tz="UTC": [f for f in real(db, tz) if f.version <= 110])
+    monkeypatch.setattr(
+        ddl, "files", lambda db, tz="UTC": [f for f in real(db, tz) if f.version <= 110]
+    )
     migrate(engine)
     assert not engine.sql.scalar(f"EXISTS TABLE {DB}.usage_meters_1h")
     writer = engine.writer()
