@@ -191,51 +191,55 @@ def _instant(
     return moment
 
 
-def window_sql(window: str, timezone: str, column: str = "window_start") -> str | None:
+def window_sql(window: str, timezone: str) -> str | None:
     """The window's start as epoch seconds, in SQL (None: no window).
 
-    ``column`` is ``toStartOfHour(window_start)`` for the hourly part of a query
-    (``_hourly``): the same windows, read from the projection.
+    The same expression for minute and hour rows (both tables name their start
+    ``window_start``): an hour row's start is in the same window as its minutes
+    when ``_hourly`` allows hours at all.
     """
     tz = quote(timezone)
     return {
-        "minute": f"toUnixTimestamp({column})",
-        "hour": f"toUnixTimestamp(toStartOfHour({column}, {tz}))",
-        "day": f"toUnixTimestamp(toStartOfDay({column}, {tz}))",
+        "minute": "toUnixTimestamp(window_start)",
+        "hour": f"toUnixTimestamp(toStartOfHour(window_start, {tz}))",
+        "day": f"toUnixTimestamp(toStartOfDay(window_start, {tz}))",
         # toStartOfMonth returns a Date: its midnight in the zone is the instant.
-        "month": f"toUnixTimestamp(toDateTime(toStartOfMonth({column}, {tz}), {tz}))",
+        "month": f"toUnixTimestamp(toDateTime(toStartOfMonth(window_start, {tz}), {tz}))",
         "none": None,
     }[window]
 
 
-HOUR_OF = "toStartOfHour(window_start)"
 _HOUR = timedelta(hours=1)
 # Checking a zone's offsets costs ~10 ms a year (then cached); an unbounded or
 # very long range in a zone other than UTC is read from the minutes instead.
 _MAX_CHECKED_YEARS = 5
+MINUTES = "usage_meters"
+HOURS = "usage_meters_1h"
 
 
-def build_sql(database: str, query: MeterQuery, limit: int = MAX_ROWS + 1) -> str:
-    """One SELECT over ``usage_meters``: identifiers from the allowlists, values quoted.
+def build_sql(
+    database: str, query: MeterQuery, limit: int = MAX_ROWS + 1, *, hourly: bool = True
+) -> str:
+    """One SELECT over the meters: identifiers from the allowlists, values quoted.
 
-    Whole hours of the range are read through the hourly projection
-    (``schemas/sql/100_usage_meters_hourly_projection.sql``, ~6x fewer rows at the
-    bench's scale), the minutes before the first and after the last whole hour
-    from the minute rows, and both are summed again: the same numbers as reading
-    minutes only (``tests/query/test_hourly_rollup.py`` proves it), when the
-    window is a function of the hour (``_hourly``).
+    Whole hours of the range are read from ``usage_meters_1h`` (hourly sums in a
+    plain table, ``schemas/sql/120_usage_meters_1h.sql``: ~6x fewer rows than the
+    minutes at the bench's scale), the minutes before the first and after the last
+    whole hour from ``usage_meters``, and both are summed again: the same numbers as
+    reading minutes only (``hourly=False``; ``tests/query/test_hourly_rollup.py``
+    proves it), when the window is a function of the hour (``_hourly``).
     """
     assert set(query.group_by) <= set(GROUPS) and set(query.columns) <= set(COLUMNS)
     assert set(query.filters) <= set(GROUPS)
     where = [f"tenant = {quote(query.tenant)}"]
     for name, values in query.filters.items():
         where.append(f"{name} IN ({', '.join(quote(v) for v in values)})")
-    hours = _hourly(query)
+    hours = _hourly(query) if hourly else None
     if hours is None:
         minutes_only = [*where, *_range(query.start, query.end)]
-        return _select(database, query, "window_start", minutes_only, limit, outer=True)
+        return _select(database, MINUTES, query, minutes_only, limit, outer=True)
     first, last = hours
-    whole_hours = [*where, *_range(first, last, HOUR_OF)]
+    whole_hours = [*where, *_range(first, last)]
     edges = []
     if query.start is not None and first is not None and query.start < first:
         edges.append(" AND ".join(_range(query.start, first)))
@@ -243,11 +247,11 @@ def build_sql(database: str, query: MeterQuery, limit: int = MAX_ROWS + 1) -> st
         edges.append(" AND ".join(_range(last, query.end)))
     if not edges:
         # Bounds on whole hours (dates in a whole-hour zone: the dashboard's periods).
-        return _select(database, query, HOUR_OF, whole_hours, limit, outer=True)
+        return _select(database, HOURS, query, whole_hours, limit, outer=True)
     minutes = " OR ".join(f"({edge})" for edge in edges)
     parts = [
-        _select(database, query, HOUR_OF, whole_hours, limit, outer=False),
-        _select(database, query, "window_start", [*where, f"({minutes})"], limit, outer=False),
+        _select(database, HOURS, query, whole_hours, limit, outer=False),
+        _select(database, MINUTES, query, [*where, f"({minutes})"], limit, outer=False),
     ]
     keys = _keys(query)
     sums = ", ".join(f"toString(sum({c})) AS {c}" for c in query.columns)
@@ -264,12 +268,12 @@ def _keys(query: MeterQuery) -> list[str]:
 
 
 def _select(
-    database: str, query: MeterQuery, column: str, where: list[str], limit: int, *, outer: bool
+    database: str, table: str, query: MeterQuery, where: list[str], limit: int, *, outer: bool
 ) -> str:
-    """One SELECT over ``column`` (minutes or hours). ``outer``: the answer itself, sums as
+    """One SELECT over ``table`` (minutes or hours). ``outer``: the answer itself, sums as
     text; else a part of the union, sums as numbers for the outer SELECT to add up."""
     select: list[str] = []
-    window = window_sql(query.window, query.timezone, column)
+    window = window_sql(query.window, query.timezone)
     if window is not None:
         select.append(f"{window} AS window_start_s")
     select.extend(query.group_by)
@@ -277,7 +281,7 @@ def _select(
         # As text in the answer: the engine's JSON would turn a Decimal(38, 12) into
         # a float (cents lost on large totals) and a UInt64 past 2^53 likewise.
         select.append(f"toString(sum({name})) AS {name}" if outer else f"sum({name}) AS {name}")
-    sql = f"SELECT {', '.join(select)} FROM {database}.usage_meters WHERE {' AND '.join(where)}"
+    sql = f"SELECT {', '.join(select)} FROM {database}.{table} WHERE {' AND '.join(where)}"
     keys = _keys(query)
     if keys:
         # SummingMergeTree: a group may still be spread over unmerged rows, so
@@ -298,13 +302,13 @@ def _range(start: datetime | None, end: datetime | None, column: str = "window_s
 
 
 def _hourly(query: MeterQuery) -> tuple[datetime | None, datetime | None] | None:
-    """The whole hours ``[first, last)`` of the range to read from the projection, or None.
+    """The whole hours ``[first, last)`` of the range to read from ``usage_meters_1h``, or None.
 
     None (minutes only) when the window is finer than an hour, when the range holds
     no whole hour, or when a window boundary could fall inside an hour: an
     hour/day/month window in a zone whose UTC offset is not a whole number of hours
-    at some instant of the range (Asia/Kolkata, +05:30). An unbounded side stays
-    unbounded (None).
+    at some instant of the range (Asia/Kolkata, +05:30): the table's hours are UTC
+    hours. An unbounded side stays unbounded (None).
     """
     if query.window == "minute":
         return None
