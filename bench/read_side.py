@@ -10,7 +10,7 @@ with chDB the read routes live in the process that owns the store):
    dedupe, price, one INSERT whose materialized views fill ``usage_meters`` and
    ``usage_running_totals``) into a chDB folder, in a worker process with no log
    (the processor rows measure Kafka). The meters are then merged
-   (``OPTIMIZE ... FINAL``: the state a month of background merges leaves) so
+   (``OPTIMIZE ... FINAL``, the hourly table too: the state a month of background merges leaves) so
    the peer and the HTTP run see the same parts. Peer: the SQL the endpoint
    builds (``query.meters.build_sql``), run directly on the engine in-process.
    Then ``meterline run`` opens the folder and a keep-alive client asks each
@@ -135,7 +135,7 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
         offset += len(chunk)
     loaded_s = time.perf_counter() - began
     db = settings.database
-    for table in ("usage_meters", "usage_running_totals"):
+    for table in ("usage_meters", "usage_meters_1h", "usage_running_totals"):
         engine.run_sql(f"OPTIMIZE TABLE {db}.{table} FINAL", "CSV")
     stored = orjson.loads(
         engine.run_sql(
@@ -428,7 +428,7 @@ def usage_rows(
                 "query",
                 f"GET /v1/usage p99, month, {name} "
                 f"({peer['rows']:,} rows; p50 {ours['p50_ms']:.1f} ms; engine p50 "
-                f"{peer['p50_ms']:.1f} ms, + Python in-process p50 "
+                f"{peer['p50_ms']:.1f} ms; engine + shaping in-process p50 "
                 f"{peer['in_process_p50_ms']:.1f} ms)",
                 ours["p99_ms"],
                 "ms",
