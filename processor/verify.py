@@ -154,6 +154,21 @@ def _ms(value: int) -> str:
 
 
 HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class _Level:
+    """A coarser meter table and the finer one it must sum (schemas/sql/120, 121)."""
+
+    table: str
+    source: str
+    start_of: str  # SQL: the coarser window's start, from the finer one's window_start
+    grain_ms: int
+
+
+_HOURS = _Level("usage_meters_1h", "usage_meters", "toStartOfHour(window_start)", HOUR_MS)
+_DAYS = _Level("usage_meters_1d", "usage_meters_1h", "toStartOfDay(window_start, 'UTC')", DAY_MS)
 
 
 def verify_hours(sql: SqlReader, from_ms: int, to_ms: int, hours: str = "") -> list[Difference]:
@@ -166,27 +181,39 @@ def verify_hours(sql: SqlReader, from_ms: int, to_ms: int, hours: str = "") -> l
     one INSERT can leave it off, and this names where. ``from_ms``/``to_ms`` widen to
     whole hours; ``hours``, a SQL subquery of hour starts, narrows the check.
     """
-    start = _ms(from_ms - from_ms % HOUR_MS)
-    end = _ms(to_ms + (-to_ms % HOUR_MS))
+    return _verify_level(sql, _HOURS, from_ms, to_ms, hours)
+
+
+def verify_days(sql: SqlReader, from_ms: int, to_ms: int, days: str = "") -> list[Difference]:
+    """Every (UTC day group, column) where usage_meters_1d differs from usage_meters_1h."""
+    return _verify_level(sql, _DAYS, from_ms, to_ms, days)
+
+
+def _verify_level(
+    sql: SqlReader, level: _Level, from_ms: int, to_ms: int, only: str
+) -> list[Difference]:
+    start = _ms(from_ms - from_ms % level.grain_ms)
+    end = _ms(to_ms + (-to_ms % level.grain_ms))
     db = sql.database
-    only = f" AND window_start IN ({hours})" if hours else ""
     sums = ", ".join(f"sum({c}) AS {c}" for c in METER_SUMS)
     rest = ", ".join(k for k in METER_KEYS if k != "window_start")
-    from_minutes = (
-        f"SELECT toStartOfHour(window_start) AS hour, {rest}, {sums}, 1 AS present "
-        f"FROM {db}.usage_meters "
+    from_finer = (
+        f"SELECT {level.start_of} AS bucket, {rest}, {sums}, 1 AS present "
+        f"FROM {db}.{level.source} "
         f"WHERE window_start >= {start} AND window_start < {end}"
-        + (f" AND toStartOfHour(window_start) IN ({hours})" if hours else "")
-        + f" GROUP BY hour, {rest}"
-        # The projection of migration 100 would answer this from hourly states: read
-        # the minute rows themselves, the independent side of the comparison.
+        + (f" AND {level.start_of} IN ({only})" if only else "")
+        + f" GROUP BY bucket, {rest}"
+        # The projection of migration 100 would answer from hourly states: read the
+        # finer rows themselves, the independent side of the comparison.
         + " SETTINGS optimize_use_projections = 0"
     )
     stored = (
-        f"SELECT window_start AS hour, {rest}, {sums}, 1 AS present FROM {db}.usage_meters_1h "
-        f"WHERE window_start >= {start} AND window_start < {end}{only} GROUP BY hour, {rest}"
+        f"SELECT window_start AS bucket, {rest}, {sums}, 1 AS present FROM {db}.{level.table} "
+        f"WHERE window_start >= {start} AND window_start < {end}"
+        + (f" AND window_start IN ({only})" if only else "")
+        + f" GROUP BY bucket, {rest}"
     )
-    keys = ("hour", *(k for k in METER_KEYS if k != "window_start"))
+    keys = ("bucket", *(k for k in METER_KEYS if k != "window_start"))
     differs = " OR ".join(f"e.{c} != m.{c}" for c in METER_SUMS)
     select = ", ".join(
         [f"e.{k} AS e_{k}, m.{k} AS m_{k}" for k in keys]
@@ -196,17 +223,17 @@ def verify_hours(sql: SqlReader, from_ms: int, to_ms: int, hours: str = "") -> l
     )
     on = " AND ".join(f"e.{k} = m.{k}" for k in keys)
     rows = sql.query_rows(
-        f"SELECT {select} FROM ({from_minutes}) AS e FULL OUTER JOIN ({stored}) AS m ON {on} "
+        f"SELECT {select} FROM ({from_finer}) AS e FULL OUTER JOIN ({stored}) AS m ON {on} "
         f"WHERE {differs} SETTINGS join_use_nulls = 0"
     )
     out = []
     for row in rows:
         side = "e_" if row["in_events"] else "m_"
         group = {k: row[side + k] for k in METER_KEYS if k != "window_start"}
-        group["window_start"] = row[side + "hour"]
+        group["window_start"] = row[side + "bucket"]
         for column in METER_SUMS:
             if row[f"e_{column}"] != row[f"m_{column}"]:
-                # from_events: what the minute meters say the hour holds.
+                # from_events: what the finer table says the window holds.
                 out.append(Difference(group, column, row[f"e_{column}"], row[f"m_{column}"]))
     return out
 
@@ -215,12 +242,21 @@ def repair_hours(sql: SqlReader, from_ms: int, to_ms: int, hours: str = "") -> l
     """Add to usage_meters_1h what it lacks against the minute meters; return the rest.
 
     Only shortfalls are mended (a correction row with the missing amounts, exact:
-    SummingMergeTree adds it). An hour ABOVE its minutes (a backfill counted twice)
-    is returned untouched: undoing it needs negative counts, a human's decision.
-    Not safe while workers insert (an INSERT between its meter part and its hour
-    part looks short): start-up, or a stopped pipeline.
+    SummingMergeTree adds it; it reaches usage_meters_1d through its view). An hour
+    ABOVE its minutes (a backfill counted twice) is returned untouched: undoing it
+    needs negative counts, a human's decision. Not safe while workers insert (an
+    INSERT between its meter part and its hour part looks short): start-up, or a
+    stopped pipeline.
     """
-    differences = verify_hours(sql, from_ms, to_ms, hours)
+    return _repair_level(sql, _HOURS, verify_hours(sql, from_ms, to_ms, hours))
+
+
+def repair_days(sql: SqlReader, from_ms: int, to_ms: int, days: str = "") -> list[Difference]:
+    """Add to usage_meters_1d what it lacks against usage_meters_1h (as ``repair_hours``)."""
+    return _repair_level(sql, _DAYS, verify_days(sql, from_ms, to_ms, days))
+
+
+def _repair_level(sql: SqlReader, level: _Level, differences: list[Difference]) -> list[Difference]:
     keys = ("window_start", *(k for k in METER_KEYS if k != "window_start"))
     by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
     refused: list[Difference] = []
@@ -233,10 +269,10 @@ def repair_hours(sql: SqlReader, from_ms: int, to_ms: int, hours: str = "") -> l
     for key, deltas in by_group.items():
         columns = [*keys, *deltas]
         values = [_literal(v) for v in key] + [_literal(v) for v in deltas.values()]
-        # insert_deduplicate = 0: a second, identical correction (another hour, the
+        # insert_deduplicate = 0: a second, identical correction (another window, the
         # same amounts) must never be dropped as a duplicate block.
         sql.query_raw(
-            f"INSERT INTO {sql.database}.usage_meters_1h ({', '.join(columns)}) "
+            f"INSERT INTO {sql.database}.{level.table} ({', '.join(columns)}) "
             f"SETTINGS async_insert = 0, insert_deduplicate = 0 VALUES ({', '.join(values)})",
             "CSV",
         )
@@ -309,7 +345,14 @@ def repair_at_start(sql: SqlReader) -> StartupRepair:
         f"WHERE processed_at >= {_ms(since)}"
     )
     if span and int(span[0]["last"]) > 0:
-        refused += repair_hours(sql, int(span[0]["first"]), int(span[0]["last"]) + 1, touched)
+        first, last = int(span[0]["first"]), int(span[0]["last"]) + 1
+        refused += repair_hours(sql, first, last, touched)
+        # Then the days (an INSERT torn between its hour part and its day part).
+        days = (
+            f"SELECT DISTINCT toStartOfDay(time, 'UTC') FROM {sql.database}.usage_events "
+            f"WHERE processed_at >= {_ms(since)}"
+        )
+        refused += repair_days(sql, first, last, days)
     return StartupRepair(ids, refused)
 
 

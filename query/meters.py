@@ -215,6 +215,7 @@ _HOUR = timedelta(hours=1)
 _MAX_CHECKED_YEARS = 5
 MINUTES = "usage_meters"
 HOURS = "usage_meters_1h"
+DAYS = "usage_meters_1d"
 
 
 def build_sql(
@@ -222,36 +223,26 @@ def build_sql(
 ) -> str:
     """One SELECT over the meters: identifiers from the allowlists, values quoted.
 
-    Whole hours of the range are read from ``usage_meters_1h`` (hourly sums in a
-    plain table, ``schemas/sql/120_usage_meters_1h.sql``: ~6x fewer rows than the
-    minutes at the bench's scale), the minutes before the first and after the last
-    whole hour from ``usage_meters``, and both are summed again: the same numbers as
-    reading minutes only (``hourly=False``; ``tests/query/test_hourly_rollup.py``
-    proves it), when the window is a function of the hour (``_hourly``).
+    The range is cut into pieces read from the coarsest table that holds them whole
+    (``_pieces``): whole UTC days from ``usage_meters_1d``, whole hours from
+    ``usage_meters_1h`` (``schemas/sql/120_usage_meters_1h.sql``, 121), the minutes
+    at the edges from ``usage_meters``; several pieces are one ``UNION ALL`` summed
+    again. The same numbers as reading minutes only (``hourly=False``;
+    ``tests/query/test_hourly_rollup.py`` proves it), because a piece is only read
+    from a coarser table when every window boundary falls on that table's grain.
     """
     assert set(query.group_by) <= set(GROUPS) and set(query.columns) <= set(COLUMNS)
     assert set(query.filters) <= set(GROUPS)
     where = [f"tenant = {quote(query.tenant)}"]
     for name, values in query.filters.items():
         where.append(f"{name} IN ({', '.join(quote(v) for v in values)})")
-    hours = _hourly(query) if hourly else None
-    if hours is None:
-        minutes_only = [*where, *_range(query.start, query.end)]
-        return _select(database, MINUTES, query, minutes_only, limit, outer=True)
-    first, last = hours
-    whole_hours = [*where, *_range(first, last)]
-    edges = []
-    if query.start is not None and first is not None and query.start < first:
-        edges.append(" AND ".join(_range(query.start, first)))
-    if query.end is not None and last is not None and last < query.end:
-        edges.append(" AND ".join(_range(last, query.end)))
-    if not edges:
-        # Bounds on whole hours (dates in a whole-hour zone: the dashboard's periods).
-        return _select(database, HOURS, query, whole_hours, limit, outer=True)
-    minutes = " OR ".join(f"({edge})" for edge in edges)
+    pieces = _pieces(query) if hourly else [(MINUTES, query.start, query.end)]
+    if len(pieces) == 1:
+        table, start, end = pieces[0]
+        return _select(database, table, query, [*where, *_range(start, end)], limit, outer=True)
     parts = [
-        _select(database, HOURS, query, whole_hours, limit, outer=False),
-        _select(database, MINUTES, query, [*where, f"({minutes})"], limit, outer=False),
+        _select(database, table, query, [*where, *_range(start, end)], limit, outer=False)
+        for table, start, end in pieces
     ]
     keys = _keys(query)
     sums = ", ".join(_outer_sum(c) for c in query.columns)
@@ -261,6 +252,50 @@ def build_sql(
     if keys:
         sql += f" GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)} LIMIT {int(limit)}"
     return sql
+
+
+Piece = tuple[str, datetime | None, datetime | None]
+
+
+def _pieces(query: MeterQuery) -> list[Piece]:
+    """``[start, end)`` as (table, start, end) pieces, coarsest first; None: unbounded."""
+    hours = _hourly(query)
+    if hours is None:
+        return [(MINUTES, query.start, query.end)]
+    first, last = hours
+    middle: list[Piece] = [(HOURS, first, last)]
+    if _daily(query):
+        day_first = None if first is None else _ceil_day(first)
+        day_last = None if last is None else _floor_day(last)
+        if day_first is None or day_last is None or day_first < day_last:
+            middle = [(DAYS, day_first, day_last)]
+            if first is not None and day_first is not None and first < day_first:
+                middle.append((HOURS, first, day_first))
+            if last is not None and day_last is not None and day_last < last:
+                middle.append((HOURS, day_last, last))
+    out = middle
+    if query.start is not None and first is not None and query.start < first:
+        out.append((MINUTES, query.start, first))
+    if query.end is not None and last is not None and last < query.end:
+        out.append((MINUTES, last, query.end))
+    return out
+
+
+def _daily(query: MeterQuery) -> bool:
+    """Can whole UTC days be read as days? Every window is then a union of UTC days:
+    none (one window), or day/month windows in UTC itself."""
+    return query.window == "none" or (
+        query.window in ("day", "month") and query.timezone in ("UTC", "Etc/UTC")
+    )
+
+
+def _floor_day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _ceil_day(moment: datetime) -> datetime:
+    floor = _floor_day(moment)
+    return floor if floor == moment else floor + timedelta(days=1)
 
 
 def _keys(query: MeterQuery) -> list[str]:

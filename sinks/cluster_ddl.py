@@ -40,8 +40,9 @@ SHARDING_KEYS = {
     "budget_versions": "cityHash64(tenant, id)",
     # Additive sums, like usage_meters; a check reads through the Distributed table.
     "usage_running_totals": "rand()",
-    # Hourly meters (120), fed from usage_meters_local by a view on each shard.
+    # Hourly and daily meters (120, 121), fed by views on each shard's local tables.
     "usage_meters_1h": "rand()",
+    "usage_meters_1d": "rand()",
     # Every claim of one alert on one shard: Keeper's block dedup (the claim's
     # token) only sees inserts into the same shard.
     "budget_alerts": "cityHash64(tenant, alert_id)",

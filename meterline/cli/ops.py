@@ -33,12 +33,12 @@ def verify_command(
     to: Annotated[str, typer.Option("--to", help="End (event time), exclusive.")],
 ) -> None:
     """Check the range before invoicing (exit 1 on any problem): meters recomputed from
-    usage_events equal usage_meters, the hourly meters (usage_meters_1h) equal the minutes,
-    each (tenant, source, id) is stored once, and the dedupe index (usage_event_ids) holds
-    every stored id."""
+    usage_events equal usage_meters, the hourly and daily meters (usage_meters_1h, _1d)
+    equal the finer ones, each (tenant, source, id) is stored once, and the dedupe index
+    (usage_event_ids) holds every stored id."""
     settings = _settings()
     from meterline import runtime
-    from processor.verify import check_identities, verify, verify_hours
+    from processor.verify import check_identities, verify, verify_days, verify_hours
 
     start, end = parse_instant(from_), parse_instant(to)
     try:
@@ -46,6 +46,7 @@ def verify_command(
         try:
             differences = verify(engine.sql, start, end)
             hours = verify_hours(engine.sql, start, end)
+            hours += verify_days(engine.sql, start, end)
             identities = check_identities(engine.sql, start, end)
         finally:
             engine.close()
@@ -65,15 +66,16 @@ def verify_command(
             f"usage_event_ids (a re-send would be stored again), e.g. {escape(examples)}[/red]"
         )
     if hours:
-        # GET /v1/usage answers whole hours from usage_meters_1h: these are wrong there.
+        # GET /v1/usage answers whole hours and days from these tables: wrong there.
         examples = ", ".join(
             f"{d.group['tenant']}/{d.group['window_start']}/{d.group['subject']} {d.column} "
             f"{d.in_meters} (minutes: {d.from_events})"
             for d in hours[:5]
         )
         console.print(
-            f"[red]{len(hours)} difference(s) between usage_meters_1h and usage_meters "
-            f"(tenant/hour/subject column hourly (minutes)), e.g. {escape(examples)}[/red]"
+            f"[red]{len(hours)} difference(s) between usage_meters_1h and usage_meters, or "
+            "usage_meters_1d and usage_meters_1h (tenant/window/subject column coarser "
+            f"(finer)), e.g. {escape(examples)}[/red]"
         )
     if not differences:
         if identities or hours:

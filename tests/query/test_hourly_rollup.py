@@ -1,13 +1,14 @@
 """``GET /v1/usage`` read through the hourly table equals the minute meters and the events.
 
-``query.meters.build_sql`` reads whole hours of a range from ``usage_meters_1h``
-(``schemas/sql/120_usage_meters_1h.sql``) and the minutes at the edges from the
+``query.meters.build_sql`` reads whole UTC days of a range from ``usage_meters_1d``
+(when every window is made of UTC days), whole hours from ``usage_meters_1h``
+(``schemas/sql/120_usage_meters_1h.sql``, 121) and the minutes at the edges from the
 minute rows. These tests hold it to the answer computed from the minute rows only
 (``hourly=False``, the projection of migration 100 switched off too) and to an
 independent Python sum of the raw events, for random ranges (aligned and not,
 bounded and not), windows, groupings, filters and timezones (a DST one, a
 half-hour one), on the real engine. Half of the events are stored before migration
-120 (its backfill carries them), half after (its view does).
+120 and 121 (their backfills carry them), half after (their views do).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEngine]:
         )
         migrate(chdb)
         _insert(chdb, EVENTS[: len(EVENTS) // 2])
-    assert [m.version for m in migrate(chdb)] == [120]
+    assert [m.version for m in migrate(chdb)] == [120, 121]
     _insert(chdb, EVENTS[len(EVENTS) // 2 :])
     yield chdb
     chdb.close()
@@ -222,8 +223,8 @@ def test_rollup_answer_equals_minute_meters_and_raw_events(
         # A month in Paris across its fall-back: day windows of 23 and 25 hours.
         ("day", "Europe/Paris", BEGIN + timedelta(hours=4), BEGIN + timedelta(days=3, hours=4)),
         ("hour", "UTC", BEGIN + timedelta(minutes=17), BEGIN + timedelta(days=2, minutes=43)),
-        ("none", "Asia/Kolkata", BEGIN + timedelta(minutes=1), BEGIN + timedelta(days=3)),
-        ("month", "UTC", None, None),
+        ("none", "Asia/Kolkata", BEGIN + timedelta(minutes=1), BEGIN + timedelta(hours=20)),
+        ("month", "Europe/Paris", BEGIN, BEGIN + timedelta(days=3)),
     ],
 )
 def test_whole_hours_are_read_from_the_hourly_table(
@@ -233,6 +234,50 @@ def test_whole_hours_are_read_from_the_hourly_table(
     # and 3-5x slower at the bench's scale.
     query = MeterQuery("t1", start, end, window, zone, ("subject",), {}, SUMMED)
     assert "FROM hourly.usage_meters_1h WHERE" in build_sql(DB, query)
+    assert _answer(engine, query) == _answer(engine, query, hourly=False)
+
+
+@pytest.mark.parametrize(
+    ("window", "zone", "start", "end", "tables"),
+    [
+        # Any zone for window=none: days in the middle, hours and minutes at the ends.
+        (
+            "none",
+            "Europe/Paris",
+            BEGIN + timedelta(minutes=17),
+            BEGIN + timedelta(days=3, hours=5, minutes=3),
+            ("usage_meters_1d", "usage_meters_1h", "usage_meters "),
+        ),
+        ("day", "UTC", BEGIN + timedelta(hours=4), BEGIN + timedelta(days=3, hours=4), None),
+        ("month", "UTC", None, None, ("usage_meters_1d",)),
+        ("none", "UTC", BEGIN + timedelta(hours=1), None, ("usage_meters_1d", "usage_meters_1h")),
+    ],
+)
+def test_whole_utc_days_are_read_from_the_daily_table(
+    engine: ChdbEngine,
+    window: str,
+    zone: str,
+    start: datetime | None,
+    end: datetime | None,
+    tables: tuple[str, ...] | None,
+) -> None:
+    query = MeterQuery("t1", start, end, window, zone, ("subject",), {}, SUMMED)
+    sql = build_sql(DB, query) + " "
+    assert "FROM hourly.usage_meters_1d WHERE" in sql
+    for table in tables or ():
+        assert f"FROM hourly.{table}" in sql
+    assert _answer(engine, query) == _answer(engine, query, hourly=False)
+
+
+@pytest.mark.parametrize(
+    ("window", "zone"), [("day", "Europe/Paris"), ("month", "America/New_York"), ("hour", "UTC")]
+)
+def test_windows_that_cut_utc_days_never_read_the_daily_table(
+    engine: ChdbEngine, window: str, zone: str
+) -> None:
+    # A Paris day starts at 22:00 or 23:00 UTC: a UTC day row would straddle two.
+    query = MeterQuery("t1", BEGIN, BEGIN + timedelta(days=3), window, zone, (), {}, SUMMED)
+    assert "usage_meters_1d" not in build_sql(DB, query)
     assert _answer(engine, query) == _answer(engine, query, hourly=False)
 
 

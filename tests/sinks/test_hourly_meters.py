@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from processor.verify import repair_at_start, repair_hours, verify_hours
+from processor.verify import (
+    repair_at_start,
+    repair_days,
+    repair_hours,
+    verify_days,
+    verify_hours,
+)
 from sinks import ddl
 from sinks.base import EVENT_COLUMNS
 from sinks.chdb_sink import ChdbEngine
@@ -49,6 +55,23 @@ def batch(ids: list[str], minute_step: int = 17) -> dict[str, list[Any]]:
     return cols
 
 
+def by_day(engine: ChdbEngine, table: str) -> list[dict[str, Any]]:
+    day = "window_start" if table == "usage_meters_1d" else "toStartOfDay(window_start, 'UTC')"
+    return engine.sql.query_rows(
+        f"SELECT {day} AS day, {KEYS}, {COMPARED} FROM {DB}.{table} "
+        f"GROUP BY day, {KEYS} ORDER BY day, {KEYS} SETTINGS optimize_use_projections = 0"
+    )
+
+
+def consistent(engine: ChdbEngine) -> bool:
+    """Hours equal the minutes, and days equal the minutes (through the hours too)."""
+    return (
+        by_hour(engine, "usage_meters_1h") == by_hour(engine, "usage_meters")
+        and by_day(engine, "usage_meters_1d") == by_day(engine, "usage_meters")
+        and by_day(engine, "usage_meters_1h") == by_day(engine, "usage_meters")
+    )
+
+
 def by_hour(engine: ChdbEngine, table: str) -> list[dict[str, Any]]:
     hour = "window_start" if table == "usage_meters_1h" else "toStartOfHour(window_start)"
     # Minute rows as stored (projection off): the independent side.
@@ -79,7 +102,7 @@ def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
     for n in range(3):  # several parts, groups spread over unmerged minute rows
         writer.insert(batch([f"old-{n}-{i}" for i in range(400)], 17 + n), f"old-{n}")
     monkeypatch.setattr(ddl, "files", real)
-    assert [m.version for m in migrate(engine)] == [120]
+    assert [m.version for m in migrate(engine)] == [120, 121]
     return engine
 
 
@@ -89,19 +112,22 @@ def test_backfill_makes_the_hourly_table_equal_the_minutes_of_an_existing_databa
     hours = by_hour(upgraded, "usage_meters_1h")
     assert hours == by_hour(upgraded, "usage_meters")
     assert sum(int(r["events"]) for r in hours) == 1200
+    assert consistent(upgraded)
+    assert len(by_day(upgraded, "usage_meters_1d")) < len(hours)  # 30 hours: two days
     assert verify_hours(upgraded.sql, T0 - HOUR_MS, T0 + 40 * HOUR_MS) == []
+    assert verify_days(upgraded.sql, T0 - HOUR_MS, T0 + 40 * HOUR_MS) == []
 
 
 def test_the_backfill_run_again_changes_nothing(upgraded: ChdbEngine) -> None:
     # A crash after the backfill and before the file is recorded: the next start runs
     # every statement of the file again.
-    before = by_hour(upgraded, "usage_meters_1h")
-    (file,) = [f for f in ddl.files(DB) if f.version == 120]
-    for statement in file.statements:
-        upgraded.run_sql(statement, "CSV")
-    assert by_hour(upgraded, "usage_meters_1h") == before
+    before = by_hour(upgraded, "usage_meters_1h"), by_day(upgraded, "usage_meters_1d")
+    for file in [f for f in ddl.files(DB) if f.version in (120, 121)]:
+        for statement in file.statements:
+            upgraded.run_sql(statement, "CSV")
+    assert (by_hour(upgraded, "usage_meters_1h"), by_day(upgraded, "usage_meters_1d")) == before
     assert migrate(upgraded) == []
-    assert by_hour(upgraded, "usage_meters_1h") == before
+    assert (by_hour(upgraded, "usage_meters_1h"), by_day(upgraded, "usage_meters_1d")) == before
 
 
 def test_the_backfill_token_drops_a_second_backfill_that_passed_the_guard(
@@ -109,13 +135,32 @@ def test_the_backfill_token_drops_a_second_backfill_that_passed_the_guard(
 ) -> None:
     # Two processes migrating one server: both may find the table empty. The second,
     # identical INSERT carries the same token and is dropped as a duplicate block.
-    (file,) = [f for f in ddl.files(DB) if f.version == 120]
+    before = by_hour(upgraded, "usage_meters_1h"), by_day(upgraded, "usage_meters_1d")
+    upgraded.run_sql(unguarded(121, "usage_meters_1d"), "CSV")
+    assert (by_hour(upgraded, "usage_meters_1h"), by_day(upgraded, "usage_meters_1d")) == before
+
+
+def test_a_late_second_hour_backfill_doubles_the_days_and_verify_names_it(
+    upgraded: ChdbEngine,
+) -> None:
+    # The limit of the token (docs/query.md): a second 120 backfill that lands after
+    # 121 made the day view is dropped by the hours, but the engine still pushes the
+    # block to the hours' views, and the days count it again. Only concurrent
+    # migrations of a server can do this; verify must then name every such day.
+    hours = by_hour(upgraded, "usage_meters_1h")
+    upgraded.run_sql(unguarded(120, "usage_meters_1h"), "CSV")
+    assert by_hour(upgraded, "usage_meters_1h") == hours
+    differences = verify_days(upgraded.sql, T0, T0 + 30 * HOUR_MS)
+    assert differences and all(d.in_meters == 2 * d.from_events for d in differences)
+    assert len(repair_days(upgraded.sql, T0, T0 + 30 * HOUR_MS)) == len(differences)
+
+
+def unguarded(version: int, table: str) -> str:
+    (file,) = [f for f in ddl.files(DB) if f.version == version]
     backfill = file.statements[-1]
-    unguarded = backfill.replace(f"WHERE (SELECT count() FROM {DB}.usage_meters_1h) = 0", "")
-    assert unguarded != backfill
-    before = by_hour(upgraded, "usage_meters_1h")
-    upgraded.run_sql(unguarded, "CSV")
-    assert by_hour(upgraded, "usage_meters_1h") == before
+    out = backfill.replace(f"WHERE (SELECT count() FROM {DB}.{table}) = 0", "")
+    assert out != backfill
+    return out
 
 
 def test_new_inserts_reach_the_hourly_table_once_even_when_retried(upgraded: ChdbEngine) -> None:
@@ -123,14 +168,14 @@ def test_new_inserts_reach_the_hourly_table_once_even_when_retried(upgraded: Chd
     writer.insert(batch([f"new-{i}" for i in range(300)], 23), "new-batch")
     writer.insert(batch([f"new-{i}" for i in range(300)], 23), "new-batch")  # a retry
     hours = by_hour(upgraded, "usage_meters_1h")
-    assert hours == by_hour(upgraded, "usage_meters")
+    assert consistent(upgraded)
     assert sum(int(r["events"]) for r in hours) == 1500
 
 
 def test_a_fresh_database_fills_the_hourly_table_from_its_first_insert(engine: ChdbEngine) -> None:
     migrate(engine)
     engine.writer().insert(batch([f"f-{i}" for i in range(200)]), "fresh")
-    assert by_hour(engine, "usage_meters_1h") == by_hour(engine, "usage_meters")
+    assert consistent(engine)
     assert engine.sql.scalar(f"SELECT sum(events) FROM {DB}.usage_meters_1h") == 200
 
 
@@ -144,7 +189,7 @@ def test_a_meter_correction_reaches_the_hour_through_the_view(engine: ChdbEngine
         "VALUES ('t1', toDateTime('2025-01-01 00:07:00', 'UTC'), 'acme', 5, 0.000000000001)",
         "CSV",
     )
-    assert by_hour(engine, "usage_meters_1h") == by_hour(engine, "usage_meters")
+    assert consistent(engine)
 
 
 def test_verify_names_an_hour_short_of_its_minutes_and_repair_mends_it(engine: ChdbEngine) -> None:
@@ -166,7 +211,25 @@ def test_verify_names_an_hour_short_of_its_minutes_and_repair_mends_it(engine: C
     }
     assert repair_hours(engine.sql, T0, T0 + 30 * HOUR_MS) == []
     assert verify_hours(engine.sql, T0, T0 + 30 * HOUR_MS) == []
-    assert by_hour(engine, "usage_meters_1h") == by_hour(engine, "usage_meters")
+    assert consistent(engine)  # the hour's correction reached the day through its view
+
+
+def test_a_day_short_of_its_hours_is_named_and_mended(engine: ChdbEngine) -> None:
+    migrate(engine)
+    engine.writer().insert(batch([f"d-{i}" for i in range(100)]), "d")
+    engine.run_sql(f"DETACH TABLE {DB}.usage_meters_1d_mv", "CSV")
+    engine.sql.query_raw(
+        f"INSERT INTO {DB}.usage_meters_1h (tenant, window_start, subject, events) "
+        "VALUES ('t2', toDateTime('2025-01-01 05:00:00', 'UTC'), 'globex', 4)",
+        "CSV",
+    )
+    engine.run_sql(f"ATTACH TABLE {DB}.usage_meters_1d_mv", "CSV")
+    differences = verify_days(engine.sql, T0, T0 + 30 * HOUR_MS)
+    assert [(d.group["window_start"], d.group["subject"], d.column) for d in differences] == [
+        ("2025-01-01 00:00:00", "globex", "events")
+    ]
+    assert repair_days(engine.sql, T0, T0 + 30 * HOUR_MS) == []
+    assert verify_days(engine.sql, T0, T0 + 30 * HOUR_MS) == []
 
 
 def test_an_hour_above_its_minutes_is_named_and_left_for_a_human(engine: ChdbEngine) -> None:
@@ -186,6 +249,6 @@ def test_an_hour_above_its_minutes_is_named_and_left_for_a_human(engine: ChdbEng
 
 
 def test_start_up_repair_leaves_a_consistent_database_untouched(upgraded: ChdbEngine) -> None:
-    before = by_hour(upgraded, "usage_meters_1h")
+    before = by_hour(upgraded, "usage_meters_1h"), by_day(upgraded, "usage_meters_1d")
     assert repair_at_start(upgraded.sql).refused == []
-    assert by_hour(upgraded, "usage_meters_1h") == before
+    assert (by_hour(upgraded, "usage_meters_1h"), by_day(upgraded, "usage_meters_1d")) == before
