@@ -194,9 +194,9 @@ def _instant(
 def window_sql(window: str, timezone: str) -> str | None:
     """The window's start as epoch seconds, in SQL (None: no window).
 
-    The same expression for minute and hour rows (both tables name their start
-    ``window_start``): an hour row's start is in the same window as its minutes
-    when ``_hourly`` allows hours at all.
+    The same expression for minute, hour and day rows (every meter table names its
+    start ``window_start``): a coarser row's start is in the same window as its
+    minutes whenever ``_pieces`` reads that table at all.
     """
     tz = quote(timezone)
     return {
