@@ -8,9 +8,9 @@ minute rows. These tests hold it to the answer computed from the minute rows onl
 independent Python sum of the raw events, for random ranges (aligned and not,
 bounded and not), windows, groupings, filters and timezones (a DST one, a
 half-hour one), on the real engine. Half of the events are stored before migration
-120 and 121 (their backfills carry them), half after (their views do). Queries that neither group nor filter by ``subject``
-read the tenant-wide tables (``usage_meters_1h_tenant``/``_1d_tenant``, migrations 122,
-123) instead; the random test draws both kinds and checks which tables each reads.
+120 and 121 (their backfills carry them), half after (their views do). Queries that
+neither group nor filter by ``subject`` read the tenant-wide tables
+(``usage_meters_1h_tenant``/``_1d_tenant``, migrations 122, 123) instead; the random test draws both kinds and checks which tables each reads.
 """
 
 from __future__ import annotations
