@@ -10,7 +10,8 @@ bounded and not), windows, groupings, filters and timezones (a DST one, a
 half-hour one), on the real engine. Half of the events are stored before migration
 120 and 121 (their backfills carry them), half after (their views do). Queries that
 neither group nor filter by ``subject`` read the tenant-wide tables
-(``usage_meters_1h_tenant``/``_1d_tenant``, migrations 122, 123) instead; the random test draws both kinds and checks which tables each reads.
+(``usage_meters_1h_tenant``/``_1d_tenant``, migrations 122, 123) instead; the random
+test draws both kinds and checks which tables each reads.
 """
 
 from __future__ import annotations
