@@ -22,6 +22,9 @@ bill an event the gateway refuses, or bill it differently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import chain, repeat
+from operator import add, gt, itemgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -284,4 +287,219 @@ def fast_token_event(value: bytes) -> tuple[Envelope, TokenUsage] | None:
     return envelope, usage
 
 
-__all__ = ["fast_token_event"]
+# --- the batch path (issue 17, round 3) ---------------------------------------------
+#
+# ``fast_token_batch`` is ``fast_token_event`` over a whole batch: the same decoder and
+# the same rules, but each rule is one pass over a column (a C call over the batch:
+# ``all``, ``max(map(len))``, a ``set`` of the distinct values, ``str.join`` then one
+# ``isprintable``, pyarrow compute for the times and the token sums) instead of
+# Python per event. A row failing any column rule is not judged here: it comes back
+# None and takes the per-record path (``fast_token_event``, then the reference), so
+# every refusal still comes from one implementation. A hand-written rule set instead
+# of a library because no library knows CloudEvents + meterline's usage rules; each
+# rule names the reference function it stands for, and
+# tests/schemas/test_fast_decode_differential.py runs this path on every case it
+# runs the per-record one on, in batches mixing good and bad records.
+
+# The records worth trying: the token type as the gateway writes it (orjson, no spaces).
+# Only a selection: a record without it just takes the per-record path, and one with
+# it is still decoded and checked in full.
+_MARK = b'"type":"' + EventType.TOKENS.value.encode() + b'"'
+# Records decoded per map() call: one failure sends its segment to per-record decode,
+# so a bad record costs at most this many re-decodes, not the batch.
+_SEGMENT = 1024
+_STATUSES = frozenset(CALL_STATUSES)
+_COUNTS = itemgetter(
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+)
+_PROVIDER = itemgetter("provider")
+_MODEL = itemgetter("model")
+_FEATURE = itemgetter("feature")
+_USER = itemgetter("user")
+_TIER = itemgetter("service_tier")
+_STATUS = itemgetter("status")
+_ERROR_TYPE = itemgetter("error_type")
+_METADATA = itemgetter("metadata")
+_decode_one = _DECODER.decode
+_DecodeErrors = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def _decode_many(values: Sequence[bytes]) -> tuple[list[int], list[_TokenEvent]]:
+    """Positions and Structs of the values that decode as token events.
+
+    ``map`` of the decoder per segment: one C loop. Measured on 20k bench records
+    (µs per record): ``map`` 1.27, one JSON array of the joined values 1.54,
+    ``decode_lines`` 1.22 but a value holding a newline would split, and a joined
+    array lets one value holding ``{..},{..}`` pass as two events: each value
+    decoded on its own is the only form that cannot mix records.
+    """
+    candidates = [i for i, v in enumerate(values) if _MARK in v]
+    positions: list[int] = []
+    events: list[_TokenEvent] = []
+    for start in range(0, len(candidates), _SEGMENT):
+        segment = candidates[start : start + _SEGMENT]
+        try:
+            # list() first: extend() would keep the events before a failing one.
+            decoded = list(map(_decode_one, [values[i] for i in segment]))
+        except _DecodeErrors:
+            pass
+        else:
+            events.extend(decoded)
+            positions.extend(segment)
+            continue
+        for i in segment:  # a broken record in this segment: one by one
+            try:
+                events.append(_decode_one(values[i]))
+            except _DecodeErrors:
+                continue
+            positions.append(i)
+    return positions, events
+
+
+def _rows(column: list[Any], bad: Any) -> list[int]:
+    """Rows of ``column`` whose value ``bad`` says is bad (the slow search, only on a miss)."""
+    return [i for i, v in enumerate(column) if bad(v)]
+
+
+def fast_token_batch(values: Sequence[bytes]) -> list[tuple[Envelope, TokenUsage] | None]:
+    """``fast_token_event`` of each value, the rules run over columns; None: per-record path.
+
+    Never more accepting than ``fast_token_event``: a row is accepted only when
+    every rule holds on it, and anything a column rule is unsure of is None.
+    """
+    out: list[tuple[Envelope, TokenUsage] | None] = [None] * len(values)
+    positions, events = _decode_many(values)
+    n = len(events)
+    if not n:
+        return out
+    sent: list[dict[str, Any]] = list(map(to_builtins, [e.data for e in events]))
+    fields = [{**_DEFAULTS, **s} for s in sent]  # the model's field order, as fast_token_event
+    ids = [e.id for e in events]
+    sources = [e.source for e in events]
+    subjects = [e.subject for e in events]
+    times = [e.time for e in events]
+    medias = [e.datacontenttype for e in events]
+    providers = list(map(_PROVIDER, fields))
+    models = list(map(_MODEL, fields))
+    features = list(map(_FEATURE, fields))
+    users = list(map(_USER, fields))
+    tiers = list(map(_TIER, fields))
+    statuses = list(map(_STATUS, fields))
+    error_types = list(map(_ERROR_TYPE, fields))
+    bad: set[int] = set()
+
+    def empty(v: Any) -> bool:
+        return not v
+
+    # NonEmpty: id, source, subject, provider, model; a time sent must not be "".
+    for column in (ids, sources, subjects, providers, models):
+        if not all(column):
+            bad.update(_rows(column, empty))
+    if "" in times:
+        bad.update(_rows(times, lambda v: v == ""))
+    sent_times = ["" if t is UNSET else t for t in times]
+    # Name / Label / ProviderName max_length.
+    for column in (providers, models, features, users, tiers):
+        if max(map(len, column)) > _MAX_NAME:
+            bad.update(_rows(column, lambda v: len(v) > _MAX_NAME))
+    # CallUsage: a known status; error_type bounded, and only beside "error".
+    if not set(statuses) <= _STATUSES:
+        bad.update(_rows(statuses, lambda v: v not in _STATUSES))
+    if any(error_types):
+        if max(map(len, error_types)) > _MAX_ERROR_TYPE:
+            bad.update(_rows(error_types, lambda v: len(v) > _MAX_ERROR_TYPE))
+        bad.update(i for i, e in enumerate(error_types) if e and statuses[i] != "error")
+    # No control character in any of these strings. The columns of few distinct
+    # values (sources, names, labels) are checked per distinct value; ids, subjects
+    # and times joined: the whole batch in one isprintable (or one regex search).
+    # Row by row only when that finds one.
+    distinct = set(chain(sources, providers, models, features, users, tiers, error_types))
+    whole = "".join(chain(ids, subjects, sent_times, distinct))
+    if not ((whole.isascii() and whole.isprintable()) or not CONTROL.search(whole)):
+        texts = (ids, sources, subjects, sent_times, providers, models, features, users, tiers)
+        rows = zip(*texts, error_types, strict=True)
+        bad.update(i for i, row in enumerate(rows) if not _no_control("".join(row)))
+    # Source (URI reference) and media type: each distinct value once.
+    for source in set(sources):
+        if not _source_ok(source):
+            bad.update(_rows(sources, lambda v, s=source: v == s))
+    for media in set(medias):
+        if media is not UNSET and not (media and _media_ok(media)):
+            bad.update(_rows(medias, lambda v, m=media: v == m))
+    # The time (RFC 3339 within the meters' bounds), to epoch ms: per row, by the
+    # per-event path's own _time_ms (its minute cache makes it ~0.7 µs). Done over
+    # the column (length, '.', 'Z', digits joined, distinct minutes: ~11 C passes) it
+    # measured 0.64 µs, pyarrow compute 0.52: not worth a second implementation.
+    times_ms = [_time_ms(t) if t else None for t in sent_times]
+    bad.update(
+        i for i, (t, ms) in enumerate(zip(sent_times, times_ms, strict=True)) if t and ms is None
+    )
+    # The provider's canonical name: each distinct value once.
+    canonical = {p: canonical_provider(p) for p in set(providers)}
+    for provider, name in canonical.items():
+        if not name:
+            bad.update(_rows(providers, lambda v, p=provider: v == p))
+    # Metadata bounds: only the rows that carry some.
+    metadata = list(map(_METADATA, fields))
+    if any(metadata):
+        bad.update(i for i, m in enumerate(metadata) if m and not _metadata_ok(m))
+    # Token parts within their totals: the counts transposed in C (one itemgetter per
+    # row, zip), the sums and comparisons as map(add)/map(gt) (C, no Python frame per
+    # row). pyarrow arrays of the 8 columns cost more than this (0.49 µs an event).
+    counts = list(zip(*map(_COUNTS, fields), strict=True))
+    inputs, outputs, cr, cw, cw1h, rsn, ain, aout = counts
+    parts_in = map(add, map(add, map(add, cr, cw), cw1h), ain)
+    parts_out = map(add, rsn, aout)
+    if any(map(gt, parts_in, inputs)) or any(map(gt, parts_out, outputs)):
+        bad.update(
+            i
+            for i, (t_in, t_out, a, b, c, r, d, e) in enumerate(zip(*counts, strict=True))
+            if a + b + c + d > t_in or r + e > t_out
+        )
+
+    # The accepted rows' objects, as fast_token_event builds them: the envelopes in
+    # one map() over the columns (C), the usage models in the one loop left.
+    for i in range(n):
+        f = fields[i]
+        if "metadata" not in sent[i]:
+            f["metadata"] = {}  # a fresh one per event, as the default_factory gives
+        f["provider"] = canonical[providers[i]]
+    usages = list(map(_usage, fields, sent))
+    envelopes = map(
+        Envelope,
+        repeat("1.0", n),
+        ids,
+        sources,
+        repeat(_TOKENS, n),
+        subjects,
+        [t or None for t in sent_times],
+        [None if m is UNSET else m for m in medias],
+        repeat(None, n),
+        [{} for _ in range(n)],
+        times_ms,
+    )
+    for i, envelope, usage in zip(positions, envelopes, usages, strict=True):
+        out[i] = (envelope, usage)
+    for i in bad:
+        out[positions[i]] = None
+    return out
+
+
+def _usage(fields: dict[str, Any], sent: dict[str, Any]) -> TokenUsage:
+    """The model as model_validate leaves it (see fast_token_event)."""
+    usage = _new(TokenUsage)
+    _set(usage, "__dict__", fields)
+    _set(usage, "__pydantic_fields_set__", set(sent))
+    _set(usage, "__pydantic_extra__", None)
+    _set(usage, "__pydantic_private__", None)
+    return usage
+
+
+__all__ = ["fast_token_batch", "fast_token_event"]
