@@ -100,30 +100,25 @@ def decode_batch(
     """``decode`` of each record, in order: the token events through the batch path.
 
     ``fast_token_batch`` checks the batch's token events over columns; whatever it
-    does not accept (other types, anything unusual, any rule broken) goes through
-    ``decode`` on its own, so every refusal is still worded by the reference.
+    does not accept (other types, anything unusual, any rule broken, no tenant
+    header) goes through ``decode`` on its own, so every refusal is worded by the
+    reference.
     """
-    values = [r.value for r in records]
-    fast = fast_token_batch(values)
-    out: list[Decoded | DeadLetter] = []
-    append = out.append
-    for record, accepted in zip(records, fast, strict=True):
-        if accepted is None:
-            append(decode(record, mappings))
-            continue
-        tenant_raw = record.header(TENANT_HEADER)
-        if not tenant_raw:  # decode() words it (missing_tenant)
-            append(decode(record, mappings))
-            continue
-        envelope, usage = accepted
-        moment = envelope.time_ms
-        append(
-            Decoded(
+    batch = fast_token_batch([r.value for r in records])
+    out: list[Decoded | DeadLetter | None] = [None] * len(records)
+    for i, envelope, usage in zip(*batch, strict=True):
+        record = records[i]
+        tenant = record.header(TENANT_HEADER)
+        if tenant:
+            moment = envelope.time_ms
+            out[i] = Decoded(
                 record,
                 envelope,
-                tenant_raw.decode("utf-8", "replace"),
+                tenant.decode("utf-8", "replace"),
                 moment if moment is not None else record.timestamp_ms,
                 usage,
             )
-        )
-    return out
+    return [
+        item if item is not None else decode(record, mappings)
+        for item, record in zip(out, records, strict=True)
+    ]

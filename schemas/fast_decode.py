@@ -22,10 +22,11 @@ bill an event the gateway refuses, or bill it differently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import chain, repeat
-from operator import add, gt, itemgetter
-from typing import Annotated, Any, Literal
+from collections import deque
+from collections.abc import Iterator, Sequence
+from itertools import chain, compress, repeat
+from operator import add, gt, itemgetter, setitem
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -368,17 +369,25 @@ def _rows(column: list[Any], bad: Any) -> list[int]:
     return [i for i, v in enumerate(column) if bad(v)]
 
 
-def fast_token_batch(values: Sequence[bytes]) -> list[tuple[Envelope, TokenUsage] | None]:
-    """``fast_token_event`` of each value, the rules run over columns; None: per-record path.
+class TokenBatch(NamedTuple):
+    """The values a batch accepted: their positions, and their envelopes and usages."""
 
-    Never more accepting than ``fast_token_event``: a row is accepted only when
-    every rule holds on it, and anything a column rule is unsure of is None.
+    positions: list[int]
+    envelopes: list[Envelope]
+    usages: list[TokenUsage]
+
+
+def fast_token_batch(values: Sequence[bytes]) -> TokenBatch:
+    """``fast_token_event`` of each value, the rules run over columns.
+
+    The values not in ``positions`` take the per-record path. Never more accepting
+    than ``fast_token_event``: a row is accepted only when every rule holds on it,
+    and anything a column rule is unsure of is left to the per-record path.
     """
-    out: list[tuple[Envelope, TokenUsage] | None] = [None] * len(values)
     positions, events = _decode_many(values)
     n = len(events)
     if not n:
-        return out
+        return TokenBatch([], [], [])
     sent: list[dict[str, Any]] = list(map(to_builtins, [e.data for e in events]))
     fields = [{**_DEFAULTS, **s} for s in sent]  # the model's field order, as fast_token_event
     ids = [e.id for e in events]
@@ -464,42 +473,47 @@ def fast_token_batch(values: Sequence[bytes]) -> list[tuple[Envelope, TokenUsage
             if a + b + c + d > t_in or r + e > t_out
         )
 
-    # The accepted rows' objects, as fast_token_event builds them: the envelopes in
-    # one map() over the columns (C), the usage models in the one loop left.
-    for i in range(n):
-        f = fields[i]
-        if "metadata" not in sent[i]:
-            f["metadata"] = {}  # a fresh one per event, as the default_factory gives
-        f["provider"] = canonical[providers[i]]
-    usages = list(map(_usage, fields, sent))
-    envelopes = map(
-        Envelope,
-        repeat("1.0", n),
-        ids,
-        sources,
-        repeat(_TOKENS, n),
-        subjects,
-        [t or None for t in sent_times],
-        [None if m is UNSET else m for m in medias],
-        repeat(None, n),
-        [{} for _ in range(n)],
-        times_ms,
+    # The accepted rows' objects, as fast_token_event builds them, each attribute set
+    # by a map() over the columns (C calls, no Python frame per event): a helper
+    # function called per event cost ~0.3 µs more.
+    if bad:
+        keep = [i not in bad for i in range(n)]
+        positions = list(compress(positions, keep))
+        fields, sent, providers = (list(compress(c, keep)) for c in (fields, sent, providers))
+        ids, sources, subjects = (list(compress(c, keep)) for c in (ids, sources, subjects))
+        sent_times, medias = list(compress(sent_times, keep)), list(compress(medias, keep))
+        times_ms, metadata = list(compress(times_ms, keep)), list(compress(metadata, keep))
+        n = len(positions)
+    # A fresh metadata dict per event (the default_factory gives one when none is sent;
+    # a sent one is copied, equal), the canonical provider name.
+    consume(map(setitem, fields, repeat("metadata", n), map(dict, metadata)))
+    consume(map(setitem, fields, repeat("provider", n), map(canonical.__getitem__, providers)))
+    usages = list(map(_new, repeat(TokenUsage, n)))
+    consume(map(_set, usages, repeat("__dict__", n), fields))
+    consume(map(_set, usages, repeat("__pydantic_fields_set__", n), map(set, sent)))
+    consume(map(_set, usages, repeat("__pydantic_extra__", n), repeat(None, n)))
+    consume(map(_set, usages, repeat("__pydantic_private__", n), repeat(None, n)))
+    envelopes = list(
+        map(
+            Envelope,
+            repeat("1.0", n),
+            ids,
+            sources,
+            repeat(_TOKENS, n),
+            subjects,
+            [t or None for t in sent_times],
+            [None if m is UNSET else m for m in medias],
+            repeat(None, n),
+            [{} for _ in range(n)],
+            times_ms,
+        )
     )
-    for i, envelope, usage in zip(positions, envelopes, usages, strict=True):
-        out[i] = (envelope, usage)
-    for i in bad:
-        out[positions[i]] = None
-    return out
+    return TokenBatch(positions, envelopes, usages)
 
 
-def _usage(fields: dict[str, Any], sent: dict[str, Any]) -> TokenUsage:
-    """The model as model_validate leaves it (see fast_token_event)."""
-    usage = _new(TokenUsage)
-    _set(usage, "__dict__", fields)
-    _set(usage, "__pydantic_fields_set__", set(sent))
-    _set(usage, "__pydantic_extra__", None)
-    _set(usage, "__pydantic_private__", None)
-    return usage
+def consume(iterator: Iterator[Any]) -> None:
+    """Run an iterator of side effects (map of a setter) in C."""
+    deque(iterator, maxlen=0)
 
 
-__all__ = ["fast_token_batch", "fast_token_event"]
+__all__ = ["TokenBatch", "fast_token_batch", "fast_token_event"]

@@ -94,12 +94,11 @@ NEIGHBOURS = [
 
 def assert_same_batch(values: list[bytes]) -> list[bool]:
     """The batch path over ``values``: each accepted row equals the reference's result."""
-    batch = fast_token_batch(values)
-    assert len(batch) == len(values)
-    for fast, value in zip(batch, values, strict=True):
-        if fast is not None:
-            assert_equal(fast, value)
-    return [fast is not None for fast in batch]
+    positions, envelopes, usages = fast_token_batch(values)
+    assert positions == sorted(set(positions))
+    for i, envelope, usage in zip(positions, envelopes, usages, strict=True):
+        assert_equal((envelope, usage), values[i])
+    return [i in positions for i in range(len(values))]
 
 
 def assert_same(value: bytes) -> bool:
@@ -381,6 +380,14 @@ def test_a_batch_without_the_tenant_header_is_dead_lettered_as_per_record() -> N
     assert result[0] == decode(bare, MAPPINGS)
     assert isinstance(result[0], DeadLetter) and result[0].reason == "missing_tenant"
     assert isinstance(result[1], Decoded)
+
+
+def test_each_event_of_a_batch_gets_its_own_metadata_dict() -> None:
+    # Equality cannot see aliasing: one dict shared by the batch's usages would let a
+    # change to one event's metadata show in every other's.
+    _, _, usages = fast_token_batch([NEIGHBOURS[0], NEIGHBOURS[1]])
+    assert usages[0].metadata == usages[1].metadata == {}
+    assert usages[0].metadata is not usages[1].metadata
 
 
 def test_the_common_token_events_take_the_batch_path() -> None:
