@@ -67,7 +67,7 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     from processor.rows import EventColumns
     from processor.runner import Processor
     from schemas.envelope import check_envelope
-    from schemas.fast_decode import fast_token_batch, fast_token_event
+    from schemas.fast_decode import fast_token_event
     from schemas.usage import USAGE_MODELS
     from sinks.chdb_sink import _arrow_table
     from sinks.migrations import migrate
@@ -158,18 +158,6 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
             Stage(
                 "fast token decode (msgspec + the rules in Python)",
                 _per_event(lambda: [fast_token_event(v) for v in values], events, cpu),
-            )
-        )
-        stages.append(
-            Stage(
-                "fast token batch (the rules over columns, issue 17 round 3)",
-                _per_event(
-                    lambda: [
-                        fast_token_batch(values[i : i + BATCH]) for i in range(0, events, BATCH)
-                    ],
-                    events,
-                    cpu,
-                ),
             )
         )
         stages.append(

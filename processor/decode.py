@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -11,7 +10,7 @@ import orjson
 from core.log.base import TENANT_HEADER, Record
 from core.types import EventKey
 from schemas.envelope import Envelope, ValidEvent, parse_event
-from schemas.fast_decode import fast_token_batch, fast_token_event
+from schemas.fast_decode import fast_token_event
 from schemas.mappings import EventMappings
 from schemas.usage import UsageData
 
@@ -92,33 +91,3 @@ def decode_slow(
         moment if moment is not None else record.timestamp_ms,
         parsed.usage,
     )
-
-
-def decode_batch(
-    records: Sequence[Record], mappings: EventMappings | None = None
-) -> list[Decoded | DeadLetter]:
-    """``decode`` of each record, in order: the token events through the batch path.
-
-    ``fast_token_batch`` checks the batch's token events over columns; whatever it
-    does not accept (other types, anything unusual, any rule broken, no tenant
-    header) goes through ``decode`` on its own, so every refusal is worded by the
-    reference.
-    """
-    batch = fast_token_batch([r.value for r in records])
-    out: list[Decoded | DeadLetter | None] = [None] * len(records)
-    for i, envelope, usage in zip(*batch, strict=True):
-        record = records[i]
-        tenant = record.header(TENANT_HEADER)
-        if tenant:
-            moment = envelope.time_ms
-            out[i] = Decoded(
-                record,
-                envelope,
-                tenant.decode("utf-8", "replace"),
-                moment if moment is not None else record.timestamp_ms,
-                usage,
-            )
-    return [
-        item if item is not None else decode(record, mappings)
-        for item, record in zip(out, records, strict=True)
-    ]

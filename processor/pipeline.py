@@ -32,7 +32,7 @@ from core.log.base import Record
 from core.types import EventKey
 from pricing.base import PriceBook
 from processor import metrics
-from processor.decode import DeadLetter, Decoded, decode, decode_batch
+from processor.decode import DeadLetter, Decoded, decode
 from processor.dedupe import Deduplicator
 from processor.rows import EventColumns
 from schemas.mappings import EventMappings, builtin_mappings
@@ -220,29 +220,12 @@ class Pipeline:
         # batch is decoded in well under a second, against a horizon of days.
         horizon = self._horizon_ms
         oldest_ms = None if horizon is None else int(self._clock() * 1000) - horizon
-        # The hook for every record first (the chaos tests kill the process at one),
-        # then the batch decode (processor/decode.decode_batch: token events checked
-        # over columns, the rest per record), in record order.
-        handled: list[Record] = []
-        failed: dict[int, DeadLetter] = {}
-        for index, record in enumerate(records):
+        for record in records:
             try:
                 self._hooks.handling(record)
-                handled.append(record)
+                item = self._admit(decode(record, self._mappings), oldest_ms)
             except Exception as exc:  # the record is the problem, not the process
-                failed[index] = failure(record, "decode_failed", exc)
-        try:
-            decoded: list[Decoded | DeadLetter] = decode_batch(handled, self._mappings)
-        except Exception:  # never expected: per record, so only that record fails
-            decoded = [self._decode_alone(r) for r in handled]
-        if failed:
-            merged = iter(decoded)
-            decoded = [failed.get(i) or next(merged) for i in range(len(records))]
-        for item in decoded:
-            try:
-                item = self._admit(item, oldest_ms)
-            except Exception as exc:
-                item = failure(item.record, "decode_failed", exc)
+                item = failure(record, "decode_failed", exc)
             if isinstance(item, DeadLetter):
                 dead.append(item)
             else:
@@ -314,12 +297,6 @@ class Pipeline:
                 ingested_s = item.record.timestamp_ms / 1000
                 metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - ingested_s))
         return result
-
-    def _decode_alone(self, record: Record) -> Decoded | DeadLetter:
-        try:
-            return decode(record, self._mappings)
-        except Exception as exc:  # the record is the problem, not the process
-            return failure(record, "decode_failed", exc)
 
     def remember(self, keys: list[EventKey]) -> None:
         """Cache keys as stored: only once their insert returned (live: and offsets committed)."""

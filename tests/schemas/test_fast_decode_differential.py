@@ -12,12 +12,6 @@ whole ``Decoded`` or ``DeadLetter`` (reason and detail).
 Cases: hypothesis-generated token events built from valid and invalid values of
 every attribute and usage field; the CloudEvents conformance events as they are
 and made token events; the dead-letter cases of tests/support/unstorable.py.
-
-The batch path (``fast_token_batch``: the same rules over a batch's columns, and
-``processor.decode.decode_batch`` over it) is run on every one of these cases too,
-each placed between valid token events in one batch, and on generated batches that
-mix good and bad records: a column rule that let a bad row through, or judged a row
-by its neighbours, fails here.
 """
 
 from __future__ import annotations
@@ -32,9 +26,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.log.base import TENANT_HEADER, Record
-from processor.decode import DeadLetter, Decoded, decode, decode_batch, decode_slow
-from schemas.envelope import Envelope, ValidEvent, parse_event
-from schemas.fast_decode import fast_token_batch, fast_token_event
+from processor.decode import DeadLetter, Decoded, decode, decode_slow
+from schemas.envelope import ValidEvent, parse_event
+from schemas.fast_decode import fast_token_event
 from schemas.mappings import builtin_mappings
 from schemas.usage import TokenUsage
 from tests.support.unstorable import UNSTORABLE
@@ -46,16 +40,17 @@ JAVA = CONFORMANCE / "cloudevents-sdk-java-main/formats/json-jackson/src/test/re
 MAPPINGS = builtin_mappings()
 
 
-def reference_of(value: bytes) -> ValidEvent | list[Any] | None:
+def assert_same(value: bytes) -> bool:
+    """Run both paths on one logged value; True when the fast path accepted it."""
+    fast = fast_token_event(value)
     try:
-        return parse_event(orjson.loads(value), MAPPINGS)
+        reference: ValidEvent | list[Any] | None = parse_event(orjson.loads(value), MAPPINGS)
     except orjson.JSONDecodeError:
-        return None
-
-
-def assert_equal(fast: tuple[Envelope, TokenUsage], value: bytes) -> None:
-    """An accepted result equals the reference's, to the types and the field order."""
-    reference = reference_of(value)
+        reference = None
+    if fast is None:
+        # Nothing to compare: the record goes the reference path in decode(). Checked
+        # at the decode() level below as well.
+        return False
     assert isinstance(reference, ValidEvent), (
         f"fast path accepted what the reference refuses: {reference}"
     )
@@ -72,48 +67,6 @@ def assert_equal(fast: tuple[Envelope, TokenUsage], value: bytes) -> None:
     assert usage.__pydantic_private__ == reference.usage.__pydantic_private__
     assert usage == reference.usage
     assert usage.model_dump_json() == reference.usage.model_dump_json()
-
-
-# Valid token events of the common shape: the neighbours of each case in a batch.
-NEIGHBOURS = [
-    orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": f"n-{i}",
-            "source": "/bench/chat-app",
-            "type": TOKENS,
-            "subject": f"cust-{i}",
-            "time": f"2026-11-26T16:4{i}:28.59{i}Z",
-            "datacontenttype": "application/json",
-            "data": {"provider": "openai", "model": "gpt-4o", "input_tokens": 10 + i},
-        }
-    )
-    for i in range(3)
-]
-
-
-def assert_same_batch(values: list[bytes]) -> list[bool]:
-    """The batch path over ``values``: each accepted row equals the reference's result."""
-    positions, envelopes, usages = fast_token_batch(values)
-    assert positions == sorted(set(positions))
-    for i, envelope, usage in zip(positions, envelopes, usages, strict=True):
-        assert_equal((envelope, usage), values[i])
-    return [i in positions for i in range(len(values))]
-
-
-def assert_same(value: bytes) -> bool:
-    """Run both paths on one logged value; True when the fast path accepted it."""
-    fast = fast_token_event(value)
-    # The batch path on the same value, between valid events: its neighbours must be
-    # accepted (a rule is per row, not per batch) and the value judged as alone.
-    accepted = assert_same_batch([NEIGHBOURS[0], value, NEIGHBOURS[1], value, NEIGHBOURS[2]])
-    assert accepted[0] and accepted[2] and accepted[4]
-    assert accepted[1] == accepted[3]
-    if fast is None:
-        # Nothing to compare: the record goes the reference path in decode(). Checked
-        # at the decode() level below as well.
-        return False
-    assert_equal(fast, value)
     return True
 
 
@@ -122,16 +75,11 @@ def record(value: bytes) -> Record:
 
 
 def assert_same_decode(value: bytes) -> Decoded | DeadLetter:
-    """decode() (fast path first), decode_batch() and the reference path give equal results."""
+    """decode() (fast path first) and the reference path give equal results."""
     rec = record(value)
     fast = decode(rec, MAPPINGS)
     slow = decode_slow(rec, "acme", MAPPINGS)
     assert fast == slow
-    batch = decode_batch([record(NEIGHBOURS[0]), rec, record(NEIGHBOURS[1])], MAPPINGS)
-    assert batch[1] == slow
-    assert batch[0] == decode(record(NEIGHBOURS[0]), MAPPINGS)
-    if isinstance(batch[1], Decoded):
-        assert list(batch[1].usage.__dict__.items()) == list(slow.usage.__dict__.items())
     if isinstance(fast, Decoded):
         assert isinstance(slow, Decoded)
         assert list(fast.usage.__dict__.items()) == list(slow.usage.__dict__.items())
@@ -338,67 +286,6 @@ def test_generated_token_events_decode_alike_on_both_paths(
         return  # not JSON at all (e.g. an int too big for orjson): nothing to log
     assert_same(value)
     assert_same_decode(value)
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(
-        st.one_of(
-            st.tuples(token_events(), st.sampled_from(["orjson", "ascii", "duplicates"])),
-            st.sampled_from(NEIGHBOURS),
-        ),
-        min_size=1,
-        max_size=12,
-    )
-)
-def test_generated_batches_of_good_and_bad_records_decode_alike_on_both_paths(
-    cases: list[tuple[dict[str, Any], str] | bytes],
-) -> None:
-    values: list[bytes] = []
-    for case in cases:
-        if isinstance(case, bytes):
-            values.append(case)
-            continue
-        try:
-            values.append(_as_logged(*case))
-        except (TypeError, orjson.JSONEncodeError):
-            continue
-    accepted = assert_same_batch(values)
-    # Never looser than the per-record fast path, and as accepting as it for the
-    # gateway's spelling (the batch path tries only values holding the type as orjson
-    # writes it): a row is judged on its own values, whatever its neighbours.
-    marked = [b'"type":"' + TOKENS.encode() + b'"' in v for v in values]
-    expected = [m and fast_token_event(v) is not None for m, v in zip(marked, values, strict=True)]
-    assert accepted == expected
-    records = [record(v) for v in values]
-    assert decode_batch(records, MAPPINGS) == [decode_slow(r, "acme", MAPPINGS) for r in records]
-
-
-def test_a_batch_without_the_tenant_header_is_dead_lettered_as_per_record() -> None:
-    bare = Record("events", 3, 41, b"k", NEIGHBOURS[0], (), 1_767_225_600_000)
-    result = decode_batch([bare, record(NEIGHBOURS[1])], MAPPINGS)
-    assert result[0] == decode(bare, MAPPINGS)
-    assert isinstance(result[0], DeadLetter) and result[0].reason == "missing_tenant"
-    assert isinstance(result[1], Decoded)
-
-
-def test_each_event_of_a_batch_gets_its_own_metadata_dict() -> None:
-    # Equality cannot see aliasing: one dict shared by the batch's usages would let a
-    # change to one event's metadata show in every other's.
-    _, _, usages = fast_token_batch([NEIGHBOURS[0], NEIGHBOURS[1]])
-    assert usages[0].metadata == usages[1].metadata == {}
-    assert usages[0].metadata is not usages[1].metadata
-
-
-def test_the_common_token_events_take_the_batch_path() -> None:
-    # Not a timing claim: a batch path that never accepts would pass every test above.
-    from bench.data import EventStream, encode
-
-    values = [v for _, v in encode(EventStream(seed=6, now_ms=1_795_000_000_000).take(3_000))]
-    accepted = assert_same_batch(values)
-    tokens = [orjson.loads(v)["type"] == TOKENS for v in values]
-    assert accepted == tokens
-    assert sum(tokens) > 2_000
 
 
 def test_the_common_token_events_take_the_fast_path() -> None:
