@@ -288,6 +288,28 @@ def test_generated_token_events_decode_alike_on_both_paths(
     assert_same_decode(value)
 
 
+def test_the_cache_of_checked_labels_stays_bounded_under_a_flood_of_distinct_ones() -> None:
+    # The label rules run once per distinct (source, media type, provider, model,
+    # feature, user, tier, status, error type): a client sending a new feature per
+    # event must not grow the processor's memory without bound.
+    from schemas import fast_decode
+
+    for i in range(fast_decode._CACHE_MAX + 10):
+        value = orjson.dumps(
+            {
+                "specversion": "1.0",
+                "id": f"e-{i}",
+                "source": "/s",
+                "type": TOKENS,
+                "subject": "c",
+                "data": {"provider": "openai", "model": "gpt-4o", "feature": f"f{i}"},
+            }
+        )
+        assert fast_token_event(value) is not None
+        assert len(fast_decode._GOOD_LABELS) <= fast_decode._CACHE_MAX
+    assert assert_same(value)
+
+
 def test_the_common_token_events_take_the_fast_path() -> None:
     # Not a timing claim: without this, a fast path that never accepts would pass every
     # test above (and silently cost a second decode per record).
