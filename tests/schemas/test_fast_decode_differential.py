@@ -462,6 +462,22 @@ def test_a_time_in_a_minute_already_seen_decodes_alike_on_both_paths(second: str
         assert_same_decode(_token_value(f"{minute}{second}Z"))
 
 
+@pytest.mark.parametrize(
+    "rest",
+    ["000Z", "999Z", "001Z", "1\u00b23Z", "\u0661\u0661\u0661Z", "12Z", "1234Z", "123z", "12 Z"]
+    + ["1230", "123+", "123Zx", "123Z "],
+)
+@pytest.mark.parametrize("dot", [".", ","])
+def test_a_time_in_a_second_already_seen_decodes_alike_on_both_paths(dot: str, rest: str) -> None:
+    # The fast path also caches seconds it has read from a cached minute: only the
+    # milliseconds of a time in a cached second are read by it alone.
+    for minute in ("2026-11-26T16:49:", "2099-12-31T23:59:", "1999-12-31T23:59:"):
+        assert_same(_token_value(f"{minute}30.000Z"))  # caches the minute
+        assert assert_same(_token_value(f"{minute}30.500Z")) == (minute[:4] != "1999")
+        assert_same(_token_value(f"{minute}30{dot}{rest}"))
+        assert_same_decode(_token_value(f"{minute}30{dot}{rest}"))
+
+
 ENVELOPE_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "specversion": st.sampled_from(["1.0", "0.3", 1.0, None]),
     "id": TEXT,
