@@ -10,7 +10,7 @@ with chDB the read routes live in the process that owns the store):
    dedupe, price, one INSERT whose materialized views fill ``usage_meters`` and
    ``usage_running_totals``) into a chDB folder, in a worker process with no log
    (the processor rows measure Kafka). The meters are then merged
-   (``OPTIMIZE ... FINAL``: the state a month of background merges leaves) so
+   (``OPTIMIZE ... FINAL``, the hourly table too: the state a month of background merges leaves) so
    the peer and the HTTP run see the same parts. Peer: the SQL the endpoint
    builds (``query.meters.build_sql``), run directly on the engine in-process.
    Then ``meterline run`` opens the folder and a keep-alive client asks each
@@ -135,7 +135,7 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
         offset += len(chunk)
     loaded_s = time.perf_counter() - began
     db = settings.database
-    for table in ("usage_meters", "usage_running_totals"):
+    for table in ("usage_meters", "usage_meters_1h", "usage_running_totals"):
         engine.run_sql(f"OPTIMIZE TABLE {db}.{table} FINAL", "CSV")
     stored = orjson.loads(
         engine.run_sql(
@@ -160,11 +160,12 @@ def time_engine_sql(
     engine: ChdbEngine, database: str, start: datetime, end: datetime, requests: int
 ) -> dict[str, Any]:
     """The peer: each shape's SQL, as ``GET /v1/usage`` builds it, run on the engine."""
-    from query.meters import MeterQuery, build_sql
+    from query.meters import ANSWER_SETTINGS, MeterQuery, answer_body, build_sql
 
     shapes: dict[str, Any] = {}
     for name, window, group_by in SHAPES:
-        sql = build_sql(database, MeterQuery(TENANT, start, end, window, "UTC", group_by))
+        query = MeterQuery(TENANT, start, end, window, "UTC", group_by)
+        sql = build_sql(database, query) + ANSWER_SETTINGS
         latencies = []
         rows = 0
         for i in range(requests + 3):  # 3 warm-up runs, not counted
@@ -173,7 +174,19 @@ def time_engine_sql(
             if i >= 3:
                 latencies.append(time.perf_counter() - began)
             rows = len(orjson.loads(answer)["data"])
-        shapes[name] = {**_percentiles(latencies), "rows": rows}
+        # The endpoint's work after the engine, in-process (no HTTP): rows read,
+        # shaped and serialised as GET /v1/usage does. Endpoint - this = HTTP + process.
+        python = []
+        for i in range(min(requests, 20) + 3):
+            began = time.perf_counter()
+            answer_body(query, engine.run_sql(sql, "JSONCompact"))
+            if i >= 3:
+                python.append(time.perf_counter() - began)
+        shapes[name] = {
+            **_percentiles(latencies),
+            "rows": rows,
+            "in_process_p50_ms": _percentiles(python)["p50_ms"],
+        }
     return shapes
 
 
@@ -298,6 +311,18 @@ def entitlement_only(
     _usage_and_checks(report, options, bootstrap, run_id, work, say, usage=False)
 
 
+def query_only(
+    report: Report,
+    options: Options,
+    bootstrap: str,
+    run_id: str,
+    work: Path,
+    say: Callable[[str], None],
+) -> None:
+    """The usage-query rows alone (``meterline bench --only query``): same data and run."""
+    _usage_and_checks(report, options, bootstrap, run_id, work, say, checks=False)
+
+
 def _usage_and_checks(
     report: Report,
     options: Options,
@@ -306,6 +331,7 @@ def _usage_and_checks(
     work: Path,
     say: Callable[[str], None],
     usage: bool = True,
+    checks: bool = True,
 ) -> None:
     import httpx
 
@@ -339,6 +365,8 @@ def _usage_and_checks(
     with _meterline_run(bootstrap, f"bench.{run_id}.read", run_id, data_dir, work, "read") as port:
         if usage:
             usage_rows(report, port, start, end, loaded, 20 if options.quick else 100, say)
+        if not checks:
+            return
         url = f"http://127.0.0.1:{port}"
         subjects = list(CUSTOMERS[: 20 if options.quick else len(CUSTOMERS)])
         say(f"read side: {len(subjects)} hard budgets, then checks at {CHECK_RATE:,.0f}/s ...")
@@ -399,7 +427,9 @@ def usage_rows(
             Row(
                 "query",
                 f"GET /v1/usage p99, month, {name} "
-                f"({peer['rows']:,} rows; p50 {ours['p50_ms']:.1f} ms)",
+                f"({peer['rows']:,} rows; p50 {ours['p50_ms']:.1f} ms; engine p50 "
+                f"{peer['p50_ms']:.1f} ms; engine + shaping in-process p50 "
+                f"{peer['in_process_p50_ms']:.1f} ms)",
                 ours["p99_ms"],
                 "ms",
                 "same SQL on chDB",

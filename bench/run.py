@@ -37,7 +37,8 @@ class Options:
     peer: bool = True
     bootstrap: str | None = None
     seed: int = 7
-    only: str | None = None  # "entitlement": that row alone (bench/read_side.py)
+    # "entitlement" or "query": that row alone (bench/read_side.py)
+    only: str | None = None
 
 
 @dataclass
@@ -134,6 +135,13 @@ def run(options: Options, say: Callable[[str], None] = print) -> Report:
 
         work = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
         entitlement_only(report, options, bootstrap, run_id, work, say)
+        return report
+    if options.only == "query":
+        from bench.read_side import query_only
+
+        work = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
+        say(f"bench: --only query, work dir {work}")
+        query_only(report, options, bootstrap, run_id, work, say)
         return report
     events = 20_000 if options.quick else options.events
     work = Path(tempfile.mkdtemp(prefix="meterline-bench-"))

@@ -145,7 +145,11 @@ class ProcessorThread:
                 repaired.ids_restored,
             )
         for difference in repaired.refused:
-            log.error("usage_meters is above usage_events, left as is: %s", difference)
+            log.error(
+                "meters above what they sum (usage_meters over usage_events, or "
+                "usage_meters_1h over usage_meters), left as is: %s",
+                difference,
+            )
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self._stopping = True

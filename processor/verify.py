@@ -153,6 +153,132 @@ def _ms(value: int) -> str:
     return f"fromUnixTimestamp64Milli(toInt64({value}), 'UTC')"
 
 
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class _Level:
+    """A coarser meter table and the finer one it must sum (schemas/sql/120, 121)."""
+
+    table: str
+    source: str
+    start_of: str  # SQL: the coarser window's start, from the finer one's window_start
+    grain_ms: int
+
+
+_HOURS = _Level("usage_meters_1h", "usage_meters", "toStartOfHour(window_start)", HOUR_MS)
+_DAYS = _Level("usage_meters_1d", "usage_meters_1h", "toStartOfDay(window_start, 'UTC')", DAY_MS)
+
+
+def verify_hours(sql: SqlReader, from_ms: int, to_ms: int, hours: str = "") -> list[Difference]:
+    """Every (hour group, column) where usage_meters_1h differs from usage_meters' minutes.
+
+    The hourly table (schemas/sql/120_usage_meters_1h.sql) answers the whole hours of
+    ``GET /v1/usage``: a difference is a wrong invoice page. Its view and its backfill
+    keep it equal to the meters on one node; a rolling upgrade of a server (an old
+    processor writing while the migration backfills) or a crash between the parts of
+    one INSERT can leave it off, and this names where. ``from_ms``/``to_ms`` widen to
+    whole hours; ``hours``, a SQL subquery of hour starts, narrows the check.
+    """
+    return _verify_level(sql, _HOURS, from_ms, to_ms, hours)
+
+
+def verify_days(sql: SqlReader, from_ms: int, to_ms: int, days: str = "") -> list[Difference]:
+    """Every (UTC day group, column) where usage_meters_1d differs from usage_meters_1h."""
+    return _verify_level(sql, _DAYS, from_ms, to_ms, days)
+
+
+def _verify_level(
+    sql: SqlReader, level: _Level, from_ms: int, to_ms: int, only: str
+) -> list[Difference]:
+    start = _ms(from_ms - from_ms % level.grain_ms)
+    end = _ms(to_ms + (-to_ms % level.grain_ms))
+    db = sql.database
+    sums = ", ".join(f"sum({c}) AS {c}" for c in METER_SUMS)
+    rest = ", ".join(k for k in METER_KEYS if k != "window_start")
+    from_finer = (
+        f"SELECT {level.start_of} AS bucket, {rest}, {sums}, 1 AS present "
+        f"FROM {db}.{level.source} "
+        f"WHERE window_start >= {start} AND window_start < {end}"
+        + (f" AND {level.start_of} IN ({only})" if only else "")
+        + f" GROUP BY bucket, {rest}"
+        # The projection of migration 100 would answer from hourly states: read the
+        # finer rows themselves, the independent side of the comparison.
+        + " SETTINGS optimize_use_projections = 0"
+    )
+    stored = (
+        f"SELECT window_start AS bucket, {rest}, {sums}, 1 AS present FROM {db}.{level.table} "
+        f"WHERE window_start >= {start} AND window_start < {end}"
+        + (f" AND window_start IN ({only})" if only else "")
+        + f" GROUP BY bucket, {rest}"
+    )
+    keys = ("bucket", *(k for k in METER_KEYS if k != "window_start"))
+    differs = " OR ".join(f"e.{c} != m.{c}" for c in METER_SUMS)
+    select = ", ".join(
+        [f"e.{k} AS e_{k}, m.{k} AS m_{k}" for k in keys]
+        + [f"e.{c} AS e_{c}, m.{c} AS m_{c}" for c in METER_SUMS]
+        # `present`, not events > 0: a correction row may carry sums without events.
+        + ["e.present = 1 AS in_events"]
+    )
+    on = " AND ".join(f"e.{k} = m.{k}" for k in keys)
+    rows = sql.query_rows(
+        f"SELECT {select} FROM ({from_finer}) AS e FULL OUTER JOIN ({stored}) AS m ON {on} "
+        f"WHERE {differs} SETTINGS join_use_nulls = 0"
+    )
+    out = []
+    for row in rows:
+        side = "e_" if row["in_events"] else "m_"
+        group = {k: row[side + k] for k in METER_KEYS if k != "window_start"}
+        group["window_start"] = row[side + "bucket"]
+        for column in METER_SUMS:
+            if row[f"e_{column}"] != row[f"m_{column}"]:
+                # from_events: what the finer table says the window holds.
+                out.append(Difference(group, column, row[f"e_{column}"], row[f"m_{column}"]))
+    return out
+
+
+def repair_hours(sql: SqlReader, from_ms: int, to_ms: int, hours: str = "") -> list[Difference]:
+    """Add to usage_meters_1h what it lacks against the minute meters; return the rest.
+
+    Only shortfalls are mended (a correction row with the missing amounts, exact:
+    SummingMergeTree adds it; it reaches usage_meters_1d through its view). An hour
+    ABOVE its minutes (a backfill counted twice) is returned untouched: undoing it
+    needs negative counts, a human's decision. Not safe while workers insert (an
+    INSERT between its meter part and its hour part looks short): start-up, or a
+    stopped pipeline.
+    """
+    return _repair_level(sql, _HOURS, verify_hours(sql, from_ms, to_ms, hours))
+
+
+def repair_days(sql: SqlReader, from_ms: int, to_ms: int, days: str = "") -> list[Difference]:
+    """Add to usage_meters_1d what it lacks against usage_meters_1h (as ``repair_hours``)."""
+    return _repair_level(sql, _DAYS, verify_days(sql, from_ms, to_ms, days))
+
+
+def _repair_level(sql: SqlReader, level: _Level, differences: list[Difference]) -> list[Difference]:
+    keys = ("window_start", *(k for k in METER_KEYS if k != "window_start"))
+    by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
+    refused: list[Difference] = []
+    for d in differences:
+        if d.in_meters > d.from_events:
+            refused.append(d)
+            continue
+        key = tuple(d.group[k] for k in keys)
+        by_group.setdefault(key, {})[d.column] = d.from_events - d.in_meters
+    for key, deltas in by_group.items():
+        columns = [*keys, *deltas]
+        values = [_literal(v) for v in key] + [_literal(v) for v in deltas.values()]
+        # insert_deduplicate = 0: a second, identical correction (another window, the
+        # same amounts) must never be dropped as a duplicate block.
+        sql.query_raw(
+            f"INSERT INTO {sql.database}.{level.table} ({', '.join(columns)}) "
+            f"SETTINGS async_insert = 0, insert_deduplicate = 0 VALUES ({', '.join(values)})",
+            "CSV",
+        )
+    return refused
+
+
 def repair_dedupe_index(sql: SqlReader, processed_since_ms: int) -> int:
     """Add to usage_event_ids every event written since then that it lacks; return how many.
 
@@ -205,7 +331,29 @@ def repair_at_start(sql: SqlReader) -> StartupRepair:
         return StartupRepair()
     since = int(last) - RECENT_MS
     ids = repair_dedupe_index(sql, since)
-    return StartupRepair(ids, repair_recent(sql, since))
+    refused = repair_recent(sql, since)
+    # After the minute repair (whose correction rows reach usage_meters_1h through its
+    # view): an INSERT torn between its meter part and its hour part leaves the hour
+    # short of its minutes. Only the hours the recent events fall in.
+    touched = (
+        f"SELECT DISTINCT toStartOfHour(time) FROM {sql.database}.usage_events "
+        f"WHERE processed_at >= {_ms(since)}"
+    )
+    span = sql.query_rows(
+        f"SELECT toUnixTimestamp64Milli(min(time)) AS first, "
+        f"toUnixTimestamp64Milli(max(time)) AS last FROM {sql.database}.usage_events "
+        f"WHERE processed_at >= {_ms(since)}"
+    )
+    if span and int(span[0]["last"]) > 0:
+        first, last = int(span[0]["first"]), int(span[0]["last"]) + 1
+        refused += repair_hours(sql, first, last, touched)
+        # Then the days (an INSERT torn between its hour part and its day part).
+        days = (
+            f"SELECT DISTINCT toStartOfDay(time, 'UTC') FROM {sql.database}.usage_events "
+            f"WHERE processed_at >= {_ms(since)}"
+        )
+        refused += repair_days(sql, first, last, days)
+    return StartupRepair(ids, refused)
 
 
 @dataclass(frozen=True)

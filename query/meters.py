@@ -191,66 +191,61 @@ def _instant(
     return moment
 
 
-def window_sql(window: str, timezone: str, column: str = "window_start") -> str | None:
+def window_sql(window: str, timezone: str) -> str | None:
     """The window's start as epoch seconds, in SQL (None: no window).
 
-    ``column`` is ``toStartOfHour(window_start)`` for the hourly part of a query
-    (``_hourly``): the same windows, read from the projection.
+    The same expression for minute, hour and day rows (every meter table names its
+    start ``window_start``): a coarser row's start is in the same window as its
+    minutes whenever ``_pieces`` reads that table at all.
     """
     tz = quote(timezone)
     return {
-        "minute": f"toUnixTimestamp({column})",
-        "hour": f"toUnixTimestamp(toStartOfHour({column}, {tz}))",
-        "day": f"toUnixTimestamp(toStartOfDay({column}, {tz}))",
+        "minute": "toUnixTimestamp(window_start)",
+        "hour": f"toUnixTimestamp(toStartOfHour(window_start, {tz}))",
+        "day": f"toUnixTimestamp(toStartOfDay(window_start, {tz}))",
         # toStartOfMonth returns a Date: its midnight in the zone is the instant.
-        "month": f"toUnixTimestamp(toDateTime(toStartOfMonth({column}, {tz}), {tz}))",
+        "month": f"toUnixTimestamp(toDateTime(toStartOfMonth(window_start, {tz}), {tz}))",
         "none": None,
     }[window]
 
 
-HOUR_OF = "toStartOfHour(window_start)"
 _HOUR = timedelta(hours=1)
 # Checking a zone's offsets costs ~10 ms a year (then cached); an unbounded or
 # very long range in a zone other than UTC is read from the minutes instead.
 _MAX_CHECKED_YEARS = 5
+MINUTES = "usage_meters"
+HOURS = "usage_meters_1h"
+DAYS = "usage_meters_1d"
 
 
-def build_sql(database: str, query: MeterQuery, limit: int = MAX_ROWS + 1) -> str:
-    """One SELECT over ``usage_meters``: identifiers from the allowlists, values quoted.
+def build_sql(
+    database: str, query: MeterQuery, limit: int = MAX_ROWS + 1, *, hourly: bool = True
+) -> str:
+    """One SELECT over the meters: identifiers from the allowlists, values quoted.
 
-    Whole hours of the range are read through the hourly projection
-    (``schemas/sql/100_usage_meters_hourly_projection.sql``, ~6x fewer rows at the
-    bench's scale), the minutes before the first and after the last whole hour
-    from the minute rows, and both are summed again: the same numbers as reading
-    minutes only (``tests/query/test_hourly_rollup.py`` proves it), when the
-    window is a function of the hour (``_hourly``).
+    The range is cut into pieces read from the coarsest table that holds them whole
+    (``_pieces``): whole UTC days from ``usage_meters_1d``, whole hours from
+    ``usage_meters_1h`` (``schemas/sql/120_usage_meters_1h.sql``, 121), the minutes
+    at the edges from ``usage_meters``; several pieces are one ``UNION ALL`` summed
+    again. The same numbers as reading minutes only (``hourly=False``;
+    ``tests/query/test_hourly_rollup.py`` proves it), because a piece is only read
+    from a coarser table when every window boundary falls on that table's grain.
     """
     assert set(query.group_by) <= set(GROUPS) and set(query.columns) <= set(COLUMNS)
     assert set(query.filters) <= set(GROUPS)
     where = [f"tenant = {quote(query.tenant)}"]
     for name, values in query.filters.items():
         where.append(f"{name} IN ({', '.join(quote(v) for v in values)})")
-    hours = _hourly(query)
-    if hours is None:
-        minutes_only = [*where, *_range(query.start, query.end)]
-        return _select(database, query, "window_start", minutes_only, limit, outer=True)
-    first, last = hours
-    whole_hours = [*where, *_range(first, last, HOUR_OF)]
-    edges = []
-    if query.start is not None and first is not None and query.start < first:
-        edges.append(" AND ".join(_range(query.start, first)))
-    if query.end is not None and last is not None and last < query.end:
-        edges.append(" AND ".join(_range(last, query.end)))
-    if not edges:
-        # Bounds on whole hours (dates in a whole-hour zone: the dashboard's periods).
-        return _select(database, query, HOUR_OF, whole_hours, limit, outer=True)
-    minutes = " OR ".join(f"({edge})" for edge in edges)
+    pieces = _pieces(query) if hourly else [(MINUTES, query.start, query.end)]
+    if len(pieces) == 1:
+        table, start, end = pieces[0]
+        return _select(database, table, query, [*where, *_range(start, end)], limit, outer=True)
     parts = [
-        _select(database, query, HOUR_OF, whole_hours, limit, outer=False),
-        _select(database, query, "window_start", [*where, f"({minutes})"], limit, outer=False),
+        _select(database, table, query, [*where, *_range(start, end)], limit, outer=False)
+        for table, start, end in pieces
     ]
     keys = _keys(query)
-    sums = ", ".join(f"toString(sum({c})) AS {c}" for c in query.columns)
+    sums = ", ".join(_outer_sum(c) for c in query.columns)
     select = ", ".join([*keys, sums])
     union = " UNION ALL ".join(parts)
     sql = f"SELECT {select} FROM ({union})"
@@ -259,25 +254,67 @@ def build_sql(database: str, query: MeterQuery, limit: int = MAX_ROWS + 1) -> st
     return sql
 
 
+Piece = tuple[str, datetime | None, datetime | None]
+
+
+def _pieces(query: MeterQuery) -> list[Piece]:
+    """``[start, end)`` as (table, start, end) pieces, coarsest first; None: unbounded."""
+    hours = _hourly(query)
+    if hours is None:
+        return [(MINUTES, query.start, query.end)]
+    first, last = hours
+    middle: list[Piece] = [(HOURS, first, last)]
+    if _daily(query):
+        day_first = None if first is None else _ceil_day(first)
+        day_last = None if last is None else _floor_day(last)
+        if day_first is None or day_last is None or day_first < day_last:
+            middle = [(DAYS, day_first, day_last)]
+            if first is not None and day_first is not None and first < day_first:
+                middle.append((HOURS, first, day_first))
+            if last is not None and day_last is not None and day_last < last:
+                middle.append((HOURS, day_last, last))
+    out = middle
+    if query.start is not None and first is not None and query.start < first:
+        out.append((MINUTES, query.start, first))
+    if query.end is not None and last is not None and last < query.end:
+        out.append((MINUTES, last, query.end))
+    return out
+
+
+def _daily(query: MeterQuery) -> bool:
+    """Can whole UTC days be read as days? Every window is then a union of UTC days:
+    none (one window), or day/month windows in UTC itself."""
+    return query.window == "none" or (
+        query.window in ("day", "month") and query.timezone in ("UTC", "Etc/UTC")
+    )
+
+
+def _floor_day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _ceil_day(moment: datetime) -> datetime:
+    floor = _floor_day(moment)
+    return floor if floor == moment else floor + timedelta(days=1)
+
+
 def _keys(query: MeterQuery) -> list[str]:
     return (["window_start_s"] if query.window != "none" else []) + list(query.group_by)
 
 
 def _select(
-    database: str, query: MeterQuery, column: str, where: list[str], limit: int, *, outer: bool
+    database: str, table: str, query: MeterQuery, where: list[str], limit: int, *, outer: bool
 ) -> str:
-    """One SELECT over ``column`` (minutes or hours). ``outer``: the answer itself, sums as
+    """One SELECT over ``table`` (minutes or hours). ``outer``: the answer itself, sums as
     text; else a part of the union, sums as numbers for the outer SELECT to add up."""
     select: list[str] = []
-    window = window_sql(query.window, query.timezone, column)
+    window = window_sql(query.window, query.timezone)
     if window is not None:
         select.append(f"{window} AS window_start_s")
     select.extend(query.group_by)
     for name in query.columns:
-        # As text in the answer: the engine's JSON would turn a Decimal(38, 12) into
-        # a float (cents lost on large totals) and a UInt64 past 2^53 likewise.
-        select.append(f"toString(sum({name})) AS {name}" if outer else f"sum({name}) AS {name}")
-    sql = f"SELECT {', '.join(select)} FROM {database}.usage_meters WHERE {' AND '.join(where)}"
+        select.append(_outer_sum(name) if outer else f"sum({name}) AS {name}")
+    sql = f"SELECT {', '.join(select)} FROM {database}.{table} WHERE {' AND '.join(where)}"
     keys = _keys(query)
     if keys:
         # SummingMergeTree: a group may still be spread over unmerged rows, so
@@ -286,6 +323,23 @@ def _select(
         if outer:
             sql += f" ORDER BY {', '.join(keys)} LIMIT {int(limit)}"
     return sql
+
+
+def _outer_sum(column: str) -> str:
+    # Money as text: the engine's JSON would turn a Decimal(38, 12) into a float
+    # (cents lost on large totals). Counts as UInt64: exact in JSON as long as the
+    # engine writes them unquoted (ANSWER_SETTINGS), and then already the int the
+    # answer sends, with no per-value parsing in Python.
+    return (
+        f"toString(sum({column})) AS {column}"
+        if column in DECIMALS
+        else f"sum({column}) AS {column}"
+    )
+
+
+# Appended to build_sql's SELECT by the endpoint (answer_rows reads the JSONCompact it
+# returns): UInt64 as JSON numbers, not strings (orjson reads them as exact ints).
+ANSWER_SETTINGS = " SETTINGS output_format_json_quote_64bit_integers = 0"
 
 
 def _range(start: datetime | None, end: datetime | None, column: str = "window_start") -> list[str]:
@@ -298,13 +352,13 @@ def _range(start: datetime | None, end: datetime | None, column: str = "window_s
 
 
 def _hourly(query: MeterQuery) -> tuple[datetime | None, datetime | None] | None:
-    """The whole hours ``[first, last)`` of the range to read from the projection, or None.
+    """The whole hours ``[first, last)`` of the range to read from ``usage_meters_1h``, or None.
 
     None (minutes only) when the window is finer than an hour, when the range holds
     no whole hour, or when a window boundary could fall inside an hour: an
     hour/day/month window in a zone whose UTC offset is not a whole number of hours
-    at some instant of the range (Asia/Kolkata, +05:30). An unbounded side stays
-    unbounded (None).
+    at some instant of the range (Asia/Kolkata, +05:30): the table's hours are UTC
+    hours. An unbounded side stays unbounded (None).
     """
     if query.window == "minute":
         return None
@@ -400,6 +454,56 @@ def shape_rows(query: MeterQuery, rows: list[dict[str, Any]]) -> list[dict[str, 
     return out
 
 
+def answer_rows(query: MeterQuery, data: list[list[Any]]) -> list[dict[str, Any]]:
+    """The engine's JSONCompact rows of build_sql (+ ANSWER_SETTINGS) -> answer rows.
+
+    What ``shape_rows`` does, without a dict per engine row first nor a parse per
+    value: counts come as ints, money as the engine's exact text (checked in place),
+    windows formatted once each; each answer row is one ``dict(zip(...))``. The
+    answer is the same, key for key and byte for byte (``tests/query`` pins it).
+    """
+    header = csv_header(query)
+    offset = 1 if query.window != "none" else 0  # engine column 0: window_start_s
+    money = [offset + len(query.group_by) + i for i, c in enumerate(query.columns) if c in DECIMALS]
+    for row in data:
+        for i in money:
+            value = row[i]
+            if value[-1:] == "0" or "e" in value or "E" in value:
+                row[i] = _decimal_text(value)
+    if not offset:
+        return [dict(zip(header, row, strict=True)) for row in data]
+    zone = ZoneInfo(query.timezone)
+    windows: dict[Any, tuple[str, str]] = {}
+    out = []
+    for row in data:
+        key = row[0]
+        times = windows.get(key)
+        if times is None:
+            start = EPOCH + timedelta(seconds=int(key))
+            times = (format_ms(start), format_ms(window_end(start, query.window, zone)))
+            windows[key] = times
+        out.append(dict(zip(header, (*times, *row[1:]), strict=True)))
+    return out
+
+
+def answer_body(query: MeterQuery, raw: bytes) -> bytes:
+    """The JSON body of ``GET /v1/usage`` from the engine's JSONCompact answer."""
+    rows = answer_rows(query, orjson.loads(raw)["data"])
+    return orjson.dumps(_frame(query, rows))
+
+
+def _frame(query: MeterQuery, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "from": format_ms(query.start) if query.start else None,
+        "to": format_ms(query.end) if query.end else None,
+        "window": query.window,
+        "timezone": query.timezone,
+        "group_by": list(query.group_by),
+        "columns": list(query.columns),
+        "rows": rows,
+    }
+
+
 def _decimal_text(value: str) -> str:
     # The engine's text of a Decimal has no exponent and no trailing zeros
     # ("1.5", "100", "0.000000000001"): already what we send. Anything else (a
@@ -467,14 +571,15 @@ async def get_meters(reader: Reader, request: Request) -> Response:
             "reads-not-served-here",
             "this process has no store attached; query a `meterline run` process or ClickHouse",
         )
-    sql = build_sql(reader.sink.database, query)
+    sql = build_sql(reader.sink.database, query) + ANSWER_SETTINGS
     try:
-        rows = await asyncio.to_thread(reader.sink.query_rows, sql)
+        raw = await asyncio.to_thread(reader.sink.query_raw, sql, "JSONCompact")
     except StoreError as exc:
         raise HTTPProblem(
             503, "store-unavailable", f"the store did not answer: {exc}", retry_after=1
         ) from exc
-    if len(rows) > MAX_ROWS:
+    data = orjson.loads(raw)["data"]
+    if len(data) > MAX_ROWS:
         raise HTTPProblem(
             422,
             "too-many-rows",
@@ -488,19 +593,10 @@ async def get_meters(reader: Reader, request: Request) -> Response:
                 )
             ],
         )
-    shaped = shape_rows(query, rows)
+    shaped = answer_rows(query, data)
     if fmt == "csv":
         return Response(to_csv(query, shaped), 200, media_type=CSV_TYPE)
-    body = {
-        "from": format_ms(query.start) if query.start else None,
-        "to": format_ms(query.end) if query.end else None,
-        "window": query.window,
-        "timezone": query.timezone,
-        "group_by": list(query.group_by),
-        "columns": list(query.columns),
-        "rows": shaped,
-    }
-    return Response(orjson.dumps(body), 200, media_type="application/json")
+    return Response(orjson.dumps(_frame(query, shaped)), 200, media_type="application/json")
 
 
 def _format(request: Request, problems: list[Problem]) -> str:

@@ -40,6 +40,9 @@ SHARDING_KEYS = {
     "budget_versions": "cityHash64(tenant, id)",
     # Additive sums, like usage_meters; a check reads through the Distributed table.
     "usage_running_totals": "rand()",
+    # Hourly and daily meters (120, 121), fed by views on each shard's local tables.
+    "usage_meters_1h": "rand()",
+    "usage_meters_1d": "rand()",
     # Every claim of one alert on one shard: Keeper's block dedup (the claim's
     # token) only sees inserts into the same shard.
     "budget_alerts": "cityHash64(tenant, alert_id)",
@@ -78,6 +81,12 @@ _LOCAL_ALTER = re.compile(
     r"|ADD PROJECTION IF NOT EXISTS|MATERIALIZE PROJECTION)\s.*)$",
     re.DOTALL,
 )
+
+
+# A one-off backfill (``INSERT INTO t SELECT ... FROM u``, migration 120). Not ON CLUSTER
+# (INSERT has no such form): it runs once, on the node ``migrate`` talks to, through the
+# Distributed tables, which read every shard and spread the rows like any insert.
+_INSERT_SELECT = re.compile(r"^INSERT INTO (\w+)\.(\w+)\s+SELECT\s.*$", re.DOTALL)
 
 
 def check_cluster_name(cluster: str) -> str:
@@ -136,6 +145,10 @@ class ClusterRenderer:
         if match := _LOCAL_ALTER.match(statement):
             db, name, body = match.groups()
             return [f"ALTER TABLE {self._local(f'{db}.{name}')} {self.on}{body}"]
+        if match := _INSERT_SELECT.match(statement):
+            db, name = match.groups()
+            self._local(f"{db}.{name}")  # its table must have been created (a ConfigError if not)
+            return [statement]
         if match := _VIEW.match(statement):
             db, name, body = match.groups()
             # Reads the Distributed tables: a view answers for the whole cluster.

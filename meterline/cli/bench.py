@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
         only: Annotated[
             str | None,
-            typer.Option(help="Run one row alone: 'entitlement' (the check at 1,000/s)."),
+            typer.Option(
+                help="Run one row alone: 'entitlement' (the check at 1,000/s) or 'query' "
+                "(GET /v1/usage over a month, three shapes)."
+            ),
         ] = None,
     ) -> None:
         """Benchmark against real Kafka and chDB; print one table of ratios to limits/peers."""
@@ -44,9 +47,9 @@ def register(app: typer.Typer) -> None:
         if stages:
             typer.echo(table(measure(20_000 if quick else 200_000)))
             return
-        if only not in (None, "entitlement"):
+        if only not in (None, "entitlement", "query"):
             raise typer.BadParameter(
-                f"--only {only!r}: the one row that runs alone is 'entitlement'"
+                f"--only {only!r}: the rows that run alone are 'entitlement' and 'query'"
             )
         report = run(
             Options(quick=quick, events=events, peer=peer, bootstrap=bootstrap, only=only),

@@ -33,17 +33,20 @@ def verify_command(
     to: Annotated[str, typer.Option("--to", help="End (event time), exclusive.")],
 ) -> None:
     """Check the range before invoicing (exit 1 on any problem): meters recomputed from
-    usage_events equal usage_meters, each (tenant, source, id) is stored once, and the
-    dedupe index (usage_event_ids) holds every stored id."""
+    usage_events equal usage_meters, the hourly and daily meters (usage_meters_1h, _1d)
+    equal the finer ones, each (tenant, source, id) is stored once, and the dedupe index
+    (usage_event_ids) holds every stored id."""
     settings = _settings()
     from meterline import runtime
-    from processor.verify import check_identities, verify
+    from processor.verify import check_identities, verify, verify_days, verify_hours
 
     start, end = parse_instant(from_), parse_instant(to)
     try:
         engine = runtime.build_engine(settings)
         try:
             differences = verify(engine.sql, start, end)
+            hours = verify_hours(engine.sql, start, end)
+            hours += verify_days(engine.sql, start, end)
             identities = check_identities(engine.sql, start, end)
         finally:
             engine.close()
@@ -62,8 +65,20 @@ def verify_command(
             f"[red]{identities.unindexed} stored event id(s) missing from the dedupe index "
             f"usage_event_ids (a re-send would be stored again), e.g. {escape(examples)}[/red]"
         )
+    if hours:
+        # GET /v1/usage answers whole hours and days from these tables: wrong there.
+        examples = ", ".join(
+            f"{d.group['tenant']}/{d.group['window_start']}/{d.group['subject']} {d.column} "
+            f"{d.in_meters} (minutes: {d.from_events})"
+            for d in hours[:5]
+        )
+        console.print(
+            f"[red]{len(hours)} difference(s) between usage_meters_1h and usage_meters, or "
+            "usage_meters_1d and usage_meters_1h (tenant/window/subject column coarser "
+            f"(finer)), e.g. {escape(examples)}[/red]"
+        )
     if not differences:
-        if identities:
+        if identities or hours:
             raise typer.Exit(1)
         console.print(
             "[green]usage_meters matches usage_events exactly; every event id is stored once "

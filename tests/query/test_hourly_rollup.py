@@ -1,11 +1,14 @@
-"""``GET /v1/usage`` read through the hourly projection equals the minute meters and the events.
+"""``GET /v1/usage`` read through the hourly table equals the minute meters and the events.
 
-``query.meters.build_sql`` reads whole hours of a range from the projection of
-``schemas/sql/100_usage_meters_hourly_projection.sql`` and the minutes at the
-edges from the minute rows. These tests hold it to the answer computed from the
-minute rows only (the projection switched off) and to an independent Python sum
-of the raw events, for random ranges (aligned and not, bounded and not), windows,
-groupings, filters and timezones (a DST one, a half-hour one), on the real engine.
+``query.meters.build_sql`` reads whole UTC days of a range from ``usage_meters_1d``
+(when every window is made of UTC days), whole hours from ``usage_meters_1h``
+(``schemas/sql/120_usage_meters_1h.sql``, 121) and the minutes at the edges from the
+minute rows. These tests hold it to the answer computed from the minute rows only
+(``hourly=False``, the projection of migration 100 switched off too) and to an
+independent Python sum of the raw events, for random ranges (aligned and not,
+bounded and not), windows, groupings, filters and timezones (a DST one, a
+half-hour one), on the real engine. Half of the events are stored before migration
+120 and 121 (their backfills carry them), half after (their views do).
 """
 
 from __future__ import annotations
@@ -18,11 +21,21 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from query.meters import GROUPS, MeterQuery, build_sql, shape_rows
+from query.meters import (
+    ANSWER_SETTINGS,
+    COLUMNS,
+    GROUPS,
+    MeterQuery,
+    answer_rows,
+    build_sql,
+    shape_rows,
+)
+from sinks import ddl
 from sinks.base import quote
 from sinks.chdb_sink import ChdbEngine
 from sinks.migrations import migrate
@@ -67,16 +80,30 @@ EVENTS = _events()
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEngine]:
     chdb = ChdbEngine(tmp_path_factory.mktemp("chdb") / "db", DB)
-    migrate(chdb)
-    # Several INSERTs (as the processor's batches): several parts, each with its own
-    # projection, and groups spread over unmerged minute rows.
-    for batch in range(0, len(EVENTS), 500):
+    real = ddl.files
+    with pytest.MonkeyPatch.context() as patch:
+        # A database from before the hourly table: migration 120 backfills these.
+        patch.setattr(
+            ddl, "files", lambda db, tz="UTC": [f for f in real(db, tz) if f.version < 120]
+        )
+        migrate(chdb)
+        _insert(chdb, EVENTS[: len(EVENTS) // 2])
+    assert [m.version for m in migrate(chdb)] == [120, 121]
+    _insert(chdb, EVENTS[len(EVENTS) // 2 :])
+    yield chdb
+    chdb.close()
+
+
+def _insert(chdb: ChdbEngine, events: list[dict[str, Any]]) -> None:
+    # Several INSERTs (as the processor's batches): several parts, and groups spread
+    # over unmerged minute and hour rows.
+    for batch in range(0, len(events), 500):
         values = ", ".join(
             f"({quote(e['tenant'])}, {quote(e['id'])}, '/s', 'io.meterline.usage.tokens', "
             f"{quote(e['subject'])}, toDateTime64({quote(e['time'].strftime('%F %T'))}, 3, 'UTC'), "
             f"'p', {quote(e['model'])}, {quote(e['feature'])}, {e['input_tokens']}, 'token', 1, "
             f"{quote(str(e['cost_usd']))}, {quote(str(e['price_usd']))}, 1)"
-            for e in EVENTS[batch : batch + 500]
+            for e in events[batch : batch + 500]
         )
         chdb.run_sql(
             f"INSERT INTO {DB}.usage_events (tenant, id, source, type, subject, time, provider, "
@@ -84,16 +111,20 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEngine]:
             f"VALUES {values}",
             "CSV",
         )
-    yield chdb
-    chdb.close()
 
 
 def _answer(engine: ChdbEngine, query: MeterQuery, *, hourly: bool = True) -> list[dict[str, Any]]:
-    sql = build_sql(DB, query)
+    sql = build_sql(DB, query, hourly=hourly)
+    settings = ANSWER_SETTINGS
     if not hourly:
-        # The minute rows only: the projection switched off for the whole query.
-        sql += " SETTINGS optimize_use_projections = 0"
-    return shape_rows(query, engine.sql.query_rows(sql))
+        # The minute rows only: the projection of migration 100 switched off too.
+        settings += ", optimize_use_projections = 0"
+    shaped = shape_rows(query, engine.sql.query_rows(sql + settings))
+    # The endpoint's path (columns as the engine sent them, no dict per engine row)
+    # gives the very same rows, key order included.
+    fast = answer_rows(query, orjson.loads(engine.run_sql(sql + settings, "JSONCompact"))["data"])
+    assert [list(r.items()) for r in fast] == [list(r.items()) for r in shaped]
+    return shaped
 
 
 def _window_start(moment: datetime, window: str, zone: ZoneInfo) -> datetime | None:
@@ -192,24 +223,68 @@ def test_rollup_answer_equals_minute_meters_and_raw_events(
         # A month in Paris across its fall-back: day windows of 23 and 25 hours.
         ("day", "Europe/Paris", BEGIN + timedelta(hours=4), BEGIN + timedelta(days=3, hours=4)),
         ("hour", "UTC", BEGIN + timedelta(minutes=17), BEGIN + timedelta(days=2, minutes=43)),
-        ("none", "Asia/Kolkata", BEGIN + timedelta(minutes=1), BEGIN + timedelta(days=3)),
-        ("month", "UTC", None, None),
+        ("none", "Asia/Kolkata", BEGIN + timedelta(minutes=1), BEGIN + timedelta(hours=20)),
+        ("month", "Europe/Paris", BEGIN, BEGIN + timedelta(days=3)),
     ],
 )
-def test_whole_hours_are_read_from_the_projection(
+def test_whole_hours_are_read_from_the_hourly_table(
     engine: ChdbEngine, window: str, zone: str, start: datetime | None, end: datetime | None
 ) -> None:
-    # A regression (a query phrased so the engine cannot use the projection) would
-    # read every minute row again: still right, 5-6x slower at the bench's scale.
+    # A regression (whole hours read from the minutes again) would still be right,
+    # and 3-5x slower at the bench's scale.
     query = MeterQuery("t1", start, end, window, zone, ("subject",), {}, SUMMED)
-    plan = engine.run_sql("EXPLAIN projections = 1 " + build_sql(DB, query), "TSVRaw").decode()
-    assert "usage_meters_hourly" in plan
+    assert "FROM hourly.usage_meters_1h WHERE" in build_sql(DB, query)
+    assert _answer(engine, query) == _answer(engine, query, hourly=False)
+
+
+@pytest.mark.parametrize(
+    ("window", "zone", "start", "end", "tables"),
+    [
+        # Any zone for window=none: days in the middle, hours and minutes at the ends.
+        (
+            "none",
+            "Europe/Paris",
+            BEGIN + timedelta(minutes=17),
+            BEGIN + timedelta(days=3, hours=5, minutes=3),
+            ("usage_meters_1d", "usage_meters_1h", "usage_meters "),
+        ),
+        ("day", "UTC", BEGIN + timedelta(hours=4), BEGIN + timedelta(days=3, hours=4), None),
+        ("month", "UTC", None, None, ("usage_meters_1d",)),
+        ("none", "UTC", BEGIN + timedelta(hours=1), None, ("usage_meters_1d", "usage_meters_1h")),
+    ],
+)
+def test_whole_utc_days_are_read_from_the_daily_table(
+    engine: ChdbEngine,
+    window: str,
+    zone: str,
+    start: datetime | None,
+    end: datetime | None,
+    tables: tuple[str, ...] | None,
+) -> None:
+    query = MeterQuery("t1", start, end, window, zone, ("subject",), {}, SUMMED)
+    sql = build_sql(DB, query) + " "
+    assert "FROM hourly.usage_meters_1d WHERE" in sql
+    for table in tables or ():
+        assert f"FROM hourly.{table}" in sql
+    assert _answer(engine, query) == _answer(engine, query, hourly=False)
+
+
+@pytest.mark.parametrize(
+    ("window", "zone"), [("day", "Europe/Paris"), ("month", "America/New_York"), ("hour", "UTC")]
+)
+def test_windows_that_cut_utc_days_never_read_the_daily_table(
+    engine: ChdbEngine, window: str, zone: str
+) -> None:
+    # A Paris day starts at 22:00 or 23:00 UTC: a UTC day row would straddle two.
+    query = MeterQuery("t1", BEGIN, BEGIN + timedelta(days=3), window, zone, (), {}, SUMMED)
+    assert "usage_meters_1d" not in build_sql(DB, query)
+    assert _answer(engine, query) == _answer(engine, query, hourly=False)
 
 
 @pytest.mark.parametrize(
     ("window", "zone", "start", "end"),
     [
-        # +05:30: a local day or hour starts at :30 UTC, inside an hour of the projection.
+        # +05:30: a local day or hour starts at :30 UTC, inside an hour of the table.
         ("day", "Asia/Kolkata", BEGIN, BEGIN + timedelta(days=3)),
         ("hour", "Asia/Kolkata", BEGIN, BEGIN + timedelta(days=3)),
         ("minute", "UTC", BEGIN, BEGIN + timedelta(days=3)),
@@ -221,17 +296,13 @@ def test_windows_that_cut_hours_are_read_from_minutes(
     engine: ChdbEngine, window: str, zone: str, start: datetime, end: datetime
 ) -> None:
     query = MeterQuery("t1", start, end, window, zone, (), {}, SUMMED)
-    sql = build_sql(DB, query)
-    assert "toStartOfHour(window_start)" not in sql.replace(
-        f"toStartOfHour(window_start, {quote(zone)})", ""
-    )
+    assert "usage_meters_1h" not in build_sql(DB, query)
     assert _answer(engine, query) == _answer(engine, query, hourly=False)
 
 
-def test_every_group_and_column_is_summed_by_the_projection(engine: ChdbEngine) -> None:
-    # The projection must carry every dimension and every column the API offers, or
-    # a query naming the missing one silently falls back to minutes.
-    query = MeterQuery("t1", BEGIN, BEGIN + timedelta(days=2), "day", "UTC", GROUPS)
-    plan = engine.run_sql("EXPLAIN projections = 1 " + build_sql(DB, query), "TSVRaw").decode()
-    assert "usage_meters_hourly" in plan
+def test_every_group_and_column_is_summed_by_the_hourly_table(engine: ChdbEngine) -> None:
+    # The table must carry every dimension and every column the API offers, or a
+    # query naming the missing one fails (or sums zeros) on the hours.
+    query = MeterQuery("t1", BEGIN, BEGIN + timedelta(days=2), "day", "UTC", GROUPS, {}, COLUMNS)
+    assert "usage_meters_1h" in build_sql(DB, query)
     assert _answer(engine, query) == _answer(engine, query, hourly=False)

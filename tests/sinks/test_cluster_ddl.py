@@ -43,7 +43,9 @@ def cluster_statements() -> list[str]:
 
 def test_every_cluster_statement_is_valid_clickhouse_sql(session: ChdbEngine) -> None:
     for statement in cluster_statements():
-        assert parsed(session, statement).startswith(("CREATE", "ALTER TABLE")), statement
+        assert parsed(session, statement).startswith(("CREATE", "ALTER TABLE", "INSERT INTO")), (
+            statement
+        )
 
 
 def test_every_single_node_statement_is_valid_clickhouse_sql(session: ChdbEngine) -> None:
@@ -51,12 +53,28 @@ def test_every_single_node_statement_is_valid_clickhouse_sql(session: ChdbEngine
         s for m in plan("meterline") for s in m.statements
     ]
     for statement in statements:
-        assert parsed(session, statement).startswith(("CREATE", "ALTER TABLE")), statement
+        assert parsed(session, statement).startswith(("CREATE", "ALTER TABLE", "INSERT INTO")), (
+            statement
+        )
 
 
 def test_every_statement_runs_on_the_cluster(session: ChdbEngine) -> None:
+    # Except the one-off backfill (INSERT has no ON CLUSTER form): see below.
     for statement in cluster_statements():
-        assert f"ON CLUSTER `{CLUSTER}`" in parsed(session, statement), statement
+        if not statement.startswith("INSERT INTO"):
+            assert f"ON CLUSTER `{CLUSTER}`" in parsed(session, statement), statement
+
+
+def test_the_hourly_backfill_reads_and_writes_the_whole_cluster_once(session: ChdbEngine) -> None:
+    # Run on the one node `migrate` talks to, through the Distributed tables: it reads
+    # every shard's minutes, and its rows spread over the shards like any insert.
+    inserts = [parsed(session, s) for s in cluster_statements() if s.startswith("INSERT INTO")]
+    assert len(inserts) == 2
+    assert inserts[0].startswith("INSERT INTO meterline.usage_meters_1h ")
+    assert "FROM meterline.usage_meters WHERE" in inserts[0]
+    assert inserts[1].startswith("INSERT INTO meterline.usage_meters_1d ")
+    assert "FROM meterline.usage_meters_1h WHERE" in inserts[1]
+    assert not [i for i in inserts if "_local" in i]
 
 
 def test_each_table_is_replicated_locally_with_a_distributed_table_of_its_own_name(
@@ -96,7 +114,8 @@ def test_replicated_tables_keep_the_dedup_window_under_its_replicated_name(
     # totals): a retried batch must be dropped by all, or the sums double while the
     # events do not. budget_alerts: a racing second claim of an alert is dropped;
     # invoice_lines: its dedup token settles two closers' race.
-    assert len(windowed) == 6
+    # usage_meters_1h and _1d, filled by views on the local minute and hour tables, likewise.
+    assert len(windowed) == 8
     assert all("replicated_deduplication_window = 10000" in t for t in windowed)
     assert not [t for t in texts if "non_replicated_deduplication_window" in t]
 
@@ -105,8 +124,16 @@ def test_materialized_views_read_and_fill_the_local_tables(session: ChdbEngine) 
     views = [
         parsed(session, s) for s in cluster_statements() if s.startswith("CREATE MATERIALIZED VIEW")
     ]
-    assert len(views) == 4  # ids, meters, running totals per subject and per tenant
+    # ids, meters, running totals per subject and per tenant; hours from the minutes, days
+    # from the hours
+    assert len(views) == 6
+    hourly = [v for v in views if " TO meterline.usage_meters_1h_local " in v]
+    assert len(hourly) == 1 and "FROM meterline.usage_meters_local GROUP BY" in hourly[0]
+    daily = [v for v in views if " TO meterline.usage_meters_1d_local " in v]
+    assert len(daily) == 1 and "FROM meterline.usage_meters_1h_local GROUP BY" in daily[0]
     for view in views:
+        if view in hourly or view in daily:
+            continue
         # A view on the Distributed table would never fire: inserts reach the shards'
         # local tables, and only a view on the local table sees them.
         assert "FROM meterline.usage_events_local" in view
