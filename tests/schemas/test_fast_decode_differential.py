@@ -288,6 +288,28 @@ def test_generated_token_events_decode_alike_on_both_paths(
     assert_same_decode(value)
 
 
+def test_the_cache_of_checked_labels_stays_bounded_under_a_flood_of_distinct_ones() -> None:
+    # The label rules run once per distinct (source, media type, provider, model,
+    # feature, user, tier, status, error type): a client sending a new feature per
+    # event must not grow the processor's memory without bound.
+    from schemas import fast_decode
+
+    for i in range(fast_decode._CACHE_MAX + 10):
+        value = orjson.dumps(
+            {
+                "specversion": "1.0",
+                "id": f"e-{i}",
+                "source": "/s",
+                "type": TOKENS,
+                "subject": "c",
+                "data": {"provider": "openai", "model": "gpt-4o", "feature": f"f{i}"},
+            }
+        )
+        assert fast_token_event(value) is not None
+        assert len(fast_decode._GOOD_LABELS) <= fast_decode._CACHE_MAX
+    assert assert_same(value)
+
+
 def test_the_common_token_events_take_the_fast_path() -> None:
     # Not a timing claim: without this, a fast path that never accepts would pass every
     # test above (and silently cost a second decode per record).
@@ -438,6 +460,35 @@ def test_a_time_in_a_minute_already_seen_decodes_alike_on_both_paths(second: str
         assert_same(_token_value(f"{minute}30.000Z"))
         assert_same(_token_value(f"{minute}{second}Z"))
         assert_same_decode(_token_value(f"{minute}{second}Z"))
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        "000Z",
+        "999Z",
+        "001Z",
+        "1\u00b23Z",
+        "\u0661\u0661\u0661Z",
+        "12Z",
+        "1234Z",
+        "123z",
+        "12 Z",
+        "1230",
+        "123+",
+        "123Zx",
+        "123Z ",
+    ],
+)
+@pytest.mark.parametrize("dot", [".", ","])
+def test_a_time_in_a_second_already_seen_decodes_alike_on_both_paths(dot: str, rest: str) -> None:
+    # The fast path also caches seconds it has read from a cached minute: only the
+    # milliseconds of a time in a cached second are read by it alone.
+    for minute in ("2026-11-26T16:49:", "2099-12-31T23:59:", "1999-12-31T23:59:"):
+        assert_same(_token_value(f"{minute}30.000Z"))  # caches the minute
+        assert assert_same(_token_value(f"{minute}30.500Z")) == (minute[:4] != "1999")
+        assert_same(_token_value(f"{minute}30{dot}{rest}"))
+        assert_same_decode(_token_value(f"{minute}30{dot}{rest}"))
 
 
 ENVELOPE_VALUES: dict[str, st.SearchStrategy[Any]] = {
