@@ -1,7 +1,7 @@
 -- Tenant-wide hourly meters: usage_meters_1h (120) without `subject` (issue 13).
 -- A month of the bench's tenant is ~267k rows in usage_meters_1h (200 subjects x the
--- other dimensions) but ~21k here (~30 combinations an hour), and the engine's time
--- is the rows it sums. GET /v1/usage reads whole UTC hours from here when neither
+-- other dimensions) but ~61k here (~85 combinations an hour), and the engine's time
+-- grows with the rows it sums (docs/benchmarks.md). GET /v1/usage reads whole UTC hours from here when neither
 -- group_by nor a filter names `subject` (a portal token filters on its subject, so
 -- it reads the subject tables): query/meters.py _pieces, docs/query.md. The same
 -- sums as usage_meters; `window_start` is the start of the UTC hour.

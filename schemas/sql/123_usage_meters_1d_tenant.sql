@@ -1,5 +1,5 @@
 -- Tenant-wide daily meters: usage_meters_1d (121) without `subject` (issue 13),
--- ~1k rows for a month of the bench's tenant instead of ~49k. Read for whole UTC
+-- ~930 rows for a month of the bench's tenant instead of ~49-66k. Read for whole UTC
 -- days when neither group_by nor a filter names `subject` (query/meters.py _pieces).
 -- `window_start` is the start of the UTC day. SummingMergeTree: always read with
 -- sum(...) GROUP BY.
