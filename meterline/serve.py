@@ -147,7 +147,8 @@ class ProcessorThread:
         for difference in repaired.refused:
             log.error(
                 "meters above what they sum (usage_meters over usage_events, or "
-                "usage_meters_1h over usage_meters), left as is: %s",
+                "usage_meters_1h/_1h_tenant/_1d_tenant over usage_meters, or "
+                "usage_meters_1d over usage_meters_1h), left as is: %s",
                 difference,
             )
 

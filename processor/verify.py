@@ -165,10 +165,25 @@ class _Level:
     source: str
     start_of: str  # SQL: the coarser window's start, from the finer one's window_start
     grain_ms: int
+    # The dimensions the coarser table keeps besides window_start (the tenant-wide
+    # tables of 122/123 drop `subject`: the finer rows are summed over it).
+    keys: tuple[str, ...] = tuple(k for k in METER_KEYS if k != "window_start")
 
 
 _HOURS = _Level("usage_meters_1h", "usage_meters", "toStartOfHour(window_start)", HOUR_MS)
 _DAYS = _Level("usage_meters_1d", "usage_meters_1h", "toStartOfDay(window_start, 'UTC')", DAY_MS)
+_TENANT_KEYS = tuple(k for k in METER_KEYS if k not in ("window_start", "subject"))
+# Both compared with the minutes, the one table they are fed from (schemas/sql/122, 123).
+_TENANT_HOURS = _Level(
+    "usage_meters_1h_tenant", "usage_meters", "toStartOfHour(window_start)", HOUR_MS, _TENANT_KEYS
+)
+_TENANT_DAYS = _Level(
+    "usage_meters_1d_tenant",
+    "usage_meters",
+    "toStartOfDay(window_start, 'UTC')",
+    DAY_MS,
+    _TENANT_KEYS,
+)
 
 
 def verify_hours(sql: SqlReader, from_ms: int, to_ms: int, hours: str = "") -> list[Difference]:
@@ -189,6 +204,24 @@ def verify_days(sql: SqlReader, from_ms: int, to_ms: int, days: str = "") -> lis
     return _verify_level(sql, _DAYS, from_ms, to_ms, days)
 
 
+def verify_tenant_hours(
+    sql: SqlReader, from_ms: int, to_ms: int, hours: str = ""
+) -> list[Difference]:
+    """Every (hour group, column) where usage_meters_1h_tenant differs from the minutes
+    summed over subject. GET /v1/usage answers from it whenever a query names no
+    subject (schemas/sql/122): a difference is a wrong tenant-wide total. Its group
+    has no ``subject`` key."""
+    return _verify_level(sql, _TENANT_HOURS, from_ms, to_ms, hours)
+
+
+def verify_tenant_days(
+    sql: SqlReader, from_ms: int, to_ms: int, days: str = ""
+) -> list[Difference]:
+    """Every (UTC day group, column) where usage_meters_1d_tenant differs from the
+    minutes summed over subject (schemas/sql/123)."""
+    return _verify_level(sql, _TENANT_DAYS, from_ms, to_ms, days)
+
+
 def _verify_level(
     sql: SqlReader, level: _Level, from_ms: int, to_ms: int, only: str
 ) -> list[Difference]:
@@ -196,7 +229,7 @@ def _verify_level(
     end = _ms(to_ms + (-to_ms % level.grain_ms))
     db = sql.database
     sums = ", ".join(f"sum({c}) AS {c}" for c in METER_SUMS)
-    rest = ", ".join(k for k in METER_KEYS if k != "window_start")
+    rest = ", ".join(level.keys)
     from_finer = (
         f"SELECT {level.start_of} AS bucket, {rest}, {sums}, 1 AS present "
         f"FROM {db}.{level.source} "
@@ -213,7 +246,7 @@ def _verify_level(
         + (f" AND window_start IN ({only})" if only else "")
         + f" GROUP BY bucket, {rest}"
     )
-    keys = ("bucket", *(k for k in METER_KEYS if k != "window_start"))
+    keys = ("bucket", *level.keys)
     differs = " OR ".join(f"e.{c} != m.{c}" for c in METER_SUMS)
     select = ", ".join(
         [f"e.{k} AS e_{k}, m.{k} AS m_{k}" for k in keys]
@@ -229,7 +262,7 @@ def _verify_level(
     out = []
     for row in rows:
         side = "e_" if row["in_events"] else "m_"
-        group = {k: row[side + k] for k in METER_KEYS if k != "window_start"}
+        group = {k: row[side + k] for k in level.keys}
         group["window_start"] = row[side + "bucket"]
         for column in METER_SUMS:
             if row[f"e_{column}"] != row[f"m_{column}"]:
@@ -256,8 +289,23 @@ def repair_days(sql: SqlReader, from_ms: int, to_ms: int, days: str = "") -> lis
     return _repair_level(sql, _DAYS, verify_days(sql, from_ms, to_ms, days))
 
 
+def repair_tenant_hours(
+    sql: SqlReader, from_ms: int, to_ms: int, hours: str = ""
+) -> list[Difference]:
+    """Add to usage_meters_1h_tenant what it lacks against the minutes (as
+    ``repair_hours``; the table has no views, so a correction lands there only)."""
+    return _repair_level(sql, _TENANT_HOURS, verify_tenant_hours(sql, from_ms, to_ms, hours))
+
+
+def repair_tenant_days(
+    sql: SqlReader, from_ms: int, to_ms: int, days: str = ""
+) -> list[Difference]:
+    """Add to usage_meters_1d_tenant what it lacks against the minutes."""
+    return _repair_level(sql, _TENANT_DAYS, verify_tenant_days(sql, from_ms, to_ms, days))
+
+
 def _repair_level(sql: SqlReader, level: _Level, differences: list[Difference]) -> list[Difference]:
-    keys = ("window_start", *(k for k in METER_KEYS if k != "window_start"))
+    keys = ("window_start", *level.keys)
     by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
     refused: list[Difference] = []
     for d in differences:
@@ -353,6 +401,10 @@ def repair_at_start(sql: SqlReader) -> StartupRepair:
             f"WHERE processed_at >= {_ms(since)}"
         )
         refused += repair_days(sql, first, last, days)
+        # The tenant-wide tables (122, 123), each against the minutes it is fed from:
+        # an INSERT torn between its meter part and their parts.
+        refused += repair_tenant_hours(sql, first, last, touched)
+        refused += repair_tenant_days(sql, first, last, days)
     return StartupRepair(ids, refused)
 
 

@@ -216,6 +216,18 @@ _MAX_CHECKED_YEARS = 5
 MINUTES = "usage_meters"
 HOURS = "usage_meters_1h"
 DAYS = "usage_meters_1d"
+# Tenant-wide rollups (schemas/sql/122, 123): the same sums without `subject`; a month
+# at the bench's scale (200 subjects) is ~61k hourly rows instead of ~267k, ~930 daily
+# ones instead of ~49-66k.
+TENANT_HOURS = "usage_meters_1h_tenant"
+TENANT_DAYS = "usage_meters_1d_tenant"
+# Per grain, the tables that hold it, smallest first, with the dimensions each keeps:
+# a table serves a piece iff its dimensions cover group_by and the filters (a portal
+# token filters on its subject, so it always reads the subject tables).
+_BY_GRAIN: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
+    HOURS: ((TENANT_HOURS, frozenset(GROUPS) - {"subject"}), (HOURS, frozenset(GROUPS))),
+    DAYS: ((TENANT_DAYS, frozenset(GROUPS) - {"subject"}), (DAYS, frozenset(GROUPS))),
+}
 
 
 def build_sql(
@@ -236,7 +248,7 @@ def build_sql(
     where = [f"tenant = {quote(query.tenant)}"]
     for name, values in query.filters.items():
         where.append(f"{name} IN ({', '.join(quote(v) for v in values)})")
-    pieces = _pieces(query) if hourly else [(MINUTES, query.start, query.end)]
+    pieces = _smallest(query, _pieces(query)) if hourly else [(MINUTES, query.start, query.end)]
     if len(pieces) == 1:
         table, start, end = pieces[0]
         return _select(database, table, query, [*where, *_range(start, end)], limit, outer=True)
@@ -279,6 +291,26 @@ def _pieces(query: MeterQuery) -> list[Piece]:
     if query.end is not None and last is not None and last < query.end:
         out.append((MINUTES, last, query.end))
     return out
+
+
+def _smallest(query: MeterQuery, pieces: list[Piece]) -> list[Piece]:
+    """Each piece read from the smallest table of its grain that keeps every dimension
+    the query groups or filters by. Exact: the tenant-wide tables are the subject ones
+    summed over subject, and a query that neither groups nor filters by subject sums
+    over it anyway."""
+    needed = set(query.group_by) | set(query.filters)
+    return [
+        (
+            next(
+                t
+                for t, dims in _BY_GRAIN.get(table, ((table, frozenset(GROUPS)),))
+                if needed <= dims
+            ),
+            start,
+            end,
+        )
+        for table, start, end in pieces
+    ]
 
 
 def _daily(query: MeterQuery) -> bool:

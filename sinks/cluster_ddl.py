@@ -43,6 +43,10 @@ SHARDING_KEYS = {
     # Hourly and daily meters (120, 121), fed by views on each shard's local tables.
     "usage_meters_1h": "rand()",
     "usage_meters_1d": "rand()",
+    # Tenant-wide hourly and daily meters (122, 123), fed by views on each shard's
+    # local minute table; additive sums, like usage_meters.
+    "usage_meters_1h_tenant": "rand()",
+    "usage_meters_1d_tenant": "rand()",
     # Every claim of one alert on one shard: Keeper's block dedup (the claim's
     # token) only sees inserts into the same shard.
     "budget_alerts": "cityHash64(tenant, alert_id)",

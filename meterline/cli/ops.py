@@ -34,11 +34,19 @@ def verify_command(
 ) -> None:
     """Check the range before invoicing (exit 1 on any problem): meters recomputed from
     usage_events equal usage_meters, the hourly and daily meters (usage_meters_1h, _1d)
-    equal the finer ones, each (tenant, source, id) is stored once, and the dedupe index
+    equal the finer ones, the tenant-wide ones (usage_meters_1h_tenant, _1d_tenant) equal
+    the minutes summed over subject, each (tenant, source, id) is stored once, and the dedupe index
     (usage_event_ids) holds every stored id."""
     settings = _settings()
     from meterline import runtime
-    from processor.verify import check_identities, verify, verify_days, verify_hours
+    from processor.verify import (
+        check_identities,
+        verify,
+        verify_days,
+        verify_hours,
+        verify_tenant_days,
+        verify_tenant_hours,
+    )
 
     start, end = parse_instant(from_), parse_instant(to)
     try:
@@ -47,6 +55,8 @@ def verify_command(
             differences = verify(engine.sql, start, end)
             hours = verify_hours(engine.sql, start, end)
             hours += verify_days(engine.sql, start, end)
+            hours += verify_tenant_hours(engine.sql, start, end)
+            hours += verify_tenant_days(engine.sql, start, end)
             identities = check_identities(engine.sql, start, end)
         finally:
             engine.close()
@@ -68,13 +78,16 @@ def verify_command(
     if hours:
         # GET /v1/usage answers whole hours and days from these tables: wrong there.
         examples = ", ".join(
-            f"{d.group['tenant']}/{d.group['window_start']}/{d.group['subject']} {d.column} "
+            # The tenant-wide tables' groups have no subject: "*" there.
+            f"{d.group['tenant']}/{d.group['window_start']}/{d.group.get('subject', '*')} "
+            f"{d.column} "
             f"{d.in_meters} (minutes: {d.from_events})"
             for d in hours[:5]
         )
         console.print(
-            f"[red]{len(hours)} difference(s) between usage_meters_1h and usage_meters, or "
-            "usage_meters_1d and usage_meters_1h (tenant/window/subject column coarser "
+            f"[red]{len(hours)} difference(s) between usage_meters_1h and usage_meters, "
+            "usage_meters_1d and usage_meters_1h, or usage_meters_1h_tenant/_1d_tenant and "
+            "usage_meters (tenant/window/subject column coarser "
             f"(finer)), e.g. {escape(examples)}[/red]"
         )
     if not differences:

@@ -8,12 +8,16 @@ minute rows. These tests hold it to the answer computed from the minute rows onl
 independent Python sum of the raw events, for random ranges (aligned and not,
 bounded and not), windows, groupings, filters and timezones (a DST one, a
 half-hour one), on the real engine. Half of the events are stored before migration
-120 and 121 (their backfills carry them), half after (their views do).
+120 and 121 (their backfills carry them), half after (their views do). Queries that
+neither group nor filter by ``subject`` read the tenant-wide tables
+(``usage_meters_1h_tenant``/``_1d_tenant``, migrations 122, 123) instead; the random
+test draws both kinds and checks which tables each reads.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
@@ -88,7 +92,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEngine]:
         )
         migrate(chdb)
         _insert(chdb, EVENTS[: len(EVENTS) // 2])
-    assert [m.version for m in migrate(chdb)] == [120, 121]
+    assert [m.version for m in migrate(chdb)] == [120, 121, 122, 123]
     _insert(chdb, EVENTS[len(EVENTS) // 2 :])
     yield chdb
     chdb.close()
@@ -200,17 +204,34 @@ def queries(draw: st.DrawFn) -> MeterQuery:
     window = draw(st.sampled_from(("minute", "hour", "day", "month", "none")))
     group_by = tuple(draw(st.lists(st.sampled_from(("subject", "model", "feature")), unique=True)))
     filters: dict[str, tuple[str, ...]] = {}
+    # Subject filters (a portal token's) and others, so that queries with and without
+    # subject (tenant-wide tables or not) are both drawn often.
     if draw(st.booleans()):
         filters["subject"] = tuple(draw(st.sets(st.sampled_from(SUBJECTS), min_size=1)))
+    if draw(st.booleans()):
+        filters["model"] = tuple(draw(st.sets(st.sampled_from(MODELS), min_size=1)))
     zone = draw(st.sampled_from(ZONES))
     return MeterQuery("t1", start, end, window, zone, group_by, filters, SUMMED)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SUBJECT_TABLES = {"usage_meters", "usage_meters_1h", "usage_meters_1d"}
+TENANT_TABLES = {"usage_meters", "usage_meters_1h_tenant", "usage_meters_1d_tenant"}
+
+
+def _tables(sql: str) -> set[str]:
+    return set(re.findall(rf"FROM {DB}\.(\w+) WHERE", sql))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(query=queries())
 def test_rollup_answer_equals_minute_meters_and_raw_events(
     engine: ChdbEngine, query: MeterQuery
 ) -> None:
+    # Which tables: the tenant-wide ones exactly when subject is neither grouped nor
+    # filtered (a subject table read instead would be right, only ~10x more rows).
+    tables = _tables(build_sql(DB, query))
+    uses_subject = "subject" in query.group_by or "subject" in query.filters
+    assert tables <= (SUBJECT_TABLES if uses_subject else TENANT_TABLES), tables
     answer = _answer(engine, query)
     assert answer == _answer(engine, query, hourly=False)
     expected = _from_events(query)
@@ -306,3 +327,43 @@ def test_every_group_and_column_is_summed_by_the_hourly_table(engine: ChdbEngine
     query = MeterQuery("t1", BEGIN, BEGIN + timedelta(days=2), "day", "UTC", GROUPS, {}, COLUMNS)
     assert "usage_meters_1h" in build_sql(DB, query)
     assert _answer(engine, query) == _answer(engine, query, hourly=False)
+
+
+@pytest.mark.parametrize(
+    ("window", "zone", "group_by", "filters", "tables"),
+    [
+        # The bench's shapes: tenant-wide, grouped by model, by hour and for the month.
+        ("hour", "UTC", ("model",), {}, {"usage_meters_1h_tenant", "usage_meters"}),
+        ("none", "UTC", (), {}, TENANT_TABLES),
+        ("day", "UTC", ("feature",), {"model": ("claude",)}, TENANT_TABLES),
+        (
+            "hour",
+            "Europe/Paris",
+            ("model", "feature"),
+            {},
+            {"usage_meters_1h_tenant", "usage_meters"},
+        ),
+        # subject grouped, or filtered (as a portal token filters it): the subject tables.
+        ("none", "UTC", ("subject",), {}, SUBJECT_TABLES),
+        ("none", "UTC", ("model",), {"subject": ("acme",)}, SUBJECT_TABLES),
+        ("hour", "UTC", (), {"subject": ("acme", "globex")}, {"usage_meters_1h", "usage_meters"}),
+    ],
+)
+def test_the_smallest_table_that_keeps_the_asked_dimensions_is_read(
+    engine: ChdbEngine,
+    window: str,
+    zone: str,
+    group_by: tuple[str, ...],
+    filters: dict[str, tuple[str, ...]],
+    tables: set[str],
+) -> None:
+    # Unaligned ends: minutes at the edges, hours, and days in the middle where allowed.
+    start = BEGIN + timedelta(minutes=17)
+    end = BEGIN + timedelta(days=3, hours=5, minutes=3)
+    query = MeterQuery("t1", start, end, window, zone, group_by, filters, SUMMED)
+    assert _tables(build_sql(DB, query)) == tables
+    assert _answer(engine, query) == _answer(engine, query, hourly=False)
+    expected = _from_events(query)
+    assert [{k: v for k, v in r.items() if k != "window_end"} for r in _answer(engine, query)] == (
+        expected
+    )

@@ -69,11 +69,15 @@ def test_the_hourly_backfill_reads_and_writes_the_whole_cluster_once(session: Ch
     # Run on the one node `migrate` talks to, through the Distributed tables: it reads
     # every shard's minutes, and its rows spread over the shards like any insert.
     inserts = [parsed(session, s) for s in cluster_statements() if s.startswith("INSERT INTO")]
-    assert len(inserts) == 2
+    assert len(inserts) == 4
     assert inserts[0].startswith("INSERT INTO meterline.usage_meters_1h ")
     assert "FROM meterline.usage_meters WHERE" in inserts[0]
     assert inserts[1].startswith("INSERT INTO meterline.usage_meters_1d ")
     assert "FROM meterline.usage_meters_1h WHERE" in inserts[1]
+    # The tenant-wide rollups (122, 123) both backfill from the minutes.
+    assert inserts[2].startswith("INSERT INTO meterline.usage_meters_1h_tenant ")
+    assert inserts[3].startswith("INSERT INTO meterline.usage_meters_1d_tenant ")
+    assert all("FROM meterline.usage_meters WHERE" in i for i in inserts[2:])
     assert not [i for i in inserts if "_local" in i]
 
 
@@ -114,8 +118,9 @@ def test_replicated_tables_keep_the_dedup_window_under_its_replicated_name(
     # totals): a retried batch must be dropped by all, or the sums double while the
     # events do not. budget_alerts: a racing second claim of an alert is dropped;
     # invoice_lines: its dedup token settles two closers' race.
-    # usage_meters_1h and _1d, filled by views on the local minute and hour tables, likewise.
-    assert len(windowed) == 8
+    # usage_meters_1h and _1d, filled by views on the local minute and hour tables, likewise,
+    # and their tenant-wide twins _1h_tenant and _1d_tenant (views on the local minutes).
+    assert len(windowed) == 10
     assert all("replicated_deduplication_window = 10000" in t for t in windowed)
     assert not [t for t in texts if "non_replicated_deduplication_window" in t]
 
@@ -125,14 +130,22 @@ def test_materialized_views_read_and_fill_the_local_tables(session: ChdbEngine) 
         parsed(session, s) for s in cluster_statements() if s.startswith("CREATE MATERIALIZED VIEW")
     ]
     # ids, meters, running totals per subject and per tenant; hours from the minutes, days
-    # from the hours
-    assert len(views) == 6
+    # from the hours; tenant-wide hours and days, both from the minutes
+    assert len(views) == 8
     hourly = [v for v in views if " TO meterline.usage_meters_1h_local " in v]
     assert len(hourly) == 1 and "FROM meterline.usage_meters_local GROUP BY" in hourly[0]
     daily = [v for v in views if " TO meterline.usage_meters_1d_local " in v]
     assert len(daily) == 1 and "FROM meterline.usage_meters_1h_local GROUP BY" in daily[0]
+    tenant_wide = [
+        v
+        for v in views
+        if " TO meterline.usage_meters_1h_tenant_local " in v
+        or " TO meterline.usage_meters_1d_tenant_local " in v
+    ]
+    assert len(tenant_wide) == 2
+    assert all("FROM meterline.usage_meters_local GROUP BY" in v for v in tenant_wide)
     for view in views:
-        if view in hourly or view in daily:
+        if view in hourly or view in daily or view in tenant_wide:
             continue
         # A view on the Distributed table would never fire: inserts reach the shards'
         # local tables, and only a view on the local table sees them.
