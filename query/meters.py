@@ -249,12 +249,13 @@ def build_sql(
     for name, values in query.filters.items():
         where.append(f"{name} IN ({', '.join(quote(v) for v in values)})")
     pieces = _smallest(query, _pieces(query)) if hourly else [(MINUTES, query.start, query.end)]
-    if len(pieces) == 1:
-        table, start, end = pieces[0]
-        return _select(database, table, query, [*where, *_range(start, end)], limit, outer=True)
+    reads = _per_table(pieces)
+    if len(reads) == 1:
+        table, ranges = reads[0]
+        return _select(database, table, query, [*where, *ranges], limit, outer=True)
     parts = [
-        _select(database, table, query, [*where, *_range(start, end)], limit, outer=False)
-        for table, start, end in pieces
+        _select(database, table, query, [*where, *ranges], limit, outer=False)
+        for table, ranges in reads
     ]
     keys = _keys(query)
     sums = ", ".join(_outer_sum(c) for c in query.columns)
@@ -267,6 +268,31 @@ def build_sql(
 
 
 Piece = tuple[str, datetime | None, datetime | None]
+
+
+def _per_table(pieces: list[Piece]) -> list[tuple[str, list[str]]]:
+    """One read per table: its pieces' ranges joined by OR (the WHERE conditions).
+
+    Why: each SELECT of the union costs the engine a fixed ~5-10 ms (measured on
+    the bench's month: the two minute edges of unaligned bounds 10 + 9 ms as two
+    reads, 13 ms as one), about as much as the month of hours itself. Exact: the
+    pieces of a range never overlap (``_pieces``), so a row matches at most one of
+    the ORed ranges, as it matched at most one of the SELECTs.
+    """
+    ranges: dict[str, list[list[str]]] = {}
+    for table, start, end in pieces:
+        ranges.setdefault(table, []).append(_range(start, end))
+    out = []
+    for table, conditions in ranges.items():
+        if len(conditions) == 1:
+            out.append((table, conditions[0]))
+        else:
+            # Several pieces of one table are bounded on both sides (only the
+            # outermost piece of a range can be open), so none is empty here.
+            assert all(conditions), pieces
+            joined = " OR ".join(f"({' AND '.join(c)})" for c in conditions)
+            out.append((table, [f"({joined})"]))
+    return out
 
 
 def _pieces(query: MeterQuery) -> list[Piece]:
