@@ -89,8 +89,7 @@ def engine(tmp_path: Path) -> Iterator[ChdbEngine]:
     chdb.close()
 
 
-@pytest.fixture
-def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
+def upgrade_with_old_data(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
     """A database migrated to 110 that took three batches, then migrated to the end."""
     real = ddl.files
     monkeypatch.setattr(
@@ -104,6 +103,11 @@ def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
     monkeypatch.setattr(ddl, "files", real)
     assert [m.version for m in migrate(engine)] == [120, 121, 122, 123]
     return engine
+
+
+@pytest.fixture
+def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
+    return upgrade_with_old_data(engine, monkeypatch)
 
 
 def test_backfill_makes_the_hourly_table_equal_the_minutes_of_an_existing_database(

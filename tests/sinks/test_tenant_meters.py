@@ -24,7 +24,14 @@ from processor.verify import (
 from sinks import ddl
 from sinks.chdb_sink import ChdbEngine
 from sinks.migrations import migrate
-from tests.sinks.test_hourly_meters import COMPARED, HOUR_MS, T0, batch, unguarded
+from tests.sinks.test_hourly_meters import (
+    COMPARED,
+    HOUR_MS,
+    T0,
+    batch,
+    unguarded,
+    upgrade_with_old_data,
+)
 
 DB = "hours"  # the name test_hourly_meters' helpers (unguarded) read from
 KEYS = "tenant, model, feature, provider, type, unit"
@@ -68,17 +75,7 @@ def engine(tmp_path: Path) -> Iterator[ChdbEngine]:
 @pytest.fixture
 def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
     """A database migrated to 110 that took three batches, then migrated to the end."""
-    real = ddl.files
-    monkeypatch.setattr(
-        ddl, "files", lambda db, tz="UTC": [f for f in real(db, tz) if f.version <= 110]
-    )
-    migrate(engine)
-    writer = engine.writer()
-    for n in range(3):  # several parts, groups spread over unmerged minute rows
-        writer.insert(batch([f"old-{n}-{i}" for i in range(400)], 17 + n), f"old-{n}")
-    monkeypatch.setattr(ddl, "files", real)
-    assert [m.version for m in migrate(engine)] == [120, 121, 122, 123]
-    return engine
+    return upgrade_with_old_data(engine, monkeypatch)
 
 
 def test_backfill_makes_the_tenant_tables_equal_the_minutes_without_subject(
