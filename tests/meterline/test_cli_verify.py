@@ -47,9 +47,11 @@ def store(data_dir: Path, ids: list[str], token: str, without_view: str = "") ->
         sink.close()
 
 
-def verify(data_dir: Path) -> tuple[int, str]:
+def verify(data_dir: Path, *flags: str) -> tuple[int, str]:
     result = CliRunner().invoke(
-        app, ["verify", *RANGE], env={"METERLINE_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+        app,
+        ["verify", *RANGE, *flags],
+        env={"METERLINE_DATA_DIR": str(data_dir), "COLUMNS": "200"},
     )
     return result.exit_code, " ".join(result.output.split())
 
@@ -92,3 +94,21 @@ def test_verify_fails_naming_stored_ids_missing_from_the_dedupe_index(data_dir: 
         "(a re-send would be stored again), e.g. default//app/e, default//app/f"
     ) in output
     assert "stored more than once" not in output
+
+
+def test_verify_names_an_hour_short_of_its_minutes_and_repair_rollups_mends_it(
+    data_dir: Path,
+) -> None:
+    # An hour part that never landed (e.g. an upgrade's backfill cut short by a crash):
+    # GET /v1/usage would answer that hour short.
+    store(data_dir, ids=["g", "h"], token="torn-hour", without_view="usage_meters_1h_mv")
+
+    code, output = verify(data_dir)
+    assert code == 1
+    assert "difference(s) between usage_meters_1h and usage_meters" in output
+
+    assert verify(data_dir, "--repair-rollups")[0] == 0
+    assert verify(data_dir) == (
+        0,
+        "usage_meters matches usage_events exactly; every event id is stored once and indexed",
+    )
