@@ -13,6 +13,7 @@ short of them. Both are mended from usage_events before any worker reads.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -139,14 +140,39 @@ def repair_recent(sql: SqlReader, processed_since_ms: int) -> list[Difference]:
             continue
         by_group.setdefault(key, {})[d.column] = d.from_events - d.in_meters
     for key, deltas in by_group.items():
-        columns = list(METER_KEYS) + list(deltas)
-        values = [_literal(v) for v in key] + [_literal(v) for v in deltas.values()]
-        sql.query_raw(
-            f"INSERT INTO {sql.database}.usage_meters ({', '.join(columns)}) "
-            f"VALUES ({', '.join(values)})",
-            "CSV",
-        )
+        _add_correction(sql, "usage_meters", list(METER_KEYS), key, deltas)
     return refused
+
+
+def _add_correction(
+    sql: SqlReader, table: str, keys: list[str], key: tuple[Any, ...], deltas: dict[str, Any]
+) -> None:
+    """One correction row: the group's key and the amounts it lacks (SummingMergeTree adds it).
+
+    The meter tables dedup blocks (their dedup window is there for the processor's
+    token), and a second correction identical to an earlier one (another torn INSERT
+    of the same group with the same usage) would be dropped as a retried block,
+    leaving the meters short for good: hence a token of its own (``_unique_token``).
+    """
+    columns = [*keys, *deltas]
+    values = [_literal(v) for v in key] + [_literal(v) for v in deltas.values()]
+    sql.query_raw(
+        f"INSERT INTO {sql.database}.{table} ({', '.join(columns)}) "
+        f"SETTINGS async_insert = 0, {_unique_token()} VALUES ({', '.join(values)})",
+        "CSV",
+    )
+
+
+def _unique_token() -> str:
+    """Insert settings that keep a block from ever being dropped as a duplicate.
+
+    A fresh ``insert_deduplication_token``, not ``insert_deduplicate = 0``: since
+    ClickHouse 26 ``deduplicate_insert`` supersedes that setting (on chDB 26.9 a
+    second identical VALUES block with ``insert_deduplicate = 0`` was still dropped:
+    tests/processor/test_meter_repair.py), and older servers do not know the new
+    setting. A token no other block carries works on both.
+    """
+    return f"insert_deduplication_token = 'meterline-repair-{uuid.uuid4().hex}'"
 
 
 def _ms(value: int) -> str:
@@ -315,15 +341,7 @@ def _repair_level(sql: SqlReader, level: _Level, differences: list[Difference]) 
         key = tuple(d.group[k] for k in keys)
         by_group.setdefault(key, {})[d.column] = d.from_events - d.in_meters
     for key, deltas in by_group.items():
-        columns = [*keys, *deltas]
-        values = [_literal(v) for v in key] + [_literal(v) for v in deltas.values()]
-        # insert_deduplicate = 0: a second, identical correction (another window, the
-        # same amounts) must never be dropped as a duplicate block.
-        sql.query_raw(
-            f"INSERT INTO {sql.database}.{level.table} ({', '.join(columns)}) "
-            f"SETTINGS async_insert = 0, insert_deduplicate = 0 VALUES ({', '.join(values)})",
-            "CSV",
-        )
+        _add_correction(sql, level.table, list(keys), key, deltas)
     return refused
 
 
@@ -349,11 +367,11 @@ def repair_dedupe_index(sql: SqlReader, processed_since_ms: int) -> int:
     )
     count = int(sql.scalar(f"SELECT count() FROM ({missing})") or 0)
     if count:
-        # insert_deduplicate = 0: a repeated repair block must never be
-        # dropped as a "duplicate block" of an earlier one.
+        # A repeated repair block must never be dropped as a "duplicate block" of
+        # an earlier one (``_unique_token``).
         sql.query_raw(
             f"INSERT INTO {db}.usage_event_ids (id, source, tenant, time, partition, offset) "
-            f"{missing} SETTINGS async_insert = 0, insert_deduplicate = 0",
+            f"{missing} SETTINGS async_insert = 0, {_unique_token()}",
             "CSV",
         )
     return count

@@ -61,6 +61,21 @@ def test_missing_meter_rows_after_a_torn_insert_are_restored_exactly(sink: ChdbE
     assert sink.sql.scalar("SELECT sum(events) FROM usage_meters") == 6
 
 
+def test_two_identical_corrections_of_one_minute_are_both_kept(sink: ChdbEngine) -> None:
+    # Two torn INSERTs, each with one event of the same group and the same usage, each
+    # repaired at its own start-up: the two correction rows are byte for byte the same
+    # VALUES. usage_meters dedups blocks (its dedup window, for the processor's token),
+    # so the second correction must not be taken for a retried insert and dropped.
+    for event in ("torn-a", "torn-b"):
+        sink.sql.query_raw("DETACH TABLE usage_meters_mv", "CSV")
+        sink.writer().insert(columns([event], 1), event)
+        sink.sql.query_raw("ATTACH TABLE usage_meters_mv", "CSV")
+        assert repair_recent(sink.sql, NOW_MS - 60_000) == []
+
+    assert verify(sink.sql, 0, NOW_MS + 60_000) == []
+    assert sink.sql.scalar("SELECT sum(events) FROM usage_meters") == 2
+
+
 def test_a_meter_above_its_events_is_reported_not_changed(sink: ChdbEngine) -> None:
     sink.writer().insert(columns(["a"], 2), "ok")
     sink.sql.query_raw(
