@@ -130,22 +130,33 @@ def repair_recent(sql: SqlReader, processed_since_ms: int) -> list[Difference]:
         f"SELECT DISTINCT toStartOfMinute(time) FROM {sql.database}.usage_events "
         f"WHERE processed_at >= fromUnixTimestamp64Milli(toInt64({processed_since_ms}), 'UTC')"
     )
-    differences = verify(sql, first, last, touched)
+    return _correct(sql, "usage_meters", METER_KEYS, verify(sql, first, last, touched))
+
+
+def _correct(
+    sql: SqlReader, table: str, keys: tuple[str, ...], differences: list[Difference]
+) -> list[Difference]:
+    """Add to ``table`` what each group lacks; return the differences ABOVE their source.
+
+    Shared by the minute repair and every rollup's: one correction row per group
+    (the group's ``keys`` and the missing amounts). A table above its source is
+    never lowered (that needs negative counts, a human's decision).
+    """
     by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
     refused: list[Difference] = []
     for d in differences:
-        key = tuple(d.group[k] for k in METER_KEYS)
         if d.in_meters > d.from_events:
             refused.append(d)
             continue
+        key = tuple(d.group[k] for k in keys)
         by_group.setdefault(key, {})[d.column] = d.from_events - d.in_meters
     for key, deltas in by_group.items():
-        _add_correction(sql, "usage_meters", list(METER_KEYS), key, deltas)
+        _add_correction(sql, table, keys, key, deltas)
     return refused
 
 
 def _add_correction(
-    sql: SqlReader, table: str, keys: list[str], key: tuple[Any, ...], deltas: dict[str, Any]
+    sql: SqlReader, table: str, keys: tuple[str, ...], key: tuple[Any, ...], deltas: dict[str, Any]
 ) -> None:
     """One correction row: the group's key and the amounts it lacks (SummingMergeTree adds it).
 
@@ -331,18 +342,7 @@ def repair_tenant_days(
 
 
 def _repair_level(sql: SqlReader, level: _Level, differences: list[Difference]) -> list[Difference]:
-    keys = ("window_start", *level.keys)
-    by_group: dict[tuple[Any, ...], dict[str, Any]] = {}
-    refused: list[Difference] = []
-    for d in differences:
-        if d.in_meters > d.from_events:
-            refused.append(d)
-            continue
-        key = tuple(d.group[k] for k in keys)
-        by_group.setdefault(key, {})[d.column] = d.from_events - d.in_meters
-    for key, deltas in by_group.items():
-        _add_correction(sql, level.table, list(keys), key, deltas)
-    return refused
+    return _correct(sql, level.table, ("window_start", *level.keys), differences)
 
 
 def repair_dedupe_index(sql: SqlReader, processed_since_ms: int) -> int:
