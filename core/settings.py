@@ -137,6 +137,15 @@ class Settings(BaseSettings):
         "the longest token lifetime (24 h) has passed.",
     )
 
+    query_cache_mb: int = Field(
+        64,
+        ge=0,
+        le=65_536,
+        description="Memory for GET /v1/usage answers of closed time (before the current UTC "
+        "hour), kept exact: any write into closed time drops them (docs/query.md). Only "
+        "with chDB in the same process; 0 turns it off.",
+    )
+
     # --- gateway --------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Gateway bind address.")
     port: int = Field(8080, ge=0, le=65535, description="Gateway port (0 = any free port).")

@@ -350,6 +350,7 @@ def serve(
         sql_token=token,
         billing_timezone=settings.billing_timezone,
         tokens=runtime.build_token_signer(settings),
+        answer_cache_bytes=settings.query_cache_mb << 20,
     )
     reader.deliverer = deliverer
     mounts = [*read_routes(reader), *dashboard_routes(reader, _session_secret(settings))]

@@ -10,6 +10,7 @@ from query.budget_store import Budgets
 from query.invoices import Invoices
 from query.portal_tokens import Revocations, TokenSigner
 from query.running_totals import TotalsSnapshots
+from query.sealed_answers import SealedAnswers
 from sinks.reader import SqlReader
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Reader:
         max_sql_bytes: int = 1_000_000,
         billing_timezone: str = "UTC",
         tokens: TokenSigner | None = None,
+        answer_cache_bytes: int = 64 << 20,
     ) -> None:
         self.sink = sink
         self.guard = guard
@@ -44,6 +46,13 @@ class Reader:
         self.max_sql_bytes = max_sql_bytes
         self.billing_timezone = billing_timezone
         self.tokens = tokens
+        # GET /v1/usage's answers of closed time, only where this process sees every
+        # write to the store (query/sealed_answers.py); None: every read goes to it.
+        self.sealed = (
+            SealedAnswers(sink.changes, answer_cache_bytes)
+            if sink is not None and sink.changes is not None and answer_cache_bytes > 0
+            else None
+        )
         self.revocations = Revocations(sink) if sink is not None else None
         # Budgets and the per-tenant snapshots the entitlement check answers from
         # (query/entitlements.py); a budget change here drops the tenant's snapshot.

@@ -13,6 +13,7 @@ from core.types import EventKey
 from schemas.usage import TOKEN_FIELDS
 
 if TYPE_CHECKING:
+    from sinks.changes import MeterChanges
     from sinks.reader import SqlReader
 
 # The columns of usage_events, in DDL order, with the Python type the processor
@@ -137,6 +138,9 @@ class Engine(abc.ABC):
     """
 
     database: str
+    # Set by an engine that sees every write to its tables (chDB in this process):
+    # the read side may then keep exact answers of closed time (sinks/changes.py).
+    changes: MeterChanges | None = None
 
     @abc.abstractmethod
     def run_sql(self, sql: str, fmt: str = "JSONCompact") -> bytes:
@@ -152,7 +156,7 @@ class Engine(abc.ABC):
     def sql(self) -> SqlReader:
         from sinks.reader import SqlReader
 
-        return SqlReader(self.run_sql, self.database)
+        return SqlReader(self.run_sql, self.database, self.changes)
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # chDB's engine allocates with its own jemalloc, which keeps freed pages (dirty,
 # then muzzy) for ~10 s by default: after each INSERT and background merge the
@@ -41,6 +42,7 @@ from sinks.base import (
     KeyLookup,
     quote,
 )
+from sinks.changes import MeterChanges, now_ms, sealed_before
 
 _SETTINGS_SQL = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
 
@@ -85,11 +87,23 @@ def _arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA)
 
 
+def _late_tenants(rows: pa.Table) -> set[str]:
+    """Tenants with an event in closed time (before the current UTC hour, read now)."""
+    late = pc.less(rows["time"], sealed_before(now_ms()))
+    if not pc.any(late).as_py():
+        return set()
+    return set(pc.unique(rows["tenant"].filter(late)).to_pylist())
+
+
 class ChdbEngine(Engine):
     """ONE chDB session over a data folder; the writers and lookups built on it share its lock."""
 
     def __init__(self, path: Path, database: str = "meterline") -> None:
         self.database = database
+        # One process owns the folder and every write goes through this object, so
+        # it can tell the read side which past meters changed (sinks/changes.py).
+        self.meter_changes = MeterChanges()
+        self.changes = self.meter_changes
         path.mkdir(mode=0o700, parents=True, exist_ok=True)  # billing rows: the owner's alone
         self._lock = threading.Lock()
         try:
@@ -123,8 +137,12 @@ class ChdbEngine(Engine):
                 raise StoreError(f"{failing}{exc}") from exc
 
     def run_sql(self, sql: str, fmt: str = "JSONCompact") -> bytes:
-        with self.session() as session:
-            result = session.query(sql, fmt)
+        try:
+            with self.session() as session:
+                result = session.query(sql, fmt)
+        finally:
+            # Also after a failure: a refused statement may have written part of it.
+            self.meter_changes.statement_ran(sql)
         return bytes(result.bytes()) if result is not None else b""
 
     def writer(self, table: EventTable = LIVE_EVENTS) -> EventWriter:
@@ -186,6 +204,13 @@ class ChdbWriter(EventWriter):
         # chDB's Python() table function finds `rows` by name in this frame. An
         # Arrow table, built column by column in C, is read several times faster
         # than Python lists (docs/design.md#clickhouse).
-        rows = _arrow_table(columns)  # noqa: F841 - read by chDB's Python(rows) below
-        with self._engine.session(f"insert into {self.table.name} failed: ") as session:
-            session.query(self._sql + quote(dedup_token))
+        rows = _arrow_table(columns)  # read by chDB's Python(rows) below, by name
+        try:
+            with self._engine.session(f"insert into {self.table.name} failed: ") as session:
+                session.query(self._sql + quote(dedup_token))
+        finally:
+            if self.table == LIVE_EVENTS:
+                # After the INSERT (landed or torn): a cached answer of closed time
+                # read before this point may lack these rows. Without this mark a late
+                # event would be missing from GET /v1/usage until the process restarts.
+                self._engine.meter_changes.tenants_wrote_late(_late_tenants(rows))

@@ -9,17 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from sinks.changes import MeterChanges
 
 
 class SqlReader:
     """SQL in, ClickHouse output (or exact Python rows) out, over one engine connection."""
 
-    def __init__(self, run_sql: Callable[[str, str], bytes], database: str) -> None:
+    def __init__(
+        self,
+        run_sql: Callable[[str, str], bytes],
+        database: str,
+        changes: MeterChanges | None = None,
+    ) -> None:
         self._run_sql = run_sql
         self.database = database
+        # None: writes this process does not see reach the store (a server), so
+        # nothing read from it may be kept (sinks/changes.py).
+        self.changes = changes
 
     def query_raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
         """Run SQL and return the engine's output in a ClickHouse format."""
