@@ -195,7 +195,7 @@ def test_a_group_above_its_events_is_left_as_is_and_the_rest_is_backfilled(
     refused = verify_running_totals(engine.sql, 0, NOW_MS + 1)
     assert {d.column for d in refused} == {"events", "cost_usd", "price_usd"}
     assert all(d.group["subject"] == "acme" and d.group["scope"] == 0 for d in refused)
-    assert [d for d in refused if d.column == "events"][0].in_meters == 5
+    assert next(d for d in refused if d.column == "events").in_meters == 5
     # Every other group, both scopes, is whole.
     assert (
         engine.sql.scalar(f"SELECT sum(events) FROM {DB}.usage_running_totals WHERE scope = 1")
