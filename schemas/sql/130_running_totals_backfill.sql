@@ -22,8 +22,10 @@
 --   `meterline verify --repair-rollups` adds what is short.
 -- * Two processes migrating one server at once: both compute the same rows; the fixed
 --   insert_deduplication_token (a constant: the file's checksum must be the same on
---   every database) makes the second INSERT a duplicate block, dropped. The table has
---   no views of its own, so nothing downstream can count a dropped block. The other
+--   every database) makes the second INSERT a duplicate block, dropped (single node; on
+--   a cluster the Distributed table spreads rows over shards differently each time, so
+--   not there: as for 120-123, docs/query.md). The table has no views of its own, so
+--   nothing downstream can count a dropped block. The other
 --   side of the token: a crash in the middle of this INSERT (some parts written, not
 --   all) and a re-run can see its first blocks taken for duplicates of the first
 --   run's and dropped; `meterline verify` over the stored months names what is still
