@@ -119,7 +119,7 @@ def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
     used, truth = entitlement_used(engine), events_sum(engine)
     assert used["bgt_acme"] < truth["bgt_acme"] and used["bgt_all"] < truth["bgt_all"]
     monkeypatch.setattr(ddl, "files", real)
-    assert [m.version for m in migrate(engine)] == [130]
+    assert 130 in [m.version for m in migrate(engine)]
     return engine
 
 
@@ -181,7 +181,7 @@ def test_a_group_above_its_events_is_left_as_is_and_the_rest_is_backfilled(
     group = f"'t', 0, 'acme', toDateTime({bucket}, 'UTC'), 'chat', 'gpt-4o'"
     engine.run_sql(f"INSERT INTO {DB}.usage_running_totals VALUES ({group}, 5, 0, 0)", "CSV")
     monkeypatch.setattr(ddl, "files", real)
-    assert [m.version for m in migrate(engine)] == [130]
+    assert 130 in [m.version for m in migrate(engine)]
 
     where = (
         "tenant = 't' AND scope = 0 AND subject = 'acme' AND feature = 'chat' "
