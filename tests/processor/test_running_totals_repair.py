@@ -4,51 +4,39 @@ repaired at start-up; a running total above its events is reported, never lowere
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from processor.verify import (
     repair_at_start,
     repair_running_totals,
     verify_running_totals,
 )
-from sinks.base import EVENT_COLUMNS
 from sinks.chdb_sink import ChdbEngine
-from sinks.migrations import migrate
+from tests.support.rows import event_columns
 
 NOW_MS = int(time.time() * 1000)
 VIEWS = ("usage_running_totals_subject_mv", "usage_running_totals_tenant_mv")
 SPAN = (0, NOW_MS + 60_000)
 
 
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[ChdbEngine]:
-    sink = ChdbEngine(tmp_path / "chdb", "trepair")
-    migrate(sink)
-    yield sink
-    sink.close()
+# `sink` (tests/processor/conftest.py): a migrated chDB database.
 
 
 def columns(ids: list[str], minutes_ago: int, subject: str = "acme") -> dict[str, list[Any]]:
-    defaults: dict[type, Any] = {str: "", bytes: b"{}", int: 0, Decimal: Decimal(0), dict: {}}
-    cols = {name: [defaults[kind]] * len(ids) for name, kind in EVENT_COLUMNS.items()}
-    cols.update(
-        id=ids,
-        tenant=["t"] * len(ids),
-        source=["/s"] * len(ids),
-        subject=[subject] * len(ids),
-        feature=["chat"] * len(ids),
-        model=["gpt-4o"] * len(ids),
-        time=[NOW_MS - minutes_ago * 60_000] * len(ids),
-        processed_at=[NOW_MS] * len(ids),
-        cost_usd=[Decimal("0.000000000003")] * len(ids),
-        price_usd=[Decimal("0.000000000005")] * len(ids),
+    n = len(ids)
+    return event_columns(
+        ids,
+        tenant=["t"] * n,
+        source=["/s"] * n,
+        subject=[subject] * n,
+        feature=["chat"] * n,
+        model=["gpt-4o"] * n,
+        time=[NOW_MS - minutes_ago * 60_000] * n,
+        processed_at=[NOW_MS] * n,
+        cost_usd=[Decimal("0.000000000003")] * n,
+        price_usd=[Decimal("0.000000000005")] * n,
     )
-    return cols
 
 
 def torn(sink: ChdbEngine, cols: dict[str, list[Any]], token: str) -> None:

@@ -16,10 +16,10 @@ from processor.verify import verify_running_totals
 from query.budget_store import Budget, Budgets
 from query.running_totals import TotalsSnapshots, period_of
 from sinks import ddl
-from sinks.base import EVENT_COLUMNS
 from sinks.chdb_sink import ChdbEngine
 from sinks.migrations import migrate
 from sinks.reader import SqlReader
+from tests.support.rows import event_columns
 
 DB = "totals"
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -37,23 +37,21 @@ BY_GROUP = (
 def batch(ids: list[str], step_min: int = 37) -> dict[str, list[Any]]:
     """Events of November 2026 before NOW: three subjects, two features and models,
     12-decimal money; several events share a 15-minute group."""
-    defaults: dict[type, Any] = {str: "", bytes: b"{}", int: 0, Decimal: Decimal(0), dict: {}}
-    cols = {name: [defaults[kind]] * len(ids) for name, kind in EVENT_COLUMNS.items()}
     n = len(ids)
-    cols["id"] = ids
-    cols["tenant"] = ["t"] * n
-    cols["source"] = ["/s"] * n
-    cols["subject"] = [("acme", "globex", "initech")[i % 3] for i in range(n)]
-    cols["feature"] = [("chat", "search")[i % 2] for i in range(n)]
-    cols["model"] = [("gpt-4o", "claude")[i // 2 % 2] for i in range(n)]
-    cols["time"] = [
-        MONTH_START_MS + (i * step_min * 60_000) % (NOW_MS - MONTH_START_MS) for i in range(n)
-    ]
-    cols["processed_at"] = [NOW_MS] * n
-    cols["cost_usd"] = [Decimal(i * 7919 + 1) / 10**12 for i in range(n)]
-    cols["price_usd"] = [Decimal(i * 104_729 + 3) / 10**12 for i in range(n)]
-    cols["priced"] = [1] * n
-    return cols
+    span = NOW_MS - MONTH_START_MS
+    return event_columns(
+        ids,
+        tenant=["t"] * n,
+        source=["/s"] * n,
+        subject=[("acme", "globex", "initech")[i % 3] for i in range(n)],
+        feature=[("chat", "search")[i % 2] for i in range(n)],
+        model=[("gpt-4o", "claude")[i // 2 % 2] for i in range(n)],
+        time=[MONTH_START_MS + (i * step_min * 60_000) % span for i in range(n)],
+        processed_at=[NOW_MS] * n,
+        cost_usd=[Decimal(i * 7919 + 1) / 10**12 for i in range(n)],
+        price_usd=[Decimal(i * 104_729 + 3) / 10**12 for i in range(n)],
+        priced=[1] * n,
+    )
 
 
 def _budget(budget_id: str, subject: str) -> Budget:
@@ -95,30 +93,37 @@ def engine(tmp_path: Path) -> Iterator[ChdbEngine]:
     chdb.close()
 
 
-@pytest.fixture
-def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
-    """A database migrated to 123 whose first events were stored before 070 existed
-    (its views detached), then more after it; then migrated to the end."""
+def migrated_to_123_with_old_events(
+    engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch, *old: dict[str, list[Any]]
+) -> None:
+    """A database migrated to 123 whose ``old`` events were stored with no running
+    totals (the views detached: as before 070 existed, or torn INSERTs)."""
     real = ddl.files
     monkeypatch.setattr(
         ddl, "files", lambda db, tz="UTC": [f for f in real(db, tz) if f.version <= 123]
     )
     migrate(engine)
+    monkeypatch.setattr(ddl, "files", real)
+    for view in VIEWS:
+        engine.sql.query_raw(f"DETACH TABLE {DB}.{view}", "CSV")
+    for n, cols in enumerate(old):  # several parts: groups spread over unmerged rows
+        engine.writer().insert(cols, f"old-{n}")
+    for view in VIEWS:
+        engine.sql.query_raw(f"ATTACH TABLE {DB}.{view}", "CSV")
+
+
+@pytest.fixture
+def upgraded(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -> ChdbEngine:
+    """Old events without running totals, then more with them, then migrated to the end."""
+    old = [batch([f"old-{n}-{i}" for i in range(300)], 37 + n) for n in range(3)]
+    migrated_to_123_with_old_events(engine, monkeypatch, *old)
     budgets = Budgets(SqlReader(engine.run_sql, DB))
     for budget in BUDGETS:
         budgets.write(budget)
-    writer = engine.writer()
-    for view in VIEWS:
-        engine.sql.query_raw(f"DETACH TABLE {DB}.{view}", "CSV")
-    for n in range(3):  # several parts: groups spread over unmerged event rows
-        writer.insert(batch([f"old-{n}-{i}" for i in range(300)], 37 + n), f"old-{n}")
-    for view in VIEWS:
-        engine.sql.query_raw(f"ATTACH TABLE {DB}.{view}", "CSV")
-    writer.insert(batch([f"since-070-{i}" for i in range(200)], 41), "since-070")
+    engine.writer().insert(batch([f"since-070-{i}" for i in range(200)], 41), "since-070")
     # The bug this migration mends: the period in progress is undercounted.
     used, truth = entitlement_used(engine), events_sum(engine)
     assert used["bgt_acme"] < truth["bgt_acme"] and used["bgt_all"] < truth["bgt_all"]
-    monkeypatch.setattr(ddl, "files", real)
     assert 130 in [m.version for m in migrate(engine)]
     return engine
 
@@ -164,23 +169,13 @@ def test_events_stored_after_the_upgrade_are_counted_once(upgraded: ChdbEngine) 
 def test_a_group_above_its_events_is_left_as_is_and_the_rest_is_backfilled(
     engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = ddl.files
-    monkeypatch.setattr(
-        ddl, "files", lambda db, tz="UTC": [f for f in real(db, tz) if f.version <= 123]
-    )
-    migrate(engine)
-    for view in VIEWS:
-        engine.sql.query_raw(f"DETACH TABLE {DB}.{view}", "CSV")
     cols = batch([f"old-{i}" for i in range(60)])
-    engine.writer().insert(cols, "old")
-    for view in VIEWS:
-        engine.sql.query_raw(f"ATTACH TABLE {DB}.{view}", "CSV")
-    # acme's group of the first event: one event more than usage_events holds (no crash
+    migrated_to_123_with_old_events(engine, monkeypatch, cols)
+    # acme's group of the first event: more events than usage_events holds (no crash
     # makes this; a human must look), its money short. Not lowered, not topped up.
     bucket = cols["time"][0] // 1000 // 900 * 900
     group = f"'t', 0, 'acme', toDateTime({bucket}, 'UTC'), 'chat', 'gpt-4o'"
     engine.run_sql(f"INSERT INTO {DB}.usage_running_totals VALUES ({group}, 5, 0, 0)", "CSV")
-    monkeypatch.setattr(ddl, "files", real)
     assert 130 in [m.version for m in migrate(engine)]
 
     where = (
