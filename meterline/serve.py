@@ -133,8 +133,8 @@ class ProcessorThread:
             thread.start()
 
     def _repair(self) -> None:
-        """Before any worker reads: mend the dedupe index and the meters a crash
-        may have torn (processor/verify.py repair_at_start)."""
+        """Before any worker reads: mend the dedupe index, the meters and the running
+        totals a crash may have torn (processor/verify.py repair_at_start)."""
         from processor.verify import repair_at_start
 
         repaired = repair_at_start(self._engine.sql)
@@ -148,7 +148,8 @@ class ProcessorThread:
             log.error(
                 "meters above what they sum (usage_meters over usage_events, or "
                 "usage_meters_1h/_1h_tenant/_1d_tenant over usage_meters, or "
-                "usage_meters_1d over usage_meters_1h), left as is: %s",
+                "usage_meters_1d over usage_meters_1h, or usage_running_totals over "
+                "usage_events), left as is: %s",
                 difference,
             )
 

@@ -28,8 +28,9 @@ are ``Pipeline.run`` in processor/pipeline.py, the one pipeline replay runs too)
    bisected: refused records are dead-lettered, the rest is written.
    Crash between the parts (a torn write): the start-up repair
    (``processor/verify.py`` repair_at_start) restores the index, then the
-   meters, before anything is read; a new owner of the partitions repairs the
-   index at step 3. An exception there: step 3 of the retry repairs first.
+   meters, their rollups and the running totals, before anything is read; a
+   new owner of the partitions repairs the index at step 3. An exception
+   there: step 3 of the retry repairs first.
    Crash after this (or mid-bisection): the batch is read again, step 3 finds
    every stored id and inserts nothing twice; a retry of the identical batch is
    also absorbed by the insert_deduplication_token.

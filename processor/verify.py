@@ -7,8 +7,9 @@ id) must be stored once; the dedupe index must hold every stored id.
 
 Start-up repair (``repair_at_start``): one INSERT writes the usage_events part
 first and each view's part after it (usage_event_ids, usage_meters). A crash
-between them leaves stored events the dedupe index does not know, and meters
-short of them. Both are mended from usage_events before any worker reads.
+between them leaves stored events the dedupe index does not know, and meters,
+rollups or running totals short of them. All are mended from usage_events (the
+rollups from the meters) before any worker reads.
 """
 
 from __future__ import annotations
@@ -196,15 +197,30 @@ DAY_MS = 24 * HOUR_MS
 
 @dataclass(frozen=True)
 class _Level:
-    """A coarser meter table and the finer one it must sum (schemas/sql/120, 121)."""
+    """A coarser table and the finer one it must sum (schemas/sql/120, 121; and the
+    running totals of 070, which sum usage_events itself)."""
 
     table: str
     source: str
-    start_of: str  # SQL: the coarser window's start, from the finer one's window_start
+    start_of: str  # SQL: the coarser window's start, from the finer one's `source_time`
     grain_ms: int
-    # The dimensions the coarser table keeps besides window_start (the tenant-wide
+    # The dimensions the coarser table keeps besides its window (the tenant-wide
     # tables of 122/123 drop `subject`: the finer rows are summed over it).
     keys: tuple[str, ...] = tuple(k for k in METER_KEYS if k != "window_start")
+    sums: tuple[str, ...] = METER_SUMS
+    # The sums not recomputed as sum(column) of the source: a count of its rows.
+    recount: tuple[tuple[str, str], ...] = ()
+    time: str = "window_start"  # the coarser table's window column
+    source_time: str = "window_start"
+    # Columns with one value in every row of this level (usage_running_totals keeps
+    # both scopes in one table: scope 1 is tenant-wide, subject ''). The stored side
+    # is read with them as a filter and a correction row carries them.
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The key columns of a correction row."""
+        return (self.time, *(name for name, _ in self.fixed), *self.keys)
 
 
 _HOURS = _Level("usage_meters_1h", "usage_meters", "toStartOfHour(window_start)", HOUR_MS)
@@ -220,6 +236,36 @@ _TENANT_DAYS = _Level(
     "toStartOfDay(window_start, 'UTC')",
     DAY_MS,
     _TENANT_KEYS,
+)
+
+
+QUARTER_MS = 15 * MINUTE_MS
+# usage_running_totals (schemas/sql/070) against usage_events, the one table its views
+# are fed from: per subject (scope 0) and tenant-wide (scope 1, subject '').
+_TOTALS_SUMS = ("events", "cost_usd", "price_usd")
+_SUBJECT_TOTALS = _Level(
+    "usage_running_totals",
+    "usage_events",
+    "toStartOfFifteenMinutes(time)",
+    QUARTER_MS,
+    ("tenant", "subject", "feature", "model"),
+    _TOTALS_SUMS,
+    (("events", "count()"),),
+    time="bucket",
+    source_time="time",
+    fixed=(("scope", 0),),
+)
+_TENANT_TOTALS = _Level(
+    "usage_running_totals",
+    "usage_events",
+    "toStartOfFifteenMinutes(time)",
+    QUARTER_MS,
+    ("tenant", "feature", "model"),
+    _TOTALS_SUMS,
+    (("events", "count()"),),
+    time="bucket",
+    source_time="time",
+    fixed=(("scope", 1), ("subject", "")),
 )
 
 
@@ -265,12 +311,16 @@ def _verify_level(
     start = _ms(from_ms - from_ms % level.grain_ms)
     end = _ms(to_ms + (-to_ms % level.grain_ms))
     db = sql.database
-    sums = ", ".join(f"sum({c}) AS {c}" for c in METER_SUMS)
+    recount = dict(level.recount)
+    recomputed = ", ".join(f"{recount.get(c, f'sum({c})')} AS {c}" for c in level.sums)
+    sums = ", ".join(f"sum({c}) AS {c}" for c in level.sums)
+    fixed = "".join(f" AND {name} = {_literal(value)}" for name, value in level.fixed)
     rest = ", ".join(level.keys)
+    at = level.source_time
     from_finer = (
-        f"SELECT {level.start_of} AS bucket, {rest}, {sums}, 1 AS present "
+        f"SELECT {level.start_of} AS bucket, {rest}, {recomputed}, 1 AS present "
         f"FROM {db}.{level.source} "
-        f"WHERE window_start >= {start} AND window_start < {end}"
+        f"WHERE {at} >= {start} AND {at} < {end}"
         + (f" AND {level.start_of} IN ({only})" if only else "")
         + f" GROUP BY bucket, {rest}"
         # The projection of migration 100 would answer from hourly states: read the
@@ -278,16 +328,16 @@ def _verify_level(
         + " SETTINGS optimize_use_projections = 0"
     )
     stored = (
-        f"SELECT window_start AS bucket, {rest}, {sums}, 1 AS present FROM {db}.{level.table} "
-        f"WHERE window_start >= {start} AND window_start < {end}"
-        + (f" AND window_start IN ({only})" if only else "")
+        f"SELECT {level.time} AS bucket, {rest}, {sums}, 1 AS present FROM {db}.{level.table} "
+        f"WHERE {level.time} >= {start} AND {level.time} < {end}{fixed}"
+        + (f" AND {level.time} IN ({only})" if only else "")
         + f" GROUP BY bucket, {rest}"
     )
     keys = ("bucket", *level.keys)
-    differs = " OR ".join(f"e.{c} != m.{c}" for c in METER_SUMS)
+    differs = " OR ".join(f"e.{c} != m.{c}" for c in level.sums)
     select = ", ".join(
         [f"e.{k} AS e_{k}, m.{k} AS m_{k}" for k in keys]
-        + [f"e.{c} AS e_{c}, m.{c} AS m_{c}" for c in METER_SUMS]
+        + [f"e.{c} AS e_{c}, m.{c} AS m_{c}" for c in level.sums]
         # `present`, not events > 0: a correction row may carry sums without events.
         + ["e.present = 1 AS in_events"]
     )
@@ -300,8 +350,9 @@ def _verify_level(
     for row in rows:
         side = "e_" if row["in_events"] else "m_"
         group = {k: row[side + k] for k in level.keys}
-        group["window_start"] = row[side + "bucket"]
-        for column in METER_SUMS:
+        group.update(level.fixed)
+        group[level.time] = row[side + "bucket"]
+        for column in level.sums:
             if row[f"e_{column}"] != row[f"m_{column}"]:
                 # from_events: what the finer table says the window holds.
                 out.append(Difference(group, column, row[f"e_{column}"], row[f"m_{column}"]))
@@ -341,8 +392,43 @@ def repair_tenant_days(
     return _repair_level(sql, _TENANT_DAYS, verify_tenant_days(sql, from_ms, to_ms, days))
 
 
+def verify_running_totals(
+    sql: SqlReader, from_ms: int, to_ms: int, buckets: str = ""
+) -> list[Difference]:
+    """Every (group, column) where usage_running_totals differs from usage_events.
+
+    The budgets' entitlement check and alerts read this table (query/running_totals.py,
+    query/alerts.py): a group short of its events under-enforces a hard budget and
+    misses alerts. Both scopes: per subject (``scope`` 0) and tenant-wide (1, subject
+    ''); events, cost_usd and price_usd. ``from_ms``/``to_ms`` widen to whole 15-minute
+    buckets; ``buckets``, a SQL subquery of bucket starts, narrows the check.
+    """
+    return [
+        difference
+        for level in (_SUBJECT_TOTALS, _TENANT_TOTALS)
+        for difference in _verify_level(sql, level, from_ms, to_ms, buckets)
+    ]
+
+
+def repair_running_totals(
+    sql: SqlReader, from_ms: int, to_ms: int, buckets: str = ""
+) -> list[Difference]:
+    """Add to usage_running_totals what it lacks against usage_events; return the rest.
+
+    Only shortfalls are mended, one correction row per group (the table has no views:
+    it lands there only). A group ABOVE its events is returned untouched: lowering it
+    needs negative counts, a human's decision. Not safe while workers insert (an INSERT
+    between its events part and its running-totals parts looks short): start-up, or a
+    stopped pipeline.
+    """
+    refused: list[Difference] = []
+    for level in (_SUBJECT_TOTALS, _TENANT_TOTALS):
+        refused += _repair_level(sql, level, _verify_level(sql, level, from_ms, to_ms, buckets))
+    return refused
+
+
 def _repair_level(sql: SqlReader, level: _Level, differences: list[Difference]) -> list[Difference]:
-    return _correct(sql, level.table, ("window_start", *level.keys), differences)
+    return _correct(sql, level.table, level.columns, differences)
 
 
 def repair_dedupe_index(sql: SqlReader, processed_since_ms: int) -> int:
@@ -386,9 +472,9 @@ class StartupRepair:
 def repair_at_start(sql: SqlReader) -> StartupRepair:
     """Mend what a crash may have torn; call before any worker reads the log.
 
-    The dedupe index first: meters repaired while an id is still missing would
-    be doubled by the replayed batch. The meter repair is not safe while
-    workers insert (an INSERT between its parts looks torn), hence start-up.
+    The dedupe index first: meters or running totals repaired while an id is still
+    missing would be doubled by the replayed batch. The other repairs are not safe
+    while workers insert (an INSERT between its parts looks torn), hence start-up.
     """
     last = sql.scalar(
         f"SELECT toUnixTimestamp64Milli(max(processed_at)) FROM {sql.database}.usage_events"
@@ -398,13 +484,15 @@ def repair_at_start(sql: SqlReader) -> StartupRepair:
     since = int(last) - RECENT_MS
     ids = repair_dedupe_index(sql, since)
     refused = repair_recent(sql, since)
-    # After the minute repair (whose correction rows reach usage_meters_1h through its
-    # view): an INSERT torn between its meter part and its hour part leaves the hour
-    # short of its minutes. Only the hours the recent events fall in.
-    touched = (
-        f"SELECT DISTINCT toStartOfHour(time) FROM {sql.database}.usage_events "
-        f"WHERE processed_at >= {_ms(since)}"
-    )
+
+    def touched(start_of: str) -> str:
+        # Only the windows the recent events fall in: a late event must not turn this
+        # start-up check into a scan of every window between it and now.
+        return (
+            f"SELECT DISTINCT {start_of} FROM {sql.database}.usage_events "
+            f"WHERE processed_at >= {_ms(since)}"
+        )
+
     span = sql.query_rows(
         f"SELECT toUnixTimestamp64Milli(min(time)) AS first, "
         f"toUnixTimestamp64Milli(max(time)) AS last FROM {sql.database}.usage_events "
@@ -412,17 +500,23 @@ def repair_at_start(sql: SqlReader) -> StartupRepair:
     )
     if span and int(span[0]["last"]) > 0:
         first, last = int(span[0]["first"]), int(span[0]["last"]) + 1
-        refused += repair_hours(sql, first, last, touched)
+        # After the minute repair (whose correction rows reach usage_meters_1h through
+        # its view): an INSERT torn between its meter part and its hour part leaves the
+        # hour short of its minutes.
+        hours = touched("toStartOfHour(time)")
+        refused += repair_hours(sql, first, last, hours)
         # Then the days (an INSERT torn between its hour part and its day part).
-        days = (
-            f"SELECT DISTINCT toStartOfDay(time, 'UTC') FROM {sql.database}.usage_events "
-            f"WHERE processed_at >= {_ms(since)}"
-        )
+        days = touched("toStartOfDay(time, 'UTC')")
         refused += repair_days(sql, first, last, days)
         # The tenant-wide tables (122, 123), each against the minutes it is fed from:
         # an INSERT torn between its meter part and their parts.
-        refused += repair_tenant_hours(sql, first, last, touched)
+        refused += repair_tenant_hours(sql, first, last, hours)
         refused += repair_tenant_days(sql, first, last, days)
+        # The running totals (070), against usage_events itself (their views read it,
+        # not the meters): an INSERT torn between its events part and their parts
+        # leaves a hard budget under-enforced and its alerts unsent, and the replayed
+        # batch skips those events as stored. After the dedupe index, like the rest.
+        refused += repair_running_totals(sql, first, last, touched("toStartOfFifteenMinutes(time)"))
     return StartupRepair(ids, refused)
 
 

@@ -36,27 +36,31 @@ def verify_command(
         typer.Option(
             "--repair-rollups",
             help="Add to the hourly/daily tables what they lack against the minutes in the "
-            "range, then check again (stop the processors first: an INSERT landing meanwhile "
-            "looks torn). Counts ABOVE the minutes are only reported.",
+            "range, and to the running totals (usage_running_totals) what they lack against "
+            "usage_events, then check again (stop the processors first: an INSERT landing "
+            "meanwhile looks torn). Counts ABOVE their source are only reported.",
         ),
     ] = False,
 ) -> None:
     """Check the range before invoicing (exit 1 on any problem): meters recomputed from
     usage_events equal usage_meters, the hourly and daily meters (usage_meters_1h, _1d)
     equal the finer ones, the tenant-wide ones (usage_meters_1h_tenant, _1d_tenant) equal
-    the minutes summed over subject, each (tenant, source, id) is stored once, and the dedupe index
-    (usage_event_ids) holds every stored id."""
+    the minutes summed over subject, the budgets' running totals (usage_running_totals) equal
+    usage_events per subject and tenant-wide, each (tenant, source, id) is stored once, and the
+    dedupe index (usage_event_ids) holds every stored id."""
     settings = _settings()
     from meterline import runtime
     from processor.verify import (
         check_identities,
         repair_days,
         repair_hours,
+        repair_running_totals,
         repair_tenant_days,
         repair_tenant_hours,
         verify,
         verify_days,
         verify_hours,
+        verify_running_totals,
         verify_tenant_days,
         verify_tenant_hours,
     )
@@ -69,14 +73,23 @@ def verify_command(
                 # The start-up repair mends only the hours recent events fall in; this
                 # mends any range, e.g. after an upgrade whose backfill (migrations
                 # 120-123) was cut short by a crash. Hours before days: a correction
-                # of an hour reaches its day through the day table's view.
-                for repair in (repair_hours, repair_days, repair_tenant_hours, repair_tenant_days):
+                # of an hour reaches its day through the day table's view. The running
+                # totals (fed from usage_events, independent of the meters) after them:
+                # e.g. a migration 130 backfill cut short by a crash.
+                for repair in (
+                    repair_hours,
+                    repair_days,
+                    repair_tenant_hours,
+                    repair_tenant_days,
+                    repair_running_totals,
+                ):
                     repair(engine.sql, start, end)
             differences = verify(engine.sql, start, end)
             hours = verify_hours(engine.sql, start, end)
             hours += verify_days(engine.sql, start, end)
             hours += verify_tenant_hours(engine.sql, start, end)
             hours += verify_tenant_days(engine.sql, start, end)
+            totals = verify_running_totals(engine.sql, start, end)
             identities = check_identities(engine.sql, start, end)
         finally:
             engine.close()
@@ -110,8 +123,23 @@ def verify_command(
             "usage_meters (tenant/window/subject column coarser "
             f"(finer)), e.g. {escape(examples)}[/red]"
         )
+    if totals:
+        # The entitlement check and the budget alerts read this table: a group short of
+        # its events under-enforces a hard budget and misses its alerts.
+        examples = ", ".join(
+            f"{d.group['tenant']}/{d.group['bucket']}/{d.group['subject'] or '*'}/"
+            f"{d.group['feature']}/{d.group['model']} {d.column} {d.in_meters} "
+            f"(events: {d.from_events})"
+            for d in totals[:5]
+        )
+        console.print(
+            f"[red]{len(totals)} difference(s) between the budgets' running totals "
+            "(usage_running_totals) and usage_events (tenant/bucket/subject/feature/model "
+            f"column totals (events); subject * is the tenant-wide row), e.g. "
+            f"{escape(examples)}[/red]"
+        )
     if not differences:
-        if identities or hours:
+        if identities or hours or totals:
             raise typer.Exit(1)
         console.print(
             "[green]usage_meters matches usage_events exactly; every event id is stored once "

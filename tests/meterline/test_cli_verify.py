@@ -112,3 +112,32 @@ def test_verify_names_an_hour_short_of_its_minutes_and_repair_rollups_mends_it(
         0,
         "usage_meters matches usage_events exactly; every event id is stored once and indexed",
     )
+
+
+def test_verify_names_running_totals_short_of_their_events_and_repair_rollups_mends_them(
+    data_dir: Path,
+) -> None:
+    # A running-totals part that never landed (a torn INSERT, or a database that
+    # upgraded across 070): the entitlement check would under-count the budget.
+    store(
+        data_dir,
+        ids=["i", "j"],
+        token="torn-totals",
+        without_view="usage_running_totals_subject_mv",
+    )
+
+    code, output = verify(data_dir)
+    assert code == 1
+    assert (
+        "1 difference(s) between the budgets' running totals (usage_running_totals) and "
+        "usage_events"
+    ) in output
+    # Events only (these events cost nothing, so the money agrees); feature, model empty.
+    assert "e.g. default/" in output and "/acme// events 3 (events: 5)" in output
+    assert "usage_meters_1h" not in output  # the meters are whole
+
+    assert verify(data_dir, "--repair-rollups")[0] == 0
+    assert verify(data_dir) == (
+        0,
+        "usage_meters matches usage_events exactly; every event id is stored once and indexed",
+    )

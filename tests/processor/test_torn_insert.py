@@ -25,14 +25,20 @@ from core.log.embedded import EmbeddedConsumer, EmbeddedProducer
 from meterline.runtime import LogDeadLetters
 from pricing import CatalogPriceBook
 from processor.runner import Processor
-from processor.verify import check_identities, repair_at_start, verify
+from processor.verify import check_identities, repair_at_start, verify, verify_running_totals
 from sinks.base import LIVE_EVENTS, EventTable, EventWriter
 from sinks.chdb_sink import ChdbEngine, ChdbWriter
 from sinks.migrations import migrate
 from tests.support.events import ground_truth, make_events, stored_totals, totals_query
 
 HEADERS = ((TENANT_HEADER, b"default"), (INGESTED_AT_HEADER, b"0"))
-VIEWS = {"ids": ("usage_event_ids_mv",), "ids+meters": ("usage_event_ids_mv", "usage_meters_mv")}
+TOTALS_VIEWS = ("usage_running_totals_subject_mv", "usage_running_totals_tenant_mv")
+VIEWS = {
+    "ids": ("usage_event_ids_mv",),
+    "ids+meters": ("usage_event_ids_mv", "usage_meters_mv"),
+    # Every part after usage_events: the budgets' running totals too (schemas/sql/070).
+    "ids+meters+totals": ("usage_event_ids_mv", "usage_meters_mv", *TOTALS_VIEWS),
+}
 
 
 class Killed(BaseException):
@@ -123,6 +129,7 @@ def assert_each_event_stored_once(sink: ChdbEngine, events: list[dict[str, Any]]
     assert stored_totals(sink.sql.query_rows(totals_query("usage_events"))) == truth
     assert stored_totals(sink.sql.query_rows(totals_query("usage_meters"))) == truth
     assert verify(sink.sql, 0, now_ms + 60_000) == []
+    assert verify_running_totals(sink.sql, 0, now_ms + 60_000) == []
 
 
 @pytest.mark.parametrize("torn", list(VIEWS))

@@ -92,7 +92,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbEngine]:
         )
         migrate(chdb)
         _insert(chdb, EVENTS[: len(EVENTS) // 2])
-    assert [m.version for m in migrate(chdb)] == [120, 121, 122, 123]
+    # [:4]: later migrations (130, ...) run after these.
+    assert [m.version for m in migrate(chdb)][:4] == [120, 121, 122, 123]
     _insert(chdb, EVENTS[len(EVENTS) // 2 :])
     yield chdb
     chdb.close()

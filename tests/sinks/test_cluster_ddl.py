@@ -69,7 +69,7 @@ def test_the_hourly_backfill_reads_and_writes_the_whole_cluster_once(session: Ch
     # Run on the one node `migrate` talks to, through the Distributed tables: it reads
     # every shard's minutes, and its rows spread over the shards like any insert.
     inserts = [parsed(session, s) for s in cluster_statements() if s.startswith("INSERT INTO")]
-    assert len(inserts) == 4
+    assert len(inserts) == 5
     assert inserts[0].startswith("INSERT INTO meterline.usage_meters_1h ")
     assert "FROM meterline.usage_meters WHERE" in inserts[0]
     assert inserts[1].startswith("INSERT INTO meterline.usage_meters_1d ")
@@ -77,7 +77,12 @@ def test_the_hourly_backfill_reads_and_writes_the_whole_cluster_once(session: Ch
     # The tenant-wide rollups (122, 123) both backfill from the minutes.
     assert inserts[2].startswith("INSERT INTO meterline.usage_meters_1h_tenant ")
     assert inserts[3].startswith("INSERT INTO meterline.usage_meters_1d_tenant ")
-    assert all("FROM meterline.usage_meters WHERE" in i for i in inserts[2:])
+    assert all("FROM meterline.usage_meters WHERE" in i for i in inserts[2:4])
+    # The running totals' backfill (130) recomputes from the events and reads the table
+    # it adds to, both through the Distributed tables.
+    assert inserts[4].startswith("INSERT INTO meterline.usage_running_totals ")
+    assert "FROM meterline.usage_events GROUP BY" in inserts[4]
+    assert "FROM meterline.usage_running_totals GROUP BY" in inserts[4]
     assert not [i for i in inserts if "_local" in i]
 
 

@@ -101,7 +101,8 @@ def upgrade_with_old_data(engine: ChdbEngine, monkeypatch: pytest.MonkeyPatch) -
     for n in range(3):  # several parts, groups spread over unmerged minute rows
         writer.insert(batch([f"old-{n}-{i}" for i in range(400)], 17 + n), f"old-{n}")
     monkeypatch.setattr(ddl, "files", real)
-    assert [m.version for m in migrate(engine)] == [120, 121, 122, 123]
+    # [:4]: later migrations (130, ...) run after these.
+    assert [m.version for m in migrate(engine)][:4] == [120, 121, 122, 123]
     return engine
 
 
