@@ -436,8 +436,9 @@ def usage_rows(
             Row(
                 "query",
                 f"GET /v1/usage p99, month, {name} "
-                f"({peer['rows']:,} rows; p50 {ours['p50_ms']:.1f} ms; engine p50 "
-                f"{peer['p50_ms']:.1f} ms; engine + shaping in-process p50 "
+                f"({peer['rows']:,} rows; p50 {ours['p50_ms']:.1f} ms; closed hours from "
+                "memory, the open hour read (query/sealed_answers.py); read whole: engine p50 "
+                f"{peer['p50_ms']:.1f} ms, engine + shaping in-process p50 "
                 f"{peer['in_process_p50_ms']:.1f} ms)",
                 ours["p99_ms"],
                 "ms",
