@@ -658,7 +658,7 @@ def usage_answer(
     process), the part before ``cut`` (default: the start of the current UTC hour) from
     memory when it is still exact and the rest from the engine, added up
     (query/sealed_answers.py)."""
-    parts = None if sealed is None else split(query, cut or closed_cut())
+    parts = None if sealed is None else split(query, cut or closed_cut(sealed.changes))
     if sealed is None or parts is None:
         return Answer(b"", 0, _engine_rows(sink, query))
     closed, rest = parts

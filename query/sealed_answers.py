@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sinks.changes import MeterChanges, now_ms, sealed_before
+from sinks.changes import MeterChanges
 
 if TYPE_CHECKING:
     from query.meters import MeterQuery
@@ -110,9 +110,10 @@ def split(query: MeterQuery, cut: datetime) -> tuple[MeterQuery, MeterQuery | No
     return replace(query, end=cut), replace(query, start=cut)
 
 
-def closed_cut() -> datetime:
-    """``H``: the start of the current UTC hour, read now (what ``split`` is given)."""
-    return datetime.fromtimestamp(sealed_before(now_ms()) // 1000, UTC)
+def closed_cut(changes: MeterChanges) -> datetime:
+    """``H``: the start of the current UTC hour (what ``split`` is given), from the
+    clock the writers mark against (``MeterChanges.cut_ms``)."""
+    return datetime.fromtimestamp(changes.cut_ms() // 1000, UTC)
 
 
 def merge(

@@ -46,6 +46,19 @@ class MeterChanges:
         self._lock = threading.Lock()
         self._global = 0
         self._tenants: dict[str, int] = {}
+        self._cut_ms = 0
+
+    def cut_ms(self) -> int:
+        """``sealed_before(now)``, never lower than it was: time before it is closed.
+
+        The one clock both sides read. Exact only if it never goes back: an answer
+        kept for ``[from, H)`` relies on every later write of an event older than ``H``
+        being marked, i.e. on the writer's cut being >= ``H``. A wall clock stepped
+        back (NTP) would break that; the maximum seen cannot.
+        """
+        with self._lock:
+            self._cut_ms = max(self._cut_ms, sealed_before(now_ms()))
+            return self._cut_ms
 
     def epoch(self, tenant: str) -> tuple[int, int]:
         """Read BEFORE the engine query whose answer is cached: a write that lands
@@ -57,7 +70,7 @@ class MeterChanges:
     def tenants_wrote_late(self, tenants: set[str]) -> None:
         """Call AFTER an INSERT of events returns (or fails: a failed INSERT may have
         landed part of its rows) with the tenants it carried an event of older than
-        ``sealed_before(now)``, now read after the INSERT returned."""
+        ``cut_ms()``, read after the INSERT returned."""
         if not tenants:
             return
         with self._lock:

@@ -42,7 +42,7 @@ from sinks.base import (
     KeyLookup,
     quote,
 )
-from sinks.changes import MeterChanges, now_ms, sealed_before
+from sinks.changes import MeterChanges
 
 _SETTINGS_SQL = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
 
@@ -87,9 +87,9 @@ def _arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA)
 
 
-def _late_tenants(rows: pa.Table) -> set[str]:
-    """Tenants with an event in closed time (before the current UTC hour, read now)."""
-    late = pc.less(rows["time"], sealed_before(now_ms()))
+def _late_tenants(rows: pa.Table, cut_ms: int) -> set[str]:
+    """Tenants with an event in closed time (before ``cut_ms``, read after the INSERT)."""
+    late = pc.less(rows["time"], cut_ms)
     if not pc.any(late).as_py():
         return set()
     return set(pc.unique(rows["tenant"].filter(late)).to_pylist())
@@ -213,4 +213,5 @@ class ChdbWriter(EventWriter):
                 # After the INSERT (landed or torn): a cached answer of closed time
                 # read before this point may lack these rows. Without this mark a late
                 # event would be missing from GET /v1/usage until the process restarts.
-                self._engine.meter_changes.tenants_wrote_late(_late_tenants(rows))
+                changes = self._engine.meter_changes
+                changes.tenants_wrote_late(_late_tenants(rows, changes.cut_ms()))

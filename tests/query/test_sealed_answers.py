@@ -199,3 +199,16 @@ def test_a_server_store_keeps_nothing() -> None:
     # Other processes write a ClickHouse server: no epoch here can see their writes.
     reader = Reader(SqlReader(lambda sql, fmt: b"", "db"), guard=None)  # type: ignore[arg-type]
     assert reader.sealed is None
+
+
+def test_the_cut_never_goes_back_when_the_clock_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kept [from, H) relies on every later write older than H being marked: a writer
+    # reading a clock stepped back (NTP) to before H would not mark it.
+    changes = MeterChanges()
+    hour = 3_600_000
+    monkeypatch.setattr("sinks.changes.now_ms", lambda: 10 * hour + 5)
+    assert changes.cut_ms() == 10 * hour
+    monkeypatch.setattr("sinks.changes.now_ms", lambda: 9 * hour + 30 * 60_000)
+    assert changes.cut_ms() == 10 * hour
+    monkeypatch.setattr("sinks.changes.now_ms", lambda: 11 * hour)
+    assert changes.cut_ms() == 11 * hour
