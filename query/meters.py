@@ -525,7 +525,7 @@ def answer_rows(query: MeterQuery, data: list[list[Any]]) -> list[dict[str, Any]
     """
     header = csv_header(query)
     offset = 1 if query.window != "none" else 0  # engine column 0: window_start_s
-    money = [offset + len(query.group_by) + i for i, c in enumerate(query.columns) if c in DECIMALS]
+    money = _money_columns(query)
     for row in data:
         for i in money:
             value = row[i]
@@ -673,7 +673,7 @@ def usage_answer(
     if rest is None:
         return kept
     n = _key_count(query)
-    money = {n + i for i, c in enumerate(query.columns) if c in DECIMALS}
+    money = set(_money_columns(query))
     fresh = _engine_rows(sink, rest)
     tail = merge(kept.tail, fresh, n, money, windowed=query.window != "none")
     return Answer(kept.head, kept.head_rows, tail)
@@ -717,7 +717,14 @@ def answer_dicts(query: MeterQuery, answer: Answer) -> list[dict[str, Any]]:
 
 
 def _key_count(query: MeterQuery) -> int:
+    """The key columns at the start of an engine row: the window (if any), the groups."""
     return (1 if query.window != "none" else 0) + len(query.group_by)
+
+
+def _money_columns(query: MeterQuery) -> list[int]:
+    """The indexes of the Decimal columns (engine text) in an engine row."""
+    n = _key_count(query)
+    return [n + i for i, c in enumerate(query.columns) if c in DECIMALS]
 
 
 def _format(request: Request, problems: list[Problem]) -> str:
