@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -53,3 +55,37 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU seconds used so far: by this process (every thread) and by the whole box.
+
+    The box's figure is what decides a throughput target on a shared machine: the
+    broker, librdkafka's threads and the engine's threads all draw on the same cores
+    as the processor's own thread, so a step that only moves work to another thread
+    shows here as unchanged CPU per event.
+    """
+
+    process_s: float
+    box_busy_s: float
+
+    @staticmethod
+    def now() -> CpuMark:
+        times = os.times()
+        return CpuMark(times.user + times.system, _box_busy_s())
+
+    def since(self, earlier: CpuMark) -> dict[str, float]:
+        return {
+            "cpu_s": self.process_s - earlier.process_s,
+            "box_cpu_s": self.box_busy_s - earlier.box_busy_s,
+        }
+
+
+def _box_busy_s() -> float:
+    """Seconds all cores spent busy since boot (/proc/stat: every state but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")

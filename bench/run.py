@@ -245,6 +245,7 @@ def _processor(
         )
     )
     _check_totals(report, truth, ours, events)
+    _cpu_rows(report, ours, bare)
     peer_rate = _peer(report, options, common, truth.unique, run_id, say)
     if peer_rate:
         report.rows.append(
@@ -278,6 +279,37 @@ def _processor(
             bare["peak_rss_mib"],
         )
     )
+
+
+def _cpu_rows(report: Report, ours: dict[str, Any], bare: dict[str, Any]) -> None:
+    """CPU per event, of the worker's process and of the whole box, beside the bare consumer's.
+
+    Events/s alone cannot say whether a change saved work or moved it to another
+    thread; on a box whose cores the broker and the engine share, only the second
+    helps, and the box's CPU per event is the number that bounds the rate.
+    """
+    if "cpu_s" not in ours or "cpu_s" not in bare:
+        return
+    cores = os.cpu_count() or 1
+    for metric, key, target in (
+        ("CPU per event, its process (every thread)", "cpu_s", ""),
+        (
+            "CPU per event, whole box (broker, librdkafka, engine, all)",
+            "box_cpu_s",
+            f"≤ {cores * 10} µs for 100k/s on {cores} cores",
+        ),
+    ):
+        report.rows.append(
+            Row(
+                "cpu",
+                metric,
+                ours[key] / ours["events"] * 1e6,
+                "µs",
+                "bare consumer",
+                bare[key] / bare["events"] * 1e6,
+                target,
+            )
+        )
 
 
 def _role(role: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from bench._proc import emit, peak_rss_mib, rss_mib
+from bench._proc import CpuMark, emit, peak_rss_mib, rss_mib
 from bench.data import TENANT, EventStream, encode
 
 
@@ -93,6 +93,7 @@ def consume(args: dict[str, Any]) -> dict[str, Any]:
     want = args["events"]
     seen = 0
     first = 0.0
+    first_cpu = CpuMark.now()
     size = 0
     deadline = time.monotonic() + args.get("timeout_s", 600)
     while seen < want and time.monotonic() < deadline:
@@ -100,11 +101,19 @@ def consume(args: dict[str, Any]) -> dict[str, Any]:
             if msg.error() is None:
                 if not first:
                     first = time.perf_counter()
+                    first_cpu = CpuMark.now()
                 size += len(msg.value() or b"")
                 seen += 1
     elapsed = time.perf_counter() - first
+    cpu = CpuMark.now().since(first_cpu)
     consumer.close()
-    return {"events": seen, "seconds": elapsed, "bytes": size, "peak_rss_mib": peak_rss_mib()}
+    return {
+        "events": seen,
+        "seconds": elapsed,
+        "bytes": size,
+        "peak_rss_mib": peak_rss_mib(),
+        **cpu,
+    }
 
 
 def processor(args: dict[str, Any]) -> dict[str, Any]:
@@ -127,12 +136,14 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
     price_book = runtime.build_price_book(settings)
     dead = runtime.LogDeadLetters(runtime.build_producer(settings, runtime.dlq_topic(settings)))
     marks = {"first": 0.0}
+    first_cpu: list[CpuMark] = []
 
     class TimedConsumer(KafkaConsumer):
         def poll(self, max_records: int, timeout_s: float) -> list[Record]:
             records = super().poll(max_records, timeout_s)
             if records and not marks["first"]:
                 marks["first"] = time.perf_counter()
+                first_cpu.append(CpuMark.now())
             return records
 
     consumer = TimedConsumer(settings.kafka_bootstrap_servers, settings.topic, args["group"])
@@ -146,6 +157,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
     while worker.totals.records < want and time.monotonic() < deadline:
         time.sleep(0.01)
     done = time.perf_counter()
+    cpu = CpuMark.now().since(first_cpu[0]) if first_cpu else {}
     stop.set()
     thread.join(60)
     totals = worker.totals
@@ -163,6 +175,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "rss_after_mib": rss_after,
         "totals": stored,
+        **cpu,
     }
 
 

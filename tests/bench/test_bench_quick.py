@@ -19,7 +19,7 @@ def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> 
 
     assert report.problems == []
     parts = {row.part for row in report.rows}
-    assert {"pricing", "emitter", "kafka", "processor", "gateway", "end to end", "memory"} <= parts
+    assert {"pricing", "emitter", "kafka", "processor", "gateway", "end to end", "memory", "cpu"} <= parts
     # The processor run compared usage_events and usage_meters with the ground truth.
     assert sum("every sum exact" in line for line in report.checks) == 2
     assert sum("calc_price" in line for line in report.checks) == 2
