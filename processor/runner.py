@@ -301,9 +301,7 @@ class Processor:
             if not isinstance(exc, (MeterlineError, OSError)):
                 raise
             records = [r for r in flight.plan.records if r.partition not in flight.revoked]
-            log.error("batch of %d records failed, retrying here: %s", len(records), exc)
-            metrics.STORE_RETRIES.inc()
-            self._write_with_retry(records, stop)
+            self._write_with_retry(records, stop, failed=exc)
             return False
         for partition in flight.revoked:
             result.next_offsets.pop(partition, None)
@@ -319,13 +317,20 @@ class Processor:
                 self._in_flight.revoked |= revoked
         return revoked
 
-    def _write_with_retry(self, records: list[Record], stop: threading.Event) -> None:
+    def _write_with_retry(
+        self,
+        records: list[Record],
+        stop: threading.Event,
+        failed: MeterlineError | OSError | None = None,
+    ) -> None:
         """Write the batch, retrying with backoff while the store is away.
 
         Between retries the consumer stays in its group with its partitions
         paused, so the batch is neither lost nor handed to another member
         while we still hold it. If a rebalance takes partitions away meanwhile,
         their records leave the batch uncommitted: the new owner reads them.
+        ``failed``: its first attempt already failed so (on the writer thread);
+        the backoff comes first, as after any failed attempt.
         """
         delay = 0.2
         paused = False
@@ -333,6 +338,9 @@ class Processor:
         try:
             while records:
                 try:
+                    if failed is not None:
+                        first, failed = failed, None
+                        raise first
                     self.process_batch(records)
                     return
                 except (MeterlineError, OSError) as exc:
