@@ -246,6 +246,28 @@ def _processor(
     )
     _check_totals(report, truth, ours, events)
     _cpu_rows(report, ours, bare)
+    say("meterline processor, one thread (METERLINE_PROCESSOR_PIPELINE=false) ...")
+    serial = _role(
+        "processor",
+        {
+            **common,
+            "group": f"bench-serial-{run_id}",
+            "data_dir": str(work / "serial"),
+            "pipeline": False,
+        },
+    )
+    _check_totals(report, truth, serial, events, "processor, one thread")
+    # The writer thread's gain, measured in the same run as the default it is part of.
+    report.rows.append(
+        Row(
+            "processor",
+            "pipelined writer (default) vs one thread",
+            rate,
+            "events/s",
+            "one thread",
+            serial["events"] / serial["seconds"],
+        )
+    )
     peer_rate = _peer(report, options, common, truth.unique, run_id, say)
     if peer_rate:
         report.rows.append(
@@ -331,9 +353,10 @@ def _role(role: str, args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _check_totals(report: Report, truth: Any, result: dict[str, Any], events: int) -> None:
+def _check_totals(
+    report: Report, truth: Any, result: dict[str, Any], events: int, name: str = "processor"
+) -> None:
     """Stored totals against the independent ground truth, exactly."""
-    name = "processor"
     if result["events"] != events:
         report.problems.append(f"{name}: read {result['events']} of {events} records")
     if result["stored"] != truth.unique or result["dead"] != 0:
@@ -345,10 +368,13 @@ def _check_totals(report: Report, truth: Any, result: dict[str, Any], events: in
         want = {k: [v["events"], *(v[c] for c in SUMS)] for k, v in truth.groups.items()}
         if got != want:
             diff = [k for k in set(got) | set(want) if got.get(k) != want.get(k)][:3]
-            report.problems.append(f"{table} totals differ from the ground truth, e.g. {diff}")
+            report.problems.append(
+                f"{name}: {table} totals differ from the ground truth, e.g. {diff}"
+            )
         else:
             report.checks.append(
-                f"{table}: {truth.unique:,} unique events, {len(want)} groups, every sum exact"
+                f"{name}: {table}: {truth.unique:,} unique events, {len(want)} groups, "
+                "every sum exact"
             )
         if truth.token_cost:
             cost = {
@@ -358,10 +384,10 @@ def _check_totals(report: Report, truth: Any, result: dict[str, Any], events: in
             bad = [k for k in wanted if cost.get(k, Decimal(0)) != wanted[k]]
             if bad:
                 report.problems.append(
-                    f"{table} token cost differs from genai-prices calc_price for {bad[:3]}"
+                    f"{name}: {table} token cost differs from genai-prices calc_price for {bad[:3]}"
                 )
             else:
-                report.checks.append(f"{table}: token cost equals genai-prices calc_price")
+                report.checks.append(f"{name}: {table}: token cost equals genai-prices calc_price")
 
 
 def _peer(

@@ -219,6 +219,12 @@ class Settings(BaseSettings):
     dedupe_cache_ids: int = Field(
         200_000, ge=0, description="Recent (tenant, source, id) keys kept in memory per process."
     )
+    processor_pipeline: bool = Field(
+        True,
+        description="Write batch N (stored-key lookup, dead letters, INSERT) on a writer thread "
+        "while the next batch is polled, decoded and priced; false: one thread does all "
+        "(docs/operations.md, checkpoint order).",
+    )
     dedupe_horizon_days: int = Field(
         35,
         ge=1,

@@ -201,6 +201,7 @@ def build_processor(
         liveness=liveness,
         attempts=Attempts(settings.data_dir / "processor-attempts.sqlite3"),
         mappings=mappings if mappings is not None else build_mappings(settings),
+        pipelined=settings.processor_pipeline,
     )
 
 

@@ -29,6 +29,17 @@ class Deduplicator:
 
         Within the batch the first occurrence (lowest offset) wins.
         """
+        unseen, in_batch, cached = self.unseen_indexes(keys)
+        stored = self.stored([keys[i] for i in unseen])
+        new = [i for i in unseen if keys[i] not in stored]
+        return new, in_batch, cached + len(stored)
+
+    def unseen_indexes(self, keys: Sequence[EventKey]) -> tuple[list[int], int, int]:
+        """The memory half: first occurrences not cached as stored, (in-batch, cached) counts.
+
+        No engine query: the pipeline runs this on the processor's thread while the
+        previous batch's INSERT is still running, and asks ``stored`` only after it.
+        """
         first: dict[EventKey, int] = {}
         in_batch = 0
         for index, key in enumerate(keys):
@@ -36,11 +47,14 @@ class Deduplicator:
                 in_batch += 1
             else:
                 first[key] = index
-        unknown = [key for key in first if key not in self._recent]
-        cached = len(first) - len(unknown)
-        stored = self._stored.stored_keys(unknown) if unknown else set()
-        new = sorted(first[key] for key in unknown if key not in stored)
-        return new, in_batch, cached + len(stored)
+        recent = self._recent
+        unseen = [index for key, index in first.items() if key not in recent]
+        unseen.sort()
+        return unseen, in_batch, len(first) - len(unseen)
+
+    def stored(self, keys: Sequence[EventKey]) -> set[EventKey]:
+        """The engine half: which of these keys the target already holds (the truth)."""
+        return self._stored.stored_keys(keys) if keys else set()
 
     def remember(self, keys: Iterable[EventKey]) -> None:
         """Call only after the insert of these keys returned successfully."""

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.errors import StoreError, StoreUnavailable
 from core.log.base import Record
@@ -132,8 +132,14 @@ class Target:
         spans = offset_spans(records)
         return "-".join(f"{topic}:{p}:{a}-{b}" for p, (a, b) in sorted(spans.items()))
 
-    def insert(self, columns: EventColumns, token: str) -> None:
-        self.writer.insert(columns.columns, token)
+    def encode(self, columns: EventColumns) -> Any:
+        """The rows in the writer's form (e.g. the Arrow table), built by the caller's thread."""
+        return self.writer.encode(columns.columns)
+
+    def insert(self, columns: EventColumns, token: str, encoded: Any = None) -> None:
+        """Insert ``columns``; ``encoded`` is their ``encode``d form when already built."""
+        rows = self.writer.encode(columns.columns) if encoded is None else encoded
+        self.writer.insert_encoded(rows, token)
 
     def probe(self) -> None:
         """Raise ``StoreError`` when the target cannot take rows at all (e.g. its table is gone)."""
@@ -191,6 +197,28 @@ class BatchResult:
             self.dead_reasons[reason] = self.dead_reasons.get(reason, 0) + n
 
 
+@dataclass
+class Prepared:
+    """A batch after ``Pipeline.prepare``: everything but the store's part.
+
+    ``candidates``/``keys`` are the events not yet known to be stored, in batch
+    order; ``columns`` holds the rows of those that priced, ``row_of`` maps each row
+    to its candidate, ``failed`` the pricing/row failures by candidate.
+    """
+
+    records: Sequence[Record]
+    result: BatchResult
+    dead: list[DeadLetter]
+    candidates: list[Decoded] = field(default_factory=list)
+    keys: list[EventKey] = field(default_factory=list)
+    failed: dict[int, DeadLetter] = field(default_factory=dict)
+    columns: EventColumns = field(default_factory=EventColumns)
+    row_of: list[int] = field(default_factory=list)
+    unpriced: dict[int, str] = field(default_factory=dict)  # row -> event type
+    encoded: Any = None
+    token: str = ""
+
+
 def failure(record: Record, reason: str, exc: BaseException) -> DeadLetter:
     """A dead letter for an unexpected exception: its class and message in the detail."""
     return DeadLetter(record, reason, f"{type(exc).__name__}: {exc}")
@@ -223,6 +251,20 @@ class Pipeline:
 
     def run(self, records: Sequence[Record], condemned: Sequence[DeadLetter] = ()) -> BatchResult:
         """Steps 1-5 for one batch; ``condemned`` are dead letters decided beforehand."""
+        return self.finish(self.prepare(records, condemned))
+
+    def prepare(self, records: Sequence[Record], condemned: Sequence[DeadLetter] = ()) -> Prepared:
+        """The batch's work that needs no store: decode, the in-memory dedupe, pricing, rows.
+
+        Pure Python on the caller's thread, with no engine query and nothing
+        published: the live processor runs it while the previous batch's
+        ``finish`` is still writing (processor/runner.py), so nothing here may
+        depend on that batch having landed. Candidates are priced BEFORE the
+        store is asked whether they are stored (the store's answer is only known
+        in ``finish``); a candidate found stored there is counted a duplicate and
+        its row and any pricing failure are dropped, exactly as if it had never
+        been priced.
+        """
         result = BatchResult(records=len(records) + len(condemned))
         spans = offset_spans((*records, *(c.record for c in condemned)))
         result.next_offsets = {partition: last + 1 for partition, (_, last) in spans.items()}
@@ -247,40 +289,83 @@ class Pipeline:
             else:
                 good.append(item)
 
-        # Step 2. Drop duplicates (in batch, recent, stored in the target).
+        # Step 2, its memory half: duplicates inside the batch and keys this
+        # process stored itself. The store is asked in finish().
         keys: list[EventKey] = [d.key for d in good]
-        new_indexes, in_batch, stored_dupes = self._dedupe.new_indexes(keys)
-        result.duplicates = in_batch + stored_dupes
+        unseen, in_batch, cached = self._dedupe.unseen_indexes(keys)
+        result.duplicates = in_batch + cached
         result.in_batch_duplicates = in_batch
 
-        # Step 3. Price the new events and build their rows; a record whose
-        # pricing or row raises becomes a dead letter, the rest go on.
+        # Step 3. Price the candidates and build their rows; a record whose
+        # pricing or row raises is a dead letter unless finish() finds it stored.
         now_ms = int(time.time() * 1000)
-        columns = EventColumns()
-        items: list[Decoded] = []
-        item_keys: list[EventKey] = []  # items' keys, built once in step 2
+        batch = Prepared(records, result, dead)
+        columns = batch.columns
         book = self._price_book
         version = book.version
         per_call = book.per_call
-        for index in new_indexes:
+        for index in unseen:
             item = good[index]
             env = item.envelope
+            at = len(batch.candidates)
+            batch.candidates.append(item)
+            batch.keys.append(keys[index])
             try:
                 priced = book.price(env.type, item.usage, item.time_ms, env.subject or "")
                 priced = per_call.adjust(item.tenant, item.usage, priced)  # pricing/per_call.py
             except Exception as exc:
-                dead.append(failure(item.record, "pricing_failed", exc))
+                batch.failed[at] = failure(item.record, "pricing_failed", exc)
                 continue
             try:
                 columns.add(item, priced, version, now_ms)  # appends only a complete row
             except Exception as exc:
-                dead.append(failure(item.record, "row_failed", exc))
+                batch.failed[at] = failure(item.record, "row_failed", exc)
                 continue
-            items.append(item)
-            item_keys.append(keys[index])
+            batch.row_of.append(at)
             if not priced.priced:
-                result.unpriced += 1
-                metrics.EVENTS_UNPRICED.labels(env.type).inc()
+                batch.unpriced[len(batch.row_of) - 1] = env.type
+        if len(columns):
+            # The writer's form (an Arrow table) here, not in finish(): building it
+            # holds the GIL, and finish() may run beside the next batch's prepare().
+            batch.encoded = self._target.encode(columns)
+        batch.token = self._target.token(records)
+        return batch
+
+    def finish(self, batch: Prepared) -> BatchResult:
+        """The store's part: the stored-key lookup, dead letters, the INSERT (steps 2-5).
+
+        Mostly waits on the engine and the log with the GIL released, so it can
+        run on a writer thread. The caller commits offsets only after it returns.
+        """
+        result = batch.result
+        dead = batch.dead
+
+        # Step 2, its store half: keys the target holds (written by a crashed
+        # attempt, another member, or a batch this process finished since prepare()).
+        stored = self._dedupe.stored(batch.keys)
+        result.duplicates += len(stored)
+        columns = batch.columns
+        encoded = batch.encoded
+        row_of = batch.row_of
+        kept_rows: Sequence[int] = range(len(row_of))
+        if stored:
+            keys = batch.keys
+            gone = {at for at, key in enumerate(keys) if key in stored}
+            kept_rows = [r for r, at in enumerate(row_of) if at not in gone]
+            if len(kept_rows) < len(row_of):
+                columns = columns.pick(kept_rows)
+                encoded = None  # rare (re-sends, replays after a crash): encoded again
+            dead = dead + [d for at, d in batch.failed.items() if at not in gone]
+        else:
+            dead = dead + list(batch.failed.values())
+        items = [batch.candidates[row_of[r]] for r in kept_rows]
+        item_keys = [batch.keys[row_of[r]] for r in kept_rows]
+        if batch.unpriced:
+            for r in kept_rows:
+                kind = batch.unpriced.get(r)
+                if kind is not None:
+                    result.unpriced += 1
+                    metrics.EVENTS_UNPRICED.labels(kind).inc()
 
         # Step 4. Dead letters first: once offsets are committed they must be in the DLQ.
         self._publish(dead, result)
@@ -291,10 +376,10 @@ class Pipeline:
         if items:
             began = time.perf_counter()
             with self._hooks.around_insert(self._target.sql):
-                refused = self._write(columns, items, self._target.token(records), top=True)
+                refused = self._write(columns, items, batch.token, top=True, encoded=encoded)
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
             self._publish(refused, result)
-            stored = items
+            stored_items = items
             result.stored_keys = item_keys
             if refused:  # rare (a bisected insert): leave the refused records out
                 refused_at = {(r.record.partition, r.record.offset) for r in refused}
@@ -303,13 +388,13 @@ class Pipeline:
                     for i, k in zip(items, item_keys, strict=True)
                     if (i.record.partition, i.record.offset) not in refused_at
                 ]
-                stored = [i for i, _ in kept]
+                stored_items = [i for i, _ in kept]
                 result.stored_keys = [k for _, k in kept]
-            result.stored = len(stored)
+            result.stored = len(stored_items)
             # A sample of ~100 per batch keeps the delay distribution; one
             # observe() per event cost 5% of the processor's time.
             now_s = time.time()
-            for item in stored[:: max(1, len(stored) // 100)]:
+            for item in stored_items[:: max(1, len(stored_items) // 100)]:
                 ingested_s = item.record.timestamp_ms / 1000
                 metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - ingested_s))
         return result
@@ -333,7 +418,13 @@ class Pipeline:
         return item
 
     def _write(
-        self, columns: EventColumns, items: list[Decoded], token: str, *, top: bool = False
+        self,
+        columns: EventColumns,
+        items: list[Decoded],
+        token: str,
+        *,
+        top: bool = False,
+        encoded: Any = None,
     ) -> list[DeadLetter]:
         """Insert; when the store refuses the data, bisect and return the refused records.
 
@@ -343,7 +434,7 @@ class Pipeline:
         extend the batch's and stay deterministic for the same batch.
         """
         try:
-            self._target.insert(columns, token)
+            self._target.insert(columns, token, encoded)
             return []
         except StoreUnavailable:
             raise  # an outage, not the data: the caller keeps the batch and retries
@@ -399,6 +490,7 @@ __all__ = [
     "LiveTables",
     "NoHooks",
     "Pipeline",
+    "Prepared",
     "StepHooks",
     "Target",
 ]

@@ -6,6 +6,7 @@ several times faster than row strings (docs/design.md#clickhouse).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -74,6 +75,19 @@ class EventColumns:
         part._books = self._books[start:stop]
         part._now = self._now[start:stop]
         part._other = {i - start: v for i, v in self._other.items() if start <= i < stop}
+        return part
+
+    def pick(self, indexes: Sequence[int]) -> EventColumns:
+        """These rows, in this order, as a batch of their own (minus its stored duplicates)."""
+        part = EventColumns()
+        part._items = [self._items[i] for i in indexes]
+        part._priced = [self._priced[i] for i in indexes]
+        part._cost = [self._cost[i] for i in indexes]
+        part._price = [self._price[i] for i in indexes]
+        part._books = [self._books[i] for i in indexes]
+        part._now = [self._now[i] for i in indexes]
+        at = {old: new for new, old in enumerate(indexes)}
+        part._other = {at[i]: v for i, v in self._other.items() if i in at}
         return part
 
     def add(self, item: Decoded, priced: Priced, price_book: str, now_ms: int) -> None:

@@ -51,6 +51,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 
 from core.errors import MeterlineError, StoreError
 from core.gc_policy import cyclic_gc_paused
@@ -75,6 +77,7 @@ from processor.pipeline import (
     DeadLetterSink,
     LiveTables,
     Pipeline,
+    Prepared,
     StepHooks,
 )
 from processor.verify import RECENT_MS, repair_dedupe_index
@@ -97,6 +100,17 @@ def dead_letter_message(letter: DeadLetter) -> OutMessage:
     return OutMessage(record.key or b"", record.value, headers)
 
 
+@dataclass
+class _InFlight:
+    """A batch whose store part (``Pipeline.finish``) runs on the writer thread."""
+
+    plan: Plan
+    future: Future[BatchResult]
+    began_ms: int
+    # Partitions revoked since it was handed over: not committed, not retried by us.
+    revoked: set[int] = field(default_factory=set)
+
+
 class Processor:
     def __init__(
         self,
@@ -115,6 +129,7 @@ class Processor:
         liveness: Liveness | None = None,
         attempts: Attempts | None = None,
         mappings: EventMappings | None = None,
+        pipelined: bool = True,
     ) -> None:
         self._consumer = consumer
         self._sql = engine.sql  # for the dedupe-index repair (step 3's precondition)
@@ -146,6 +161,21 @@ class Processor:
         # Busy from a poll or a batch's first attempt until it is done: a batch
         # retried past METERLINE_STUCK_AFTER_S makes the process exit (health.py).
         self.liveness = liveness or Liveness("processor")
+        # Pipelined: batch N's store part (stored-key lookup, dead letters, INSERT:
+        # the engine and the log working with the GIL released) runs on this one
+        # writer thread while this thread polls and prepares batch N+1 (decode,
+        # pricing, rows: Python). One thread, so store parts never overlap each
+        # other; N is committed (step 7) before N+1's store part starts.
+        self._writer: ThreadPoolExecutor | None = None
+        if pipelined and self._attempts.limit >= 2:
+            # limit >= 2: a death while N+1 is marked counts once against N+1's
+            # records too (processor/attempts.py); with a limit of 1 that one count
+            # could condemn an innocent record, so that setting runs serially.
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="meterline-writer")
+            consumer.before_revoke(self._await_in_flight)
+        self._in_flight: _InFlight | None = None
+        # Partitions revoked while a batch was held out of `pending` (see _hand_over).
+        self._revoked_meanwhile: set[int] = set()
 
     def run(self, stop: threading.Event) -> None:
         """Poll and process until ``stop`` is set; the current batch is finished first."""
@@ -161,7 +191,7 @@ class Processor:
                 if self._consumer.take_assigned():
                     # A member that died holding these may have torn its last INSERT.
                     self._needs_repair(int(time.time() * 1000) - RECENT_MS)
-                revoked = self._consumer.take_revoked()
+                revoked = self._take_revoked()
                 if revoked:
                     # Not ours any more: the new owner reads them again from the
                     # committed offsets (and step 3 drops what we stored).
@@ -178,6 +208,11 @@ class Processor:
                     len(pending) >= self._batch_max_events
                     or time.monotonic() - started >= self._batch_max_wait_s
                 )
+            flight = self._in_flight
+            if flight is not None and (flight.future.done() or not pending):
+                # Commit as soon as it landed; and with nothing polled, wait for
+                # it here: a hung INSERT must show in liveness even without traffic.
+                self._settle(stop)
             if due:
                 # Each attempt pauses the collector itself; the backoff between
                 # attempts (a store outage can last hours) does not.
@@ -185,14 +220,117 @@ class Processor:
                 pending = []
         if pending:
             self._process_with_retry(pending, stop)
+        self._settle(stop)
 
     def _process_with_retry(self, records: list[Record], stop: threading.Event) -> None:
+        """Hand the batch to the writer thread when it can be; else write it here, with retries."""
+        if self._writer is not None and self._repair_since is None:
+            plan = self._attempts.plan(records)
+            # Only a batch no earlier attempt died on: narrowing a killer down stays
+            # serial, one attempt at a time, as processor/attempts.py counts deaths.
+            if not (plan.condemned or plan.rest or plan.hints or any(plan.before.values())):
+                if self._hand_over(plan, stop):
+                    return
+                # The batch before it failed and was retried here: write this one
+                # here too, minus partitions that left us meanwhile.
+                records = [r for r in records if r.partition not in self._revoked_meanwhile]
+                if stop.is_set() or not records:
+                    return
+        self._settle(stop)
+        self._write_with_retry(records, stop)
+
+    def _hand_over(self, plan: Plan, stop: threading.Event) -> bool:
+        """Steps 1-4 here, then the batch in flight settled, then steps 5-6 on the writer.
+
+        False when the batch in flight failed: it was retried here and this batch's
+        prepared work is dropped (its mark cleared), for the caller to redo serially.
+        """
+        assert self._writer is not None
+        self._hooks.batch_started()
+        self._hooks.at("after_poll")
+        metrics.EVENTS_READ.inc(len(plan.records))
+        metrics.BATCH_SIZE.observe(len(plan.records))
+        # Step 1. Mark the attempt before anything that could kill the process.
+        self._attempts.begin(plan)
+        began_ms = int(time.time() * 1000)
+        try:
+            # Steps 2-4 without the store, while the batch before runs its INSERT.
+            with cyclic_gc_paused():
+                prepared = self._pipeline.prepare(plan.records, plan.condemned)
+        except Exception:
+            self._attempts.abandon(plan)
+            raise
+        self._revoked_meanwhile = set()
+        if not self._settle(stop):
+            self._attempts.abandon(plan)
+            return False
+        # The batch before is committed; this one's lookup runs after its INSERT.
+        self.liveness.busy(f"writing a batch of {len(plan.records)} records")
+        future = self._writer.submit(self._finish, prepared)
+        self._in_flight = _InFlight(plan, future, began_ms)
+        return True
+
+    def _finish(self, prepared: Prepared) -> BatchResult:
+        """On the writer thread: the store part (its batch's objects are alive: no GC pass)."""
+        with cyclic_gc_paused():
+            return self._pipeline.finish(prepared)
+
+    def _await_in_flight(self) -> None:
+        """Before a revocation returns: the INSERT in flight has landed or failed."""
+        flight = self._in_flight
+        if flight is not None:
+            wait([flight.future])  # its outcome is _settle's to handle
+
+    def _settle(self, stop: threading.Event) -> bool:
+        """Finish the batch in flight: steps 7-8 if its store part landed; else retry it here.
+
+        True when nothing was in flight or it is now committed; False when it failed
+        (it was retried here: written, or kept unwritten because we are stopping).
+        """
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return True
+        self.liveness.busy(f"writing a batch of {len(flight.plan.records)} records")
+        try:
+            result = flight.future.result()
+        except Exception as exc:
+            # As in _process_batch: an error is not a death; the INSERT may be torn.
+            self._attempts.abandon(flight.plan)
+            self._needs_repair(flight.began_ms)
+            self.liveness.idle()
+            if not isinstance(exc, (MeterlineError, OSError)):
+                raise
+            records = [r for r in flight.plan.records if r.partition not in flight.revoked]
+            self._write_with_retry(records, stop, failed=exc)
+            return False
+        for partition in flight.revoked:
+            result.next_offsets.pop(partition, None)
+        self._complete(flight.plan, result)
+        self.liveness.idle()
+        return True
+
+    def _take_revoked(self) -> set[int]:
+        revoked = self._consumer.take_revoked()
+        if revoked:
+            self._revoked_meanwhile |= revoked
+            if self._in_flight is not None:
+                self._in_flight.revoked |= revoked
+        return revoked
+
+    def _write_with_retry(
+        self,
+        records: list[Record],
+        stop: threading.Event,
+        failed: MeterlineError | OSError | None = None,
+    ) -> None:
         """Write the batch, retrying with backoff while the store is away.
 
         Between retries the consumer stays in its group with its partitions
         paused, so the batch is neither lost nor handed to another member
         while we still hold it. If a rebalance takes partitions away meanwhile,
         their records leave the batch uncommitted: the new owner reads them.
+        ``failed``: its first attempt already failed so (on the writer thread);
+        the backoff comes first, as after any failed attempt.
         """
         delay = 0.2
         paused = False
@@ -200,6 +338,9 @@ class Processor:
         try:
             while records:
                 try:
+                    if failed is not None:
+                        first, failed = failed, None
+                        raise first
                     self.process_batch(records)
                     return
                 except (MeterlineError, OSError) as exc:
@@ -225,7 +366,7 @@ class Processor:
                     while time.monotonic() < deadline and not stop.is_set():
                         self._consumer.keepalive()
                         paused = True
-                        revoked = self._consumer.take_revoked()
+                        revoked = self._take_revoked()
                         if revoked:
                             records = [r for r in records if r.partition not in revoked]
                     delay = min(delay * 2, 30.0)
@@ -236,6 +377,7 @@ class Processor:
 
     def process_batch(self, records: list[Record]) -> BatchResult:
         """Process a polled batch: in one piece, or in pieces while a killer is narrowed down."""
+        self._settle(threading.Event())  # the batch in flight, if any, comes first
         with cyclic_gc_paused():
             total = BatchResult()
             remaining = records
@@ -267,6 +409,11 @@ class Processor:
             self._needs_repair(began_ms)
             raise
 
+        self._complete(plan, result)
+        return result
+
+    def _complete(self, plan: Plan, result: BatchResult) -> None:
+        """Steps 7-8 of a batch whose store part landed."""
         self._hooks.at("after_insert")
 
         # Step 7. Commit: only now is the batch done as far as the log knows.
@@ -286,7 +433,6 @@ class Processor:
         self._accumulate(result)
         for partition, behind in self._consumer.lag().items():
             metrics.LAG.labels(str(partition)).set(behind)
-        return result
 
     def _commit(self, next_offsets: dict[int, int]) -> None:
         """Commit ``next_offsets`` and any refused earlier; keep them for a retry if refused.
@@ -335,6 +481,10 @@ class Processor:
 
     def close(self) -> None:
         """Leave the group without committing anything more."""
+        if self._writer is not None:
+            # A store part still running finishes first (it is never cut in half by
+            # us); its batch stays uncommitted and is read again, which dedupe absorbs.
+            self._writer.shutdown(wait=True)
         self._consumer.close()
         self._attempts.close()
 

@@ -125,6 +125,19 @@ class EventWriter(abc.ABC):
         retries) and ``StoreError`` when it refuses the data.
         """
 
+    def encode(self, columns: Mapping[str, list[Any]]) -> Any:
+        """The rows in the form this writer sends them; by default the columns as they are.
+
+        Split from the INSERT so that the Python work of a batch (which holds the
+        GIL) can run on the processor's thread while the previous batch's INSERT
+        (which releases it) runs on the writer thread (processor/runner.py).
+        """
+        return columns
+
+    def insert_encoded(self, rows: Any, dedup_token: str) -> None:
+        """``insert`` of rows made by ``encode``, with the same guarantees."""
+        self.insert(rows, dedup_token)
+
 
 class KeyLookup(abc.ABC):
     """The dedupe guard's source of truth: which identities a table already holds."""

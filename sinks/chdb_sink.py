@@ -201,10 +201,15 @@ class ChdbWriter(EventWriter):
         )
 
     def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
-        # chDB's Python() table function finds `rows` by name in this frame. An
-        # Arrow table, built column by column in C, is read several times faster
-        # than Python lists (docs/design.md#clickhouse).
-        rows = _arrow_table(columns)  # read by chDB's Python(rows) below, by name
+        self.insert_encoded(self.encode(columns), dedup_token)
+
+    def encode(self, columns: Mapping[str, list[Any]]) -> pa.Table:
+        # An Arrow table, built column by column in C, is read several times
+        # faster than Python lists (docs/design.md#clickhouse).
+        return _arrow_table(columns)
+
+    def insert_encoded(self, rows: pa.Table, dedup_token: str) -> None:
+        # chDB's Python() table function finds `rows` by name in this frame.
         try:
             with self._engine.session(f"insert into {self.table.name} failed: ") as session:
                 session.query(self._sql + quote(dedup_token))

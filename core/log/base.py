@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from core.health import PartProblem
@@ -129,6 +129,15 @@ class LogConsumer(abc.ABC):
     def take_revoked(self) -> set[int]:
         """Partitions revoked or lost since the last call (their pending records must go)."""
         return set()
+
+    def before_revoke(self, barrier: Callable[[], None]) -> None:  # noqa: B027 - optional
+        """Call ``barrier`` before partitions leave this member, and return only after it.
+
+        The processor passes a function that waits for the INSERT of the batch in
+        flight on its writer thread: were a partition handed over before that INSERT
+        landed, the new owner's dedupe lookup would run before our rows exist and it
+        would store them a second time. Logs whose partitions never move ignore it.
+        """
 
     def take_assigned(self) -> set[int]:
         """Partitions newly assigned since the last call (a group coordinator moved them here).

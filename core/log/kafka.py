@@ -279,6 +279,7 @@ class KafkaConsumer(LogConsumer):
             }
         )
         self._owned: frozenset[int] = frozenset()
+        self._barrier: Callable[[], None] | None = None
         self._consumer.subscribe(
             [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
@@ -291,6 +292,10 @@ class KafkaConsumer(LogConsumer):
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called inside poll(). Records of these partitions still waiting in the
         # processor must be dropped uncommitted: the new owner re-reads them.
+        # cooperative-sticky hands them over only once this returns, so the batch
+        # in flight is waited for first (before_revoke).
+        if self._barrier is not None and partitions:
+            self._barrier()
         gone = {tp.partition for tp in partitions}
         self._revoked.update(gone)
         self._revocations += 1
@@ -321,6 +326,9 @@ class KafkaConsumer(LogConsumer):
             if tp.offset >= 0 and high >= 0:
                 out[tp.partition] = max(0, high - tp.offset)
         return out
+
+    def before_revoke(self, barrier: Callable[[], None]) -> None:
+        self._barrier = barrier
 
     def take_revoked(self) -> set[int]:
         revoked, self._revoked = self._revoked, set()

@@ -19,10 +19,14 @@ def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> 
 
     assert report.problems == []
     parts = {row.part for row in report.rows}
-    assert {"pricing", "emitter", "kafka", "processor", "gateway", "end to end", "memory", "cpu"} <= parts
-    # The processor run compared usage_events and usage_meters with the ground truth.
-    assert sum("every sum exact" in line for line in report.checks) == 2
-    assert sum("calc_price" in line for line in report.checks) == 2
+    expected = {"pricing", "emitter", "kafka", "processor", "gateway", "end to end", "memory"}
+    expected.add("cpu")
+    assert expected <= parts
+    # Both processor runs (pipelined, one thread) compared usage_events and
+    # usage_meters with the ground truth.
+    assert sum("every sum exact" in line for line in report.checks) == 4
+    assert sum("calc_price" in line for line in report.checks) == 4
+    assert any("pipelined writer" in row.metric for row in report.rows)
     # Latency at half the measured capacity, for each request size.
     assert sum("half load" in row.metric for row in report.rows) == 3
     # The peer row is there, or a note says why it is missing.

@@ -171,11 +171,11 @@ class RefusingWriter(ChdbWriter):
         super().__init__(engine, table)
         self.engine = engine
 
-    def insert(self, columns: Any, dedup_token: str) -> None:
+    def insert_encoded(self, rows: Any, dedup_token: str) -> None:
         self.engine.inserts += 1
-        if self.engine.refused_id in columns["id"]:
+        if self.engine.refused_id in rows.column("id").to_pylist():
             raise StoreError("Code: 53. Type mismatch in a column (test)")
-        super().insert(columns, dedup_token)
+        super().insert_encoded(rows, dedup_token)
 
 
 def test_a_record_the_store_refuses_is_found_by_bisecting_and_dead_lettered_the_rest_stored(

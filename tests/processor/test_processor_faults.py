@@ -148,11 +148,11 @@ class FlakyWriter(ChdbWriter):
         super().__init__(engine, table)
         self.engine = engine
 
-    def insert(self, columns: Any, dedup_token: str) -> None:
+    def insert_encoded(self, rows: Any, dedup_token: str) -> None:
         self.engine.attempts += 1
         if self.engine.down:
             raise StoreUnavailable("ClickHouse is down (test)")
-        super().insert(columns, dedup_token)
+        super().insert_encoded(rows, dedup_token)
 
 
 # --- real Kafka --------------------------------------------------------------------

@@ -61,16 +61,16 @@ class TornWriter(ChdbWriter):
         super().__init__(engine, table)
         self.engine = engine
 
-    def insert(self, columns: Any, dedup_token: str) -> None:
+    def insert_encoded(self, rows: Any, dedup_token: str) -> None:
         engine = self.engine
         views, engine.tear = engine.tear, ()
         if not views:
-            super().insert(columns, dedup_token)
+            super().insert_encoded(rows, dedup_token)
             return
         for view in views:
             engine.sql.query_raw(f"DETACH TABLE {view}", "CSV")
         try:
-            super().insert(columns, dedup_token)
+            super().insert_encoded(rows, dedup_token)
         finally:
             for view in views:
                 engine.sql.query_raw(f"ATTACH TABLE {view}", "CSV")
