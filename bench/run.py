@@ -246,26 +246,28 @@ def _processor(
     )
     _check_totals(report, truth, ours, events)
     _cpu_rows(report, ours, bare)
-    say("meterline processor, one thread (METERLINE_PROCESSOR_PIPELINE=false) ...")
-    serial = _role(
+    say("meterline processor, pipelined (METERLINE_PROCESSOR_PIPELINE=true) ...")
+    piped = _role(
         "processor",
         {
             **common,
-            "group": f"bench-serial-{run_id}",
-            "data_dir": str(work / "serial"),
-            "pipeline": False,
+            "group": f"bench-piped-{run_id}",
+            "data_dir": str(work / "piped"),
+            "pipeline": True,
         },
     )
-    _check_totals(report, truth, serial, events, "processor, one thread")
-    # The writer thread's gain, measured in the same run as the default it is part of.
+    _check_totals(report, truth, piped, events, "processor, pipelined")
+    # The writer thread's gain (or cost), measured in the same run as the default.
     report.rows.append(
         Row(
             "processor",
-            "pipelined writer (default) vs one thread",
-            rate,
+            "pipelined writer (METERLINE_PROCESSOR_PIPELINE=true, "
+            f"CPU {piped['cpu_s'] / piped['events'] * 1e6:.1f} µs/event, "
+            f"peak {piped['peak_rss_mib']:.0f} MiB)",
+            piped["events"] / piped["seconds"],
             "events/s",
-            "one thread",
-            serial["events"] / serial["seconds"],
+            "one thread (default)",
+            rate,
         )
     )
     peer_rate = _peer(report, options, common, truth.unique, run_id, say)

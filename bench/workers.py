@@ -130,7 +130,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         topic=args["topic"],
         consumer_group=args["group"],
         data_dir=Path(args["data_dir"]),
-        processor_pipeline=args.get("pipeline", True),
+        processor_pipeline=args.get("pipeline", False),
     )
     runtime.ensure_topics(settings)
     engine = runtime.build_engine(settings)

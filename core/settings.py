@@ -220,10 +220,10 @@ class Settings(BaseSettings):
         200_000, ge=0, description="Recent (tenant, source, id) keys kept in memory per process."
     )
     processor_pipeline: bool = Field(
-        True,
+        False,
         description="Write batch N (stored-key lookup, dead letters, INSERT) on a writer thread "
-        "while the next batch is polled, decoded and priced; false: one thread does all "
-        "(docs/operations.md, checkpoint order).",
+        "while the next batch is polled, decoded and priced. Pays only with a core to spare "
+        "(docs/benchmarks.md, round 5); off: one thread does all (docs/operations.md).",
     )
     dedupe_horizon_days: int = Field(
         35,

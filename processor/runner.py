@@ -129,7 +129,7 @@ class Processor:
         liveness: Liveness | None = None,
         attempts: Attempts | None = None,
         mappings: EventMappings | None = None,
-        pipelined: bool = True,
+        pipelined: bool = False,
     ) -> None:
         self._consumer = consumer
         self._sql = engine.sql  # for the dedupe-index repair (step 3's precondition)

@@ -268,13 +268,14 @@ class KafkaConsumer(LogConsumer):
                 "max.poll.interval.ms": 300_000,
                 "session.timeout.ms": 30_000,
                 "fetch.min.bytes": 1,
-                # Pre-fetch bounded to about a batch (20k records of ~0.4 KB), not
-                # librdkafka's defaults (64 MB, and 100k records per partition):
-                # those held ~100 MB more at peak (issue 17's < 500 MB) and buy
-                # nothing, since the broker answers a fetch in milliseconds and a
-                # batch takes the processor ~0.5 s. METERLINE_KAFKA_EXTRA overrides.
-                "queued.max.messages.kbytes": 16_384,
-                "queued.min.messages": 10_000,
+                # Pre-fetch bounded to about two batches (20k records of ~0.4 KB),
+                # not librdkafka's defaults (64 MB, and 100k records per partition):
+                # those held ~100 MB more at peak (issue 17's < 500 MB). Half of this
+                # (16 MB, 10k) was too little: the processor's polls then waited for
+                # fetches, 12.8 µs per event against 5.8-6.3 here, with the same peak
+                # RSS (docs/benchmarks.md, round 5). METERLINE_KAFKA_EXTRA overrides.
+                "queued.max.messages.kbytes": 32_768,
+                "queued.min.messages": 50_000,
                 **extra,
             }
         )

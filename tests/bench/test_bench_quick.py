@@ -22,7 +22,7 @@ def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> 
     expected = {"pricing", "emitter", "kafka", "processor", "gateway", "end to end", "memory"}
     expected.add("cpu")
     assert expected <= parts
-    # Both processor runs (pipelined, one thread) compared usage_events and
+    # Both processor runs (one thread, pipelined) compared usage_events and
     # usage_meters with the ground truth.
     assert sum("every sum exact" in line for line in report.checks) == 4
     assert sum("calc_price" in line for line in report.checks) == 4

@@ -33,8 +33,10 @@ def _send(stack: MeterlineProcess, batches: list[list[dict]]) -> list[list[dict]
 
 
 CASES = [("embedded", point) for point in POINTS] + [
-    pytest.param("kafka", point, marks=pytest.mark.kafka)
+    pytest.param(log, point, marks=pytest.mark.kafka)
     for point in ("mid_insert", "torn_insert", "after_insert")
+    # kafka-pipelined: the writer thread on (METERLINE_PROCESSOR_PIPELINE=true)
+    for log in ("kafka", "kafka-pipelined")
 ]
 
 
@@ -46,8 +48,10 @@ def test_kill_at_each_checkpoint_step_then_restart_keeps_totals_exact(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
-    env = {"METERLINE_LOG": log}
-    if log == "kafka":
+    env = {"METERLINE_LOG": log.removesuffix("-pipelined")}
+    if log == "kafka-pipelined":
+        env["METERLINE_PROCESSOR_PIPELINE"] = "true"
+    if log.startswith("kafka"):
         topic = f"meterline.chaos.{point}.{tmp_path.name[-12:]}".replace("_", "-")
         env |= {
             "METERLINE_KAFKA_BOOTSTRAP_SERVERS": request.getfixturevalue("kafka_bootstrap"),

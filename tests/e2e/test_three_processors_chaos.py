@@ -61,15 +61,31 @@ def clickhouse(tmp_path: Path) -> Iterator[ClickHouseHttp]:
 # shared server would also tear the other members' INSERTs in that moment (a fault of
 # the harness, not of the product). The new owner's repair of a torn write is proven
 # by tests/processor/test_torn_insert.py and the chDB kill test.
-@pytest.mark.parametrize("point", ["mid_insert", "after_insert", "after_commit"])
+@pytest.mark.parametrize(
+    ("point", "pipeline"),
+    [
+        ("mid_insert", "false"),
+        ("after_insert", "false"),
+        ("after_commit", "false"),
+        # The writer thread on: partitions move while INSERTs are in flight on it.
+        ("mid_insert", "true"),
+        ("after_insert", "true"),
+    ],
+)
 def test_one_of_three_processors_killed_at_a_checkpoint_step_keeps_totals_exact(
-    point: str, kafka_bootstrap: str, unique_topic: str, clickhouse: ClickHouseHttp, tmp_path: Path
+    point: str,
+    pipeline: str,
+    kafka_bootstrap: str,
+    unique_topic: str,
+    clickhouse: ClickHouseHttp,
+    tmp_path: Path,
 ) -> None:
     topology = Topology(
         tmp_path,
         kafka_bootstrap,
         unique_topic,
         clickhouse.url,
+        env={"METERLINE_PROCESSOR_PIPELINE": pipeline},
         # The victim SIGKILLs itself at this step of its 3rd batch.
         victim_env={CHAOS_ENV: f"{point}:3"},
     )

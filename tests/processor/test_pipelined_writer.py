@@ -123,6 +123,7 @@ def processor(log_path: Path, store: ChdbEngine, journal: Journal, **kwargs: Any
         LogDeadLetters(EmbeddedProducer(log_path, "events.dlq")),
         batch_max_events=10,
         batch_max_wait_s=0.05,
+        pipelined=True,
         **kwargs,
     )
 
