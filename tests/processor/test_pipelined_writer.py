@@ -277,3 +277,22 @@ def test_a_stored_duplicate_is_counted_a_duplicate_even_when_its_pricing_now_fai
 
     assert (result.stored, result.duplicates, result.dead) == (0, 3, 1)
     assert [(d.record.offset, d.reason) for d in letters] == [(records[3].offset, "pricing_failed")]
+
+
+def test_dead_letters_are_published_from_the_writer_thread_before_the_commit(
+    log_path: Path, store: JournalEngine
+) -> None:
+    events = make_events(25, seed=75)
+    producer = EmbeddedProducer(log_path, "events")
+    producer.publish_sync(
+        [OutMessage(b"one-partition", orjson.dumps(e), HEADERS) for e in events[:12]]
+        + [OutMessage(b"one-partition", b"{not json", HEADERS)]
+        + [OutMessage(b"one-partition", orjson.dumps(e), HEADERS) for e in events[12:]]
+    )
+    worker = processor(log_path, store, store.journal)
+    run_until(worker, lambda: worker.totals.records == 26)
+
+    assert stored(store) == ground_truth(events)
+    letters = EmbeddedConsumer(log_path, "events.dlq", "inspect").poll(10, 1.0)
+    assert [dict(r.headers)["meterline-dlq-reason"] for r in letters] == [b"invalid_json"]
+    assert (worker.totals.stored, worker.totals.dead) == (25, 1)
