@@ -85,7 +85,7 @@ INSERT_SETTINGS: dict[str, Any] = {
     # every block the views write is already one row per sort key (each view GROUPs BY
     # exactly its table's ORDER BY; usage_event_ids gets one row per identity, deduped
     # in the batch), so that pass found nothing to collapse and only cost the engine
-    # ~1 µs of CPU per event (issue 17, docs/benchmarks.md "Round 5"). The stored rows
+    # ~1 µs of CPU per event (issue 17, docs/benchmarks.md "Round 6"). The stored rows
     # are the same either way, so dedup tokens, merges and the sum(...) GROUP BY reads
     # are unaffected.
     "optimize_on_insert": 0,
