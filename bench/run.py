@@ -270,6 +270,30 @@ def _processor(
             rate,
         )
     )
+    say("meterline processor, per-record path (METERLINE_PROCESSOR_NATIVE=false) ...")
+    slow = _role(
+        "processor",
+        {
+            **common,
+            "group": f"bench-slow-{run_id}",
+            "data_dir": str(work / "slow"),
+            "native": False,
+        },
+    )
+    _check_totals(report, truth, slow, events, "processor, per-record path")
+    # The column path's gain (processor/token_columns.py), in the same run.
+    report.rows.append(
+        Row(
+            "processor",
+            "per-record path, no column path (METERLINE_PROCESSOR_NATIVE=false, "
+            f"CPU {slow['cpu_s'] / slow['events'] * 1e6:.1f} µs/event, "
+            f"peak {slow['peak_rss_mib']:.0f} MiB)",
+            slow["events"] / slow["seconds"],
+            "events/s",
+            "column path (default)",
+            rate,
+        )
+    )
     peer_rate = _peer(report, options, common, truth.unique, run_id, say)
     if peer_rate:
         report.rows.append(

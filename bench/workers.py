@@ -131,6 +131,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         consumer_group=args["group"],
         data_dir=Path(args["data_dir"]),
         processor_pipeline=args.get("pipeline", False),
+        processor_native=args.get("native", True),
     )
     runtime.ensure_topics(settings)
     engine = runtime.build_engine(settings)
