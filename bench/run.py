@@ -245,6 +245,13 @@ def _processor(
         )
     )
     _check_totals(report, truth, ours, events)
+    if not ours.get("native"):
+        # The default run must measure the default path; without the decoder the
+        # numbers would be the per-record path's under the column path's name.
+        report.problems.append(
+            "processor: token events took the per-record path: the native decoder is not "
+            "built (make setup builds it) or METERLINE_PROCESSOR_NATIVE is false"
+        )
     _cpu_rows(report, ours, bare)
     say("meterline processor, pipelined (METERLINE_PROCESSOR_PIPELINE=true) ...")
     piped = _role(

@@ -177,6 +177,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "rss_after_mib": rss_after,
         "totals": stored,
+        "native": worker.native,
         **cpu,
     }
 

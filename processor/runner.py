@@ -185,6 +185,11 @@ class Processor:
         # Partitions revoked while a batch was held out of `pending` (see _hand_over).
         self._revoked_meanwhile: set[int] = set()
 
+    @property
+    def native(self) -> bool:
+        """Whether token events take the column path (processor/token_columns.py)."""
+        return self._pipeline.native
+
     def run(self, stop: threading.Event) -> None:
         """Poll and process until ``stop`` is set; the current batch is finished first."""
         pending: list[Record] = []
