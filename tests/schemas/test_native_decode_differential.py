@@ -15,6 +15,9 @@ fail, they never skip, so CI cannot pass while the decoder is missing.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,7 +32,6 @@ from schemas.native_decode import (
     VALUE_COLUMNS,
     WHY_UNAVAILABLE,
     NativeDecodeError,
-    _native,
     decode_columns,
 )
 from schemas.usage import TokenUsage
@@ -301,28 +303,23 @@ def test_an_event_without_a_media_type_has_an_empty_one_in_its_combination() -> 
     assert [r[2] for r in rows] == ["openai", "openai"]  # the canonical provider
 
 
-def test_a_rust_panic_is_an_exception_the_processor_can_catch() -> None:
-    import meterline_native
-
-    # pyo3 raises a panic as PanicException, a BaseException: `except Exception` in the
-    # processor would miss it. decode_columns' wrapper turns it into NativeDecodeError.
-    with pytest.raises(NativeDecodeError, match="a decoder bug"):
-        _native(meterline_native._panic_for_tests, "a decoder bug")
-    assert decode_columns([_token_value("2026-11-26T16:49:28.592Z")]).fallback == []
-
-
-def test_a_rust_panic_does_not_abort_the_interpreter() -> None:
-    # With `panic = "abort"` in Cargo.toml the process would die mid-commit; in a child
-    # process so that the regression fails this test rather than killing the suite.
-    import subprocess
-    import sys
-
+def test_a_rust_panic_is_a_catchable_error_and_the_interpreter_goes_on() -> None:
+    # pyo3 raises a panic as PanicException, a BaseException that the processor's
+    # `except Exception` would miss: decode_columns' wrapper turns it into
+    # NativeDecodeError. With `panic = "abort"` in Cargo.toml the process would die
+    # mid-commit instead: in a child process, so that regression fails this test
+    # rather than killing the whole test session.
     code = (
         "import meterline_native\n"
+        "from schemas.native_decode import NativeDecodeError, _native, decode_columns\n"
+        "from tests.schemas.test_fast_decode_differential import _token_value\n"
         "try:\n"
-        "    meterline_native._panic_for_tests('boom')\n"
-        "except BaseException as error:\n"
-        "    print(type(error).__name__)\n"
+        "    _native(meterline_native._panic_for_tests, 'a decoder bug')\n"
+        "except NativeDecodeError as error:\n"
+        "    print(error)\n"
+        "print(decode_columns([_token_value('2026-11-26T16:49:28.592Z')]).fallback)\n"
     )
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert (child.returncode, child.stdout) == (0, "PanicException\n"), child.stderr
+    root = Path(__file__).parents[2]  # the child imports tests.* from the repository
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "native decode panicked: a decoder bug\n[]\n"
