@@ -79,11 +79,9 @@ def split(
     """
     try:
         batch = native_decode.decode_columns([r.value for r in records])
-    except BaseException as exc:
-        # A bug in the decoder (a Rust panic arrives as pyo3's PanicException, a
-        # BaseException) costs this batch the fast path, never the process or a record.
-        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
-            raise  # KeyboardInterrupt, SystemExit: not the decoder's
+    except Exception:
+        # A bug in the decoder (NativeDecodeError, a Rust panic included) costs this
+        # batch the fast path, never the process or a record.
         log.exception("the native decoder failed on a batch; the batch takes the Python path")
         return None, list(range(len(records)))
     back = list(batch.fallback)

@@ -23,6 +23,7 @@ from bench.data import EventStream, encode
 from bench.workers import headers
 from core.log.base import TENANT_HEADER, Record
 from pricing import CatalogPriceBook
+from processor import pipeline as pipeline_module
 from processor import token_columns
 from processor.pipeline import LiveTables, Pipeline, Prepared
 from schemas import native_decode
@@ -69,7 +70,6 @@ def _records(now_ms: int) -> list[Record]:
     extra.append(variant(data={**data, "provider": ""}))  # a label rule refuses
     extra.append(values[3])  # an in-batch duplicate of a bench event
     extra.append(b"{not json")
-    extra.append(variant(subject="unknown-tenant-marker"))
     records = [
         Record("events", i % 3, i, None, v, as_logged, now_ms)
         for i, v in enumerate([*values, *extra])
@@ -187,3 +187,26 @@ def test_the_column_path_stores_what_the_per_record_path_stores(tmp_path: Path) 
     assert stored[True] == stored[False]
     assert stored[True][2][0] > 1_800  # rows were stored at all
     assert stored[True][3][0] == 0  # the second run stored nothing
+
+
+@pytest.mark.parametrize("broken", ["decoder", "pricing"])
+def test_a_failing_column_path_hands_the_batch_to_the_per_record_path(
+    sink: ChdbEngine, monkeypatch: pytest.MonkeyPatch, spied: list[int], broken: str
+) -> None:
+    now_s = time.time()
+    records = _records(int(now_s * 1000))
+    slow, _ = _pipeline(sink, native=False, now_s=now_s)
+    expected = slow.prepare(records)
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise native_decode.NativeDecodeError("a bug (test)")
+
+    if broken == "decoder":
+        monkeypatch.setattr(native_decode, "decode_columns", fails)
+    else:
+        monkeypatch.setattr(pipeline_module, "price_token_columns", fails)
+    fast, _ = _pipeline(sink, native=True, now_s=now_s)
+    got = fast.prepare(records)
+    assert spied == []  # nothing went the column way ...
+    assert _summary(got) == _summary(expected)  # ... and nothing was lost or refused
+    assert _rows(got).equals(_rows(expected))
