@@ -37,7 +37,7 @@ for huge values). Integers rather than Arrow decimal128 compute because their
 exactness needs no argument (Arrow's decimal kernels grow the precision with
 every add and refuse past 38 digits) and the half-even rounding to 12 places is
 four lines that a test can break. The per-event path computes in ``Decimal``'s
-default context (28 significant digits): a group whose bound shows that context
+default context (28 significant digits): a row whose bound shows that context
 could round is not covered, so "exact" and "as the per-event path" agree.
 """
 
@@ -71,6 +71,10 @@ _INT64_BOUND = 2**62
 # Decimal's default context (the per-event path): a result of more significant
 # digits is rounded there, so the exact value here would differ from it.
 _CONTEXT_BOUND = 10**28
+# The per-row test of that bound is done in float64: a sum of at most 10 positive
+# terms, each within ~2**-52 relative of the exact one, so a 1e-9 margin keeps an
+# estimate just under the bound from hiding a true size just over it.
+_CONTEXT_ESTIMATE = 1e28 * (1 - 1e-9)
 # decimal128(38, 12): rows.py's quantize raises (the row is dead-lettered) past it.
 _COLUMN_BOUND = 10**38
 _FRACTION = 12  # digits after the point in the cost and price columns
@@ -93,11 +97,22 @@ class ColumnPrices:
 
 @dataclass(frozen=True)
 class _Exact:
-    """Row values ``values / 10**scale``, exact; ``bound`` >= every |value| and intermediate."""
+    """Row values ``values / 10**scale``, exact.
+
+    ``bound`` (an int) is at least every |value| and intermediate of every row, in
+    10**-scale units: it chooses int64 or Python ints. The per-event ``Decimal``
+    of a row has its own, smaller scale (``row_scale``: the largest scale of the
+    prices its nonzero counts meet); ``size`` (float64, over-estimated) bounds the
+    coefficients of its intermediates at that scale, and ``ok`` is False where it
+    reaches the per-event context's 28 digits (that arithmetic would round).
+    """
 
     values: Ints
     scale: int
     bound: int
+    row_scale: Ints
+    size: npt.NDArray[np.float64]
+    ok: npt.NDArray[np.bool_]
 
 
 class _Out:
@@ -316,22 +331,21 @@ def _price_segment(
         return  # genai-prices' own calculation per event: not covered
     usage = counts[:, rows]
     cost = _linear(pricer, usage)
-    cost12 = None if cost is None else _round12(cost)
-    if cost is None or cost12 is None:
-        return
+    cost12, stored = _round12(cost)
     # A negative cost is the book's usage_not_priceable (stored unpriced): left to it.
-    ok = np.asarray(cost.values >= 0, dtype=np.bool_)
+    ok = stored & np.asarray(cost.values >= 0, dtype=np.bool_)
     if not cards.any:
         out.money(rows[ok], cost12[ok], cost12[ok], entry.label)
         return
     for card, feature, part in cards.groups(rows):
         if card is None:
-            price12: Ints | None = cost12[part]
+            price12, keep = cost12[part], ok[part]
         else:
-            price12 = _card_price(book, entry, card, feature, _subset(cost, part), usage[:, part])
-        if price12 is not None:
-            keep = ok[part]
-            out.money(rows[part][keep], cost12[part][keep], price12[keep], entry.label)
+            priced = _card_price(book, entry, card, feature, _subset(cost, part), usage[:, part])
+            if priced is None:
+                continue
+            price12, keep = priced[0], priced[1] & ok[part]
+        out.money(rows[part][keep], cost12[part][keep], price12[keep], entry.label)
 
 
 def _card_price(
@@ -341,8 +355,9 @@ def _card_price(
     feature: str | None,
     cost: _Exact,
     usage: Ints,
-) -> Ints | None:
-    """The customer price of rows sharing (card, feature), rounded; None = not covered."""
+) -> tuple[Ints, npt.NDArray[np.bool_]] | None:
+    """The customer price of rows sharing (card, feature), rounded, and which rows
+    are exact; None = none covered."""
     if feature is None:
         if any(rule.feature for rule in card.rules):
             return None  # the rule depends on a feature we were not given
@@ -358,9 +373,7 @@ def _card_price(
             return None
         price = _linear(customer, usage)
     # Card.finish: x discount + fee.
-    price = None if price is None else _times(price, card.discount)
-    price = None if price is None else _plus(price, card.fee)
-    return None if price is None else _round12(price)
+    return _round12(_plus(_times(price, card.discount), card.fee))
 
 
 def _failed_calls(columns: Mapping[str, pa.Array], counts: Ints, out: _Out) -> None:
@@ -398,74 +411,95 @@ def _widen(values: Ints, bound: int) -> Ints:
     return values
 
 
-def _linear(pricer: FastPricer, usage: Ints) -> _Exact | None:
-    """FastPricer.cost of every column of ``usage`` (8 x rows), exact; None = not covered.
+def _linear(pricer: FastPricer, usage: Ints) -> _Exact:
+    """FastPricer.cost of every column of ``usage`` (8 x rows), exact.
 
     Band by input tokens: the highest ``start`` below the row's input tokens, else
     the base prices (FastPricer.cost's rule, ``input_tokens > start``).
     """
     bands = sorted(pricer.bands, key=lambda band: band[0])
     table = [pricer.base, *(coefs for _start, coefs in bands)]
-    scale = max(_int_of(c)[1] for coefs in table for c in coefs)
+    scales = [[_int_of(c)[1] for c in coefs] for coefs in table]
+    scale = max(max(row) for row in scales)
     ints = [[_scaled(c, scale) for c in coefs] for coefs in table]
-    most = [int(m) for m in usage.max(axis=1)] if usage.shape[1] else [0] * len(TOKEN_FIELDS)
-    # Every partial sum and product of every row is at most this (in 10**-scale units):
-    # below 10**28 the per-event Decimal arithmetic is exact, so it equals ours.
+    rows = usage.shape[1]
+    most = [int(m) for m in usage.max(axis=1)] if rows else [0] * len(TOKEN_FIELDS)
+    # Every partial sum and product of every row is at most this (in 10**-scale units).
     bound = max(
         abs(coefs[-1]) + sum(abs(c) * m for c, m in zip(coefs, most, strict=False))
         for coefs in ints
     )
-    if bound >= _CONTEXT_BOUND:
-        return None
     kind: Any = object if bound >= _INT64_BOUND else np.int64
-    band: Ints | None = None
+    band: Ints = np.zeros(rows, dtype=np.int64)
     if len(ints) > 1:
         starts = np.asarray([start for start, _coefs in bands], dtype=np.int64)
         band = np.searchsorted(starts, usage[0], side="left")  # starts < input_tokens
 
-    def column(k: int) -> Ints | int:
+    def column(k: int) -> tuple[Ints | int, npt.NDArray[np.float64], Ints]:
+        """Coefficient k of each row (one int when every band has the same), |it|, its scale."""
         values = [coefs[k] for coefs in ints]
-        if band is None or len(set(values)) == 1:
-            return values[0]
-        return np.asarray(values, dtype=kind)[band]
+        sizes = np.asarray([float(abs(v)) for v in values])[band]
+        own = np.asarray([row[k] for row in scales], dtype=np.int64)[band]
+        if len(set(values)) == 1:
+            return values[0], sizes, own
+        return np.asarray(values, dtype=kind)[band], sizes, own
 
-    fee = column(len(TOKEN_FIELDS))
-    total: Ints = np.zeros(usage.shape[1], dtype=kind) + fee
+    fee, size, row_scale = column(len(TOKEN_FIELDS))
+    total: Ints = np.zeros(rows, dtype=kind) + fee
     for k in range(len(TOKEN_FIELDS)):
-        coef = column(k)
+        coef, coef_size, own = column(k)
+        # FastPricer.cost always adds the input and output terms, the others only
+        # for a nonzero count: a term's scale sets the scale of the Decimal sum.
+        used = own if k < 2 else np.where(usage[k] != 0, own, 0)
+        row_scale = np.maximum(row_scale, used)
         if isinstance(coef, int) and coef == 0:
             continue
         total = total + coef * usage[k].astype(kind)
-    return _Exact(total, scale, bound)
+        size = size + coef_size * usage[k].astype(np.float64)
+    size = size * np.power(10.0, row_scale - scale)  # from 10**-scale to the row's units
+    # Below 10**28 (digits of the coefficient at its scale) the per-event Decimal
+    # arithmetic is exact, so it equals ours; above, it rounds: not covered.
+    return _Exact(total, scale, bound, row_scale, size, size < _CONTEXT_ESTIMATE)
 
 
 def _subset(value: _Exact, part: Ints) -> _Exact:
-    return _Exact(value.values[part], value.scale, value.bound)
+    return _Exact(
+        value.values[part],
+        value.scale,
+        value.bound,
+        value.row_scale[part],
+        value.size[part],
+        value.ok[part],
+    )
 
 
-def _times(value: _Exact, factor: Decimal) -> _Exact | None:
+def _times(value: _Exact, factor: Decimal) -> _Exact:
     integer, scale = _int_of(factor)
     bound = value.bound * abs(integer)
-    if bound >= _CONTEXT_BOUND:
-        return None  # the per-event product would be rounded to 28 digits
-    return _Exact(_widen(value.values, bound) * integer, value.scale + scale, bound)
+    size = value.size * float(abs(integer))
+    ok = value.ok & (size < _CONTEXT_ESTIMATE)  # else the per-event product is rounded
+    values = _widen(value.values, bound) * integer
+    return _Exact(values, value.scale + scale, bound, value.row_scale + scale, size, ok)
 
 
-def _plus(value: _Exact, addend: Decimal) -> _Exact | None:
+def _plus(value: _Exact, addend: Decimal) -> _Exact:
     integer, scale = _int_of(addend)
     common = max(value.scale, scale)
     shift, other = 10 ** (common - value.scale), integer * 10 ** (common - scale)
     bound = value.bound * shift + abs(other)
-    if bound >= _CONTEXT_BOUND:
-        return None  # the per-event sum would be rounded to 28 digits
-    return _Exact(_widen(value.values, bound) * shift + other, common, bound)
+    row_scale = np.maximum(value.row_scale, scale)
+    size = value.size * np.power(10.0, row_scale - value.row_scale) + float(
+        abs(integer)
+    ) * np.power(10.0, row_scale - scale)
+    ok = value.ok & (size < _CONTEXT_ESTIMATE)  # else the per-event sum is rounded
+    values = _widen(value.values, bound) * shift + other
+    return _Exact(values, common, bound, row_scale, size, ok)
 
 
-def _round12(value: _Exact) -> Ints | None:
-    """Half-even to 12 places, as rows.py's quantize(SCALE, COLUMN_CONTEXT); scaled by 10**12.
-
-    None when the column (38 digits) could not hold a row: rows.py raises there.
-    """
+def _round12(value: _Exact) -> tuple[Ints, npt.NDArray[np.bool_]]:
+    """Half-even to 12 places, as rows.py's quantize(SCALE, COLUMN_CONTEXT), scaled by
+    10**12; and ``ok`` without the rows the column (38 digits) cannot hold (rows.py
+    raises there, and the row is dead-lettered)."""
     if value.scale <= _FRACTION:
         factor = 10 ** (_FRACTION - value.scale)
         bound = value.bound * factor
@@ -479,10 +513,11 @@ def _round12(value: _Exact) -> Ints | None:
         half = divisor // 2
         up = (remainder > half) | ((remainder == half) & (quotient % 2 == 1))
         rounded = quotient + up.astype(np.int64)
+    ok = value.ok
     if bound >= _COLUMN_BOUND:
-        return None
+        ok = ok & np.asarray(np.abs(rounded) < _COLUMN_BOUND, dtype=np.bool_)
     result: Ints = rounded
-    return result
+    return result, ok
 
 
 def _words(values: Ints) -> Ints:
