@@ -413,6 +413,38 @@ models:
     assert result.covered.to_pylist() == [False, True]
 
 
+def test_rounding_to_12_places_is_half_even_on_exact_ties() -> None:
+    # 0.0000005 USD per million tokens = 5E-13 per token: n tokens is a tie at 12 places
+    # for every odd n; half-even sends 0.5 to 0, 1.5 to 2, 2.5 to 2, 3.5 to 4 (x 1E-12).
+    book = BookPriceBook(
+        parse_book(
+            load_yaml(
+                """
+models:
+  - provider: tiny
+    model: m
+    prices:
+      - input_mtok: 0.0000005
+rate_cards:
+  half: {markup_pct: 50}
+"""
+            )
+        ),
+        "t",
+    )
+    rows = [
+        Row(_token(provider="tiny", model="m", input_tokens=n), NOV_27_2026, subject)
+        for subject in ("", "half")
+        for n in (1, 3, 5, 7)
+    ]
+    result = _check(book, rows)
+    assert _coverage(result) == 1.0
+    ties = [Decimal(v) * Decimal("1E-12") for v in (0, 2, 2, 4)]
+    assert result.cost_usd.to_pylist() == ties + ties
+    # x 1.5: 0.75, 2.25, 3.75, 5.25 -> 1, 2, 4, 5 (no ties: half-even and half-up agree)
+    assert result.price_usd.to_pylist()[4:] == [Decimal(v) * Decimal("1E-12") for v in (1, 2, 4, 5)]
+
+
 # --- 20k bench events -------------------------------------------------------------------
 
 
