@@ -75,6 +75,9 @@ _CONTEXT_BOUND = 10**28
 # terms, each within ~2**-52 relative of the exact one, so a 1e-9 margin keeps an
 # estimate just under the bound from hiding a true size just over it.
 _CONTEXT_ESTIMATE = 1e28 * (1 - 1e-9)
+# Below this group bound the rows' own sizes are not worked out: 12 more digits of a
+# markup x discount x fee still leave them under 28 digits (_times / _plus check).
+_SIZES_FROM = 10**16
 # decimal128(38, 12): rows.py's quantize raises (the row is dead-lettered) past it.
 _COLUMN_BOUND = 10**38
 _FRACTION = 12  # digits after the point in the cost and price columns
@@ -110,8 +113,8 @@ class _Exact:
     values: Ints
     scale: int
     bound: int
-    row_scale: Ints
-    size: npt.NDArray[np.float64]
+    row_scale: Ints | None  # None: ``bound`` alone proves every row exact
+    size: npt.NDArray[np.float64] | None
     ok: npt.NDArray[np.bool_]
 
 
@@ -305,17 +308,29 @@ def _price_entry(
     cards: _RowCards,
     out: _Out,
 ) -> None:
-    """One (provider, model, tier): its rows split by price segment, in time order."""
+    """One (provider, model, tier): its rows split by price segment.
+
+    The segment of the latest row first: it holds the live traffic, found with one
+    pass and no sort; then the rest (late events, the other side of a day boundary
+    or price change: few rows) in time order.
+    """
+    # The engine's own segment resolution (book period, catalog day, time-of-day
+    # cuts): the same code the per-event path runs, so the same prices and label.
+    at = times[rows]
+    book._move(entry, int(at.max()))
+    inside = (at >= entry.start) & (at < entry.end)
+    if not inside.any():
+        return  # a segment that does not hold its own time: leave the rows uncovered
+    _price_segment(book, entry, rows[inside], counts, cards, out)
+    rows = rows[~inside]
     rows = rows[np.argsort(times[rows], kind="stable")]
     at = times[rows]
     pos = 0
     while pos < len(rows):
-        # The engine's own segment resolution (book period, catalog day, time-of-day
-        # cuts): the same code the per-event path runs, so the same prices and label.
         book._move(entry, int(at[pos]))
         end = int(np.searchsorted(at, entry.end, side="left"))
         if not entry.start <= at[pos] < entry.end or end <= pos:
-            return  # a segment that does not hold its own time: leave the rest uncovered
+            return  # as above
         _price_segment(book, entry, rows[pos:end], counts, cards, out)
         pos = end
 
@@ -411,17 +426,47 @@ def _widen(values: Ints, bound: int) -> Ints:
     return values
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A FastPricer's prices as integers of one scale, per band (base first), built once."""
+
+    scale: int
+    starts: Ints  # band thresholds, ascending; band b > 0 is starts[b - 1]
+    ints: tuple[tuple[int, ...], ...]  # [band][k]: price k x 10**scale, k = 8 is per request
+    scales: tuple[tuple[int, ...], ...]  # [band][k]: the price's own scale
+
+
+# id(pricer) -> (pricer, prepared). The book keeps its pricers for its lifetime, and
+# holding the pricer here keeps its id from being reused by another object.
+_PREPARED: dict[int, tuple[FastPricer, _Prepared]] = {}
+
+
+def _prepared(pricer: FastPricer) -> _Prepared:
+    cached = _PREPARED.get(id(pricer))
+    if cached is not None and cached[0] is pricer:
+        return cached[1]
+    bands = sorted(pricer.bands, key=lambda band: band[0])
+    table = [pricer.base, *(coefs for _start, coefs in bands)]
+    scales = tuple(tuple(_int_of(c)[1] for c in coefs) for coefs in table)
+    scale = max(max(row) for row in scales)
+    prepared = _Prepared(
+        scale=scale,
+        starts=np.asarray([start for start, _coefs in bands], dtype=np.int64),
+        ints=tuple(tuple(_scaled(c, scale) for c in coefs) for coefs in table),
+        scales=scales,
+    )
+    _PREPARED[id(pricer)] = (pricer, prepared)
+    return prepared
+
+
 def _linear(pricer: FastPricer, usage: Ints) -> _Exact:
     """FastPricer.cost of every column of ``usage`` (8 x rows), exact.
 
     Band by input tokens: the highest ``start`` below the row's input tokens, else
     the base prices (FastPricer.cost's rule, ``input_tokens > start``).
     """
-    bands = sorted(pricer.bands, key=lambda band: band[0])
-    table = [pricer.base, *(coefs for _start, coefs in bands)]
-    scales = [[_int_of(c)[1] for c in coefs] for coefs in table]
-    scale = max(max(row) for row in scales)
-    ints = [[_scaled(c, scale) for c in coefs] for coefs in table]
+    prep = _prepared(pricer)
+    ints = prep.ints
     rows = usage.shape[1]
     most = [int(m) for m in usage.max(axis=1)] if rows else [0] * len(TOKEN_FIELDS)
     # Every partial sum and product of every row is at most this (in 10**-scale units).
@@ -430,36 +475,50 @@ def _linear(pricer: FastPricer, usage: Ints) -> _Exact:
         for coefs in ints
     )
     kind: Any = object if bound >= _INT64_BOUND else np.int64
-    band: Ints = np.zeros(rows, dtype=np.int64)
+    band: Ints | None = None
     if len(ints) > 1:
-        starts = np.asarray([start for start, _coefs in bands], dtype=np.int64)
-        band = np.searchsorted(starts, usage[0], side="left")  # starts < input_tokens
+        band = np.searchsorted(prep.starts, usage[0], side="left")  # starts < input_tokens
 
-    def column(k: int) -> tuple[Ints | int, npt.NDArray[np.float64], Ints]:
-        """Coefficient k of each row (one int when every band has the same), |it|, its scale."""
+    def column(k: int) -> Ints | int:
+        """Price k of each row: one int when every band has the same."""
         values = [coefs[k] for coefs in ints]
-        sizes = np.asarray([float(abs(v)) for v in values])[band]
-        own = np.asarray([row[k] for row in scales], dtype=np.int64)[band]
-        if len(set(values)) == 1:
-            return values[0], sizes, own
-        return np.asarray(values, dtype=kind)[band], sizes, own
+        if band is None or len(set(values)) == 1:
+            return values[0]
+        return np.asarray(values, dtype=kind)[band]
 
-    fee, size, row_scale = column(len(TOKEN_FIELDS))
-    total: Ints = np.zeros(rows, dtype=kind) + fee
+    total: Ints = np.zeros(rows, dtype=kind) + column(len(TOKEN_FIELDS))
     for k in range(len(TOKEN_FIELDS)):
-        coef, coef_size, own = column(k)
-        # FastPricer.cost always adds the input and output terms, the others only
-        # for a nonzero count: a term's scale sets the scale of the Decimal sum.
-        used = own if k < 2 else np.where(usage[k] != 0, own, 0)
-        row_scale = np.maximum(row_scale, used)
+        coef = column(k)
         if isinstance(coef, int) and coef == 0:
             continue
         total = total + coef * usage[k].astype(kind)
-        size = size + coef_size * usage[k].astype(np.float64)
-    size = size * np.power(10.0, row_scale - scale)  # from 10**-scale to the row's units
+    if bound < _SIZES_FROM:
+        # Every row's coefficients are below the bound, far from 28 digits: all exact,
+        # and a markup, discount and fee (_times, _plus) cannot bring them there.
+        return _Exact(total, prep.scale, bound, None, None, np.ones(rows, dtype=np.bool_))
+    row_scale, size = _sizes(prep, usage, band)
     # Below 10**28 (digits of the coefficient at its scale) the per-event Decimal
     # arithmetic is exact, so it equals ours; above, it rounds: not covered.
-    return _Exact(total, scale, bound, row_scale, size, size < _CONTEXT_ESTIMATE)
+    return _Exact(total, prep.scale, bound, row_scale, size, size < _CONTEXT_ESTIMATE)
+
+
+def _sizes(prep: _Prepared, usage: Ints, band: Ints | None) -> tuple[Ints, npt.NDArray[np.float64]]:
+    """Per row: the scale of its per-event Decimal, and its intermediates' coefficients."""
+    rows = usage.shape[1]
+    which = band if band is not None else np.zeros(rows, dtype=np.int64)
+
+    def column(k: int) -> tuple[npt.NDArray[np.float64], Ints]:
+        sizes = np.asarray([float(abs(coefs[k])) for coefs in prep.ints])[which]
+        return sizes, np.asarray([row[k] for row in prep.scales], dtype=np.int64)[which]
+
+    size, row_scale = column(len(TOKEN_FIELDS))
+    for k in range(len(TOKEN_FIELDS)):
+        coef_size, own = column(k)
+        # FastPricer.cost always adds the input and output terms, the others only
+        # for a nonzero count: a term's scale sets the scale of the Decimal sum.
+        row_scale = np.maximum(row_scale, own if k < 2 else np.where(usage[k] != 0, own, 0))
+        size = size + coef_size * usage[k].astype(np.float64)
+    return row_scale, size * np.power(10.0, row_scale - prep.scale)  # in the row's units
 
 
 def _subset(value: _Exact, part: Ints) -> _Exact:
@@ -467,8 +526,8 @@ def _subset(value: _Exact, part: Ints) -> _Exact:
         value.values[part],
         value.scale,
         value.bound,
-        value.row_scale[part],
-        value.size[part],
+        None if value.row_scale is None else value.row_scale[part],
+        None if value.size is None else value.size[part],
         value.ok[part],
     )
 
@@ -476,9 +535,14 @@ def _subset(value: _Exact, part: Ints) -> _Exact:
 def _times(value: _Exact, factor: Decimal) -> _Exact:
     integer, scale = _int_of(factor)
     bound = value.bound * abs(integer)
+    values = _widen(value.values, bound) * integer
+    if value.size is None or value.row_scale is None:
+        # No row sizes (the bound was small): still exact below 28 digits; past them
+        # (a factor of 10**12 digits: not a real card) nothing is covered.
+        ok = value.ok if bound < _CONTEXT_BOUND else value.ok & False
+        return _Exact(values, value.scale + scale, bound, None, None, ok)
     size = value.size * float(abs(integer))
     ok = value.ok & (size < _CONTEXT_ESTIMATE)  # else the per-event product is rounded
-    values = _widen(value.values, bound) * integer
     return _Exact(values, value.scale + scale, bound, value.row_scale + scale, size, ok)
 
 
@@ -487,12 +551,15 @@ def _plus(value: _Exact, addend: Decimal) -> _Exact:
     common = max(value.scale, scale)
     shift, other = 10 ** (common - value.scale), integer * 10 ** (common - scale)
     bound = value.bound * shift + abs(other)
+    values = _widen(value.values, bound) * shift + other
+    if value.size is None or value.row_scale is None:
+        ok = value.ok if bound < _CONTEXT_BOUND else value.ok & False  # as in _times
+        return _Exact(values, common, bound, None, None, ok)
     row_scale = np.maximum(value.row_scale, scale)
     size = value.size * np.power(10.0, row_scale - value.row_scale) + float(
         abs(integer)
     ) * np.power(10.0, row_scale - scale)
     ok = value.ok & (size < _CONTEXT_ESTIMATE)  # else the per-event sum is rounded
-    values = _widen(value.values, bound) * shift + other
     return _Exact(values, common, bound, row_scale, size, ok)
 
 
