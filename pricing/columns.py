@@ -258,44 +258,56 @@ def _lists(lists: pa.ChunkedArray) -> Iterator[Ints]:
 
 
 class _RowCards:
-    """Each row's rate card (index into ``cards``, -1 = none) and feature code."""
+    """Each row's rate card (index into ``cards``, -1 = none) and, where a rule of
+    that card filters on it, its feature (a code into ``features``)."""
 
     def __init__(self, book: BookPriceBook, columns: Mapping[str, pa.Array]) -> None:
         self.cards: list[Card] = []
         self.any = bool(book._cards) or book._default_card is not None
         self.card_of_row: Ints = np.zeros(0, dtype=np.int64)
-        self.features: list[str] = [""]
+        self.features: list[str] = []
         self.feature_of_row: Ints | None = None
+        self.by_feature: Ints = np.zeros(1, dtype=np.bool_)
         if not self.any:
             return
         subjects = pc.dictionary_encode(columns["subject"])
         ids: list[int] = []
         for subject in subjects.dictionary.to_pylist():
             card = book._cards.get(subject, book._default_card)
-            if card is None:
-                ids.append(-1)
-                continue
-            if card not in self.cards:
+            found = next((i for i, c in enumerate(self.cards) if c is card), None)
+            if card is not None and found is None:
+                found = len(self.cards)
                 self.cards.append(card)
-            ids.append(self.cards.index(card))
+            ids.append(-1 if found is None else found)
         self.card_of_row = np.asarray(ids, dtype=np.int64)[_ints(subjects.indices.cast(pa.int64()))]
+        # Per card, then False for "no card" (index -1 reads the last element).
+        self.by_feature = np.asarray(
+            [any(rule.feature for rule in card.rules) for card in self.cards] + [False]
+        )
         if "feature" in columns:
             features = pc.dictionary_encode(columns["feature"])
             self.features = features.dictionary.to_pylist()
             self.feature_of_row = _ints(features.indices.cast(pa.int64()))
 
     def groups(self, rows: Ints) -> Iterator[tuple[Card | None, str | None, Ints]]:
-        """(card, feature, positions in ``rows``) per distinct pair; feature None = unknown."""
+        """(card, feature, positions in ``rows``) per distinct pair. The feature is ""
+        for a card with no rule on it (one group, whatever the feature), None when
+        a rule filters on it and there is no ``feature`` column."""
         cards = self.card_of_row[rows]
-        features = (
-            self.feature_of_row[rows] if self.feature_of_row is not None else np.zeros_like(cards)
-        )
-        keys = cards * (len(self.features) + 1) + features
+        none = len(self.features)  # the code of "feature irrelevant or unknown"
+        features = np.full(len(rows), none, dtype=np.int64)
+        if self.feature_of_row is not None:
+            features = np.where(self.by_feature[cards], self.feature_of_row[rows], none)
+        keys = cards * (none + 1) + features
         distinct, inverse = np.unique(keys, return_inverse=True)
         for index, key in enumerate(distinct.tolist()):
-            card_id, feature_id = divmod(key, len(self.features) + 1)
+            card_id, feature_id = divmod(key, none + 1)  # card -1: divmod floors
             card = self.cards[card_id] if card_id >= 0 else None
-            feature = self.features[feature_id] if self.feature_of_row is not None else None
+            feature: str | None = ""
+            if feature_id < none:
+                feature = self.features[feature_id]
+            elif card is not None and self.by_feature[card_id]:
+                feature = None
             yield card, feature, np.flatnonzero(inverse == index)
 
 
@@ -374,9 +386,7 @@ def _card_price(
     """The customer price of rows sharing (card, feature), rounded, and which rows
     are exact; None = none covered."""
     if feature is None:
-        if any(rule.feature for rule in card.rules):
-            return None  # the rule depends on a feature we were not given
-        feature = ""
+        return None  # a rule of the card filters on the feature, which we were not given
     rule = card.rule_for(entry.names, feature)
     if rule is None or not rule.token_prices:
         # Card.marked_up: (list price x markup) x discount + fee.
