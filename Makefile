@@ -8,18 +8,36 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
+# The native token decoder (native/, Rust) is built by the editable install with cargo;
+# rustup puts cargo in ~/.cargo/bin, which a CI shell may not have on its PATH.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+NATIVE := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 
 .PHONY: setup run test lint typecheck pytest deploy-check kafka-up kafka-down schemas clean
 
 setup: $(STAMP)
 
-# Re-install only when the lock or the project metadata changed.
-$(STAMP): requirements.lock pyproject.toml
+# Re-install only when the lock, the project metadata or the native decoder changed.
+$(STAMP): requirements.lock pyproject.toml $(NATIVE)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meterline needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync --python $(BIN)/python --require-hashes requirements.lock
+	@# The editable install builds the extension in place: drop the last one first, so a
+	@# build that fails (or has no cargo) cannot leave a stale module importable.
+	rm -f meterline_native*.so
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@# The extension is optional for `pip install meterline` (the emitter SDK), never for
+	@# dev and CI: its differential test and the processor's fast path need it.
+	@$(BIN)/python -c 'import meterline_native' 2>/dev/null || { \
+		echo "meterline_native did not import: rebuilding it (uv may have reused a build made without cargo)"; \
+		$(BIN)/uv pip install --python $(BIN)/python --no-deps --reinstall-package meterline -e . \
+			&& $(BIN)/python -c 'import meterline_native'; } || { \
+		echo "!!!!!!!! meterline_native (the native token decoder, native/) did not build."; \
+		echo "!!!!!!!! Install Rust's cargo (https://rustup.rs; make also looks in ~/.cargo/bin),"; \
+		echo "!!!!!!!! then run make setup again. The build's own errors:"; \
+		echo "!!!!!!!!   $(BIN)/uv pip install -v --python $(BIN)/python --no-deps --reinstall-package meterline -e ."; \
+		exit 1; }
 	touch $(STAMP)
 
 run: setup
