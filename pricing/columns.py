@@ -123,8 +123,10 @@ class _Out:
 
     def __init__(self, n: int) -> None:
         self.covered = np.zeros(n, dtype=np.bool_)
-        self.cost = np.zeros((n, 2), dtype=np.int64)  # decimal128: low, high 64-bit words
-        self.price = np.zeros((n, 2), dtype=np.int64)
+        # decimal128 as Arrow lays it out: low, high 64-bit words, little-endian ("<i8"
+        # on any machine: a big-endian word order would store other amounts).
+        self.cost = np.zeros((n, 2), dtype="<i8")
+        self.price = np.zeros((n, 2), dtype="<i8")
         self.priced = np.zeros(n, dtype=np.int64)
         self.label = np.zeros(n, dtype=np.int32)
         self.labels: dict[str, int] = {"": 0}
@@ -170,8 +172,7 @@ def price_token_columns(book: PriceBook, columns: Mapping[str, pa.Array]) -> Col
     assert isinstance(book, BookPriceBook)  # _plain checked the methods are the engine's
     counts = np.stack([_ints(columns[name]) for name in TOKEN_FIELDS])
     times = _ints(columns["time"])
-    # Counts the per-event model would refuse never reach book.price: not ours to price.
-    in_range: Ints = np.asarray(((counts >= 0) & (counts <= MAX_TOKENS)).all(axis=0))
+    in_range = _valid_usage(counts)
     cards = _RowCards(book, columns)
     table = pa.table(
         {
@@ -224,6 +225,22 @@ def _check(columns: Mapping[str, pa.Array]) -> int:
     if len(lengths) > 1:
         raise ValueError(f"price_token_columns: columns of different lengths {sorted(lengths)}")
     return lengths.pop()
+
+
+def _valid_usage(counts: Ints) -> Ints:
+    """Rows TokenUsage would accept: counts in 0..MAX_TOKENS, parts within their totals.
+
+    The decoder refuses the others; a row that slipped through never reaches book.price
+    on the per-event path (a dead letter there), so it is not ours to price.
+    """
+    inside = ((counts >= 0) & (counts <= MAX_TOKENS)).all(axis=0)
+    field = {name: counts[k] for k, name in enumerate(TOKEN_FIELDS)}
+    cached = field["cache_read_tokens"] + field["cache_write_tokens"]
+    cached = cached + field["cache_write_1h_tokens"] + field["input_audio_tokens"]
+    produced = field["reasoning_tokens"] + field["output_audio_tokens"]
+    parts = (cached <= field["input_tokens"]) & (produced <= field["output_tokens"])
+    result: Ints = np.asarray(inside & parts)
+    return result
 
 
 def _plain(book: PriceBook) -> bool:

@@ -495,6 +495,18 @@ def test_a_missing_or_mistyped_column_is_a_clear_error() -> None:
         price_token_columns(CatalogPriceBook(), columns)
 
 
+def test_counts_the_usage_model_refuses_are_not_covered() -> None:
+    # The decoder refuses these; should one slip through, the per-event path would
+    # dead-letter it (TokenUsage validation), so it must not be priced here.
+    rows = [Row(_token(provider="openai", model="gpt-4o", input_tokens=10), NOV_27_2026)] * 5
+    columns = _columns(rows)
+    columns["cache_read_tokens"] = pa.array([0, 11, 0, 0, 0], pa.int64())
+    columns["reasoning_tokens"] = pa.array([0, 0, 1, 0, 0], pa.int64())  # output is 0
+    columns["output_tokens"] = pa.array([0, 0, 0, -1, MAX_TOKENS + 1], pa.int64())
+    result = price_token_columns(CatalogPriceBook(), columns)
+    assert result.covered.to_pylist() == [True, False, False, False, False]
+
+
 def test_a_book_that_prices_tokens_its_own_way_is_not_covered() -> None:
     class Doubled(Engine):
         def price(self, event_type: str, usage: Any, time_ms: int, subject: str = "") -> Any:
@@ -514,3 +526,60 @@ def test_a_rule_on_feature_without_the_feature_column_is_not_covered() -> None:
     result = price_token_columns(_card_book(), columns)
     # acme's card has rules on feature: unknown without it; beta's has none.
     assert result.covered.to_pylist() == [False, True]
+
+
+# --- the native decoder's own columns, end to end -------------------------------------
+
+
+def test_the_native_decoders_columns_price_as_the_per_event_path_does() -> None:
+    """Bench records (plus service tiers and failed calls) through decode_columns, with
+    service_tier built from the batch's combinations (the decoder has no such column),
+    against decode_slow + the per-event path on the same records."""
+    import orjson
+
+    from bench.data import encode
+    from processor.decode import Decoded, decode_slow
+    from schemas.native_decode import AVAILABLE, WHY_UNAVAILABLE, decode_columns
+    from tests.schemas.test_fast_decode_differential import record
+
+    assert AVAILABLE, WHY_UNAVAILABLE  # never a skip: a missing decoder must fail here
+    rnd = random.Random(9)
+    events = EventStream(seed=4, now_ms=NOV_27_2026 + 300_000).take(5_000)
+    for event in events:
+        if event["type"] == TOKENS and rnd.random() < 0.2:
+            event["data"]["service_tier"] = rnd.choice(["batch", "priority", "flex"])
+        if event["type"] == TOKENS and rnd.random() < 0.05:
+            event["data"] = {**event["data"], "status": "error", "input_tokens": 0}
+            event["data"].update(output_tokens=0, cache_read_tokens=0, reasoning_tokens=0)
+    values = [v for _, v in encode(events)]
+    batch = decode_columns(values)
+    assert len(batch.accepted) > 4_000
+    columns = dict(batch.columns)
+    tiers = pa.array([combo[6] for combo in batch.combos], pa.string())
+    columns["service_tier"] = tiers.take(batch.combo)
+    book = _card_book()
+    result = price_token_columns(book, columns)
+    assert _coverage(result) == 1.0
+    rows = []
+    for index in batch.accepted.to_pylist():
+        decoded = decode_slow(record(values[index]), "acme")
+        assert isinstance(decoded, Decoded) and type(decoded.usage) is TokenUsage
+        rows.append(Row(decoded.usage, decoded.time_ms, decoded.envelope.subject or ""))
+    assert {r.usage.service_tier for r in rows} == {"", "batch", "priority", "flex"}
+    assert any(r.usage.status == "error" for r in rows)
+    for i, row in enumerate(rows):
+        expected = _reference(book, row)
+        got = (
+            result.cost_usd[i].as_py(),
+            result.price_usd[i].as_py(),
+            result.priced[i].as_py(),
+            result.matched_model[i].as_py(),
+            result.price_source[i].as_py(),
+        )
+        assert got == (
+            expected.cost,
+            expected.price,
+            expected.priced,
+            expected.matched_model,
+            expected.source,
+        ), (i, orjson.loads(values[batch.accepted[i].as_py()]))
