@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -26,10 +25,10 @@ from pricing import BookPriceBook, CatalogPriceBook
 from pricing._yaml import load_yaml
 from pricing.book import parse_book
 from pricing.columns import price_token_columns
+from processor.rows import COLUMN_CONTEXT, SCALE
 from schemas.usage import TOKEN_FIELDS, EventType, TokenUsage
 
 TOKENS = EventType.TOKENS.value
-SCALE = Decimal("1e-12")
 NOW_MS = 1_795_737_900_000  # 2026-11-27T00:05Z: ~1% late events reach back 7 days
 
 
@@ -84,8 +83,9 @@ def main(n: int) -> None:
         def per_event_rounded(book: BookPriceBook = book) -> None:
             for usage, when, subject in events:
                 p = book.per_call.adjust("t", usage, book.price(TOKENS, usage, when, subject))
-                cost = p.cost_usd.quantize(SCALE)
-                _ = cost if p.price_usd is p.cost_usd else p.price_usd.quantize(SCALE)
+                cost = p.cost_usd.quantize(SCALE, context=COLUMN_CONTEXT)
+                if p.price_usd is not p.cost_usd:
+                    p.price_usd.quantize(SCALE, context=COLUMN_CONTEXT)
 
         def columnar(book: BookPriceBook = book) -> None:
             price_token_columns(book, columns)

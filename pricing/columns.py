@@ -463,15 +463,19 @@ class _Prepared:
     scales: tuple[tuple[int, ...], ...]  # [band][k]: the price's own scale
 
 
-# id(pricer) -> (pricer, prepared). The book keeps its pricers for its lifetime, and
-# holding the pricer here keeps its id from being reused by another object.
-_PREPARED: dict[int, tuple[FastPricer, _Prepared]] = {}
+# repr((base, bands)) -> prepared: keyed by the prices as written, as the book keys its
+# pricers (by repr), so no pricer is kept alive here. Not by Decimal equality: 1.0 and
+# 1.00 are equal but give the per-event result another scale, which the 28-digit check
+# reads. Cleared when large (a rebuilt book's new prices).
+_PREPARED: dict[str, _Prepared] = {}
+_PREPARED_MAX = 4096
 
 
 def _prepared(pricer: FastPricer) -> _Prepared:
-    cached = _PREPARED.get(id(pricer))
-    if cached is not None and cached[0] is pricer:
-        return cached[1]
+    key = repr((pricer.base, pricer.bands))
+    cached = _PREPARED.get(key)
+    if cached is not None:
+        return cached
     bands = sorted(pricer.bands, key=lambda band: band[0])
     table = [pricer.base, *(coefs for _start, coefs in bands)]
     scales = tuple(tuple(_int_of(c)[1] for c in coefs) for coefs in table)
@@ -482,7 +486,9 @@ def _prepared(pricer: FastPricer) -> _Prepared:
         ints=tuple(tuple(_scaled(c, scale) for c in coefs) for coefs in table),
         scales=scales,
     )
-    _PREPARED[id(pricer)] = (pricer, prepared)
+    if len(_PREPARED) >= _PREPARED_MAX:
+        _PREPARED.clear()
+    _PREPARED[key] = prepared
     return prepared
 
 
