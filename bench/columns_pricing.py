@@ -83,7 +83,7 @@ def main(n: int) -> None:
         def per_event_rounded(book: BookPriceBook = book) -> None:
             for usage, when, subject in events:
                 p = book.per_call.adjust("t", usage, book.price(TOKENS, usage, when, subject))
-                cost = p.cost_usd.quantize(SCALE, context=COLUMN_CONTEXT)
+                p.cost_usd.quantize(SCALE, context=COLUMN_CONTEXT)
                 if p.price_usd is not p.cost_usd:
                     p.price_usd.quantize(SCALE, context=COLUMN_CONTEXT)
 
