@@ -245,6 +245,13 @@ def _processor(
         )
     )
     _check_totals(report, truth, ours, events)
+    if not ours.get("native"):
+        # The default run must measure the default path; without the decoder the
+        # numbers would be the per-record path's under the column path's name.
+        report.problems.append(
+            "processor: token events took the per-record path: the native decoder is not "
+            "built (make setup builds it) or METERLINE_PROCESSOR_NATIVE is false"
+        )
     _cpu_rows(report, ours, bare)
     say("meterline processor, pipelined (METERLINE_PROCESSOR_PIPELINE=true) ...")
     piped = _role(
@@ -267,6 +274,30 @@ def _processor(
             piped["events"] / piped["seconds"],
             "events/s",
             "one thread (default)",
+            rate,
+        )
+    )
+    say("meterline processor, per-record path (METERLINE_PROCESSOR_NATIVE=false) ...")
+    slow = _role(
+        "processor",
+        {
+            **common,
+            "group": f"bench-slow-{run_id}",
+            "data_dir": str(work / "slow"),
+            "native": False,
+        },
+    )
+    _check_totals(report, truth, slow, events, "processor, per-record path")
+    # The column path's gain (processor/token_columns.py), in the same run.
+    report.rows.append(
+        Row(
+            "processor",
+            "per-record path, no column path (METERLINE_PROCESSOR_NATIVE=false, "
+            f"CPU {slow['cpu_s'] / slow['events'] * 1e6:.1f} µs/event, "
+            f"peak {slow['peak_rss_mib']:.0f} MiB)",
+            slow["events"] / slow["seconds"],
+            "events/s",
+            "column path (default)",
             rate,
         )
     )

@@ -131,6 +131,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         consumer_group=args["group"],
         data_dir=Path(args["data_dir"]),
         processor_pipeline=args.get("pipeline", False),
+        processor_native=args.get("native", True),
     )
     runtime.ensure_topics(settings)
     engine = runtime.build_engine(settings)
@@ -176,6 +177,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "rss_after_mib": rss_after,
         "totals": stored,
+        "native": worker.native,
         **cpu,
     }
 

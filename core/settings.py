@@ -225,6 +225,12 @@ class Settings(BaseSettings):
         "while the next batch is polled, decoded and priced. Pays only with a core to spare "
         "(docs/benchmarks.md, round 5); off: one thread does all (docs/operations.md).",
     )
+    processor_native: bool = Field(
+        True,
+        description="Decode, price and build token events as Arrow columns with the native "
+        "decoder (Rust, built by `make setup`); off, or when it was not built, every record "
+        "takes the per-record Python path: the same rows at about twice the CPU.",
+    )
     dedupe_horizon_days: int = Field(
         35,
         ge=1,

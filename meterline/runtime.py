@@ -202,6 +202,7 @@ def build_processor(
         attempts=Attempts(settings.data_dir / "processor-attempts.sqlite3"),
         mappings=mappings if mappings is not None else build_mappings(settings),
         pipelined=settings.processor_pipeline,
+        native=settings.processor_native,
     )
 
 

@@ -27,15 +27,21 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from core.errors import StoreError, StoreUnavailable
 from core.log.base import Record
 from core.types import EventKey
 from pricing.base import PriceBook
-from processor import metrics
+from pricing.columns import ColumnPrices, price_token_columns
+from processor import metrics, token_columns
 from processor.decode import DeadLetter, Decoded, decode
 from processor.dedupe import Deduplicator
 from processor.rows import EventColumns
+from processor.token_columns import TokenRows
 from schemas.mappings import EventMappings, builtin_mappings
+from schemas.native_decode import AVAILABLE as NATIVE
 from sinks.base import LIVE_EVENTS, Engine, EventTable, billing_run, quote
 from sinks.reader import SqlReader
 
@@ -136,11 +142,6 @@ class Target:
         """The rows in the writer's form (e.g. the Arrow table), built by the caller's thread."""
         return self.writer.encode(columns.columns)
 
-    def insert(self, columns: EventColumns, token: str, encoded: Any = None) -> None:
-        """Insert ``columns``; ``encoded`` is their ``encode``d form when already built."""
-        rows = self.writer.encode(columns.columns) if encoded is None else encoded
-        self.writer.insert_encoded(rows, token)
-
     def probe(self) -> None:
         """Raise ``StoreError`` when the target cannot take rows at all (e.g. its table is gone)."""
         self.sql.query_raw(f"SELECT 1 FROM {self.sql.database}.{self.name} LIMIT 0", "CSV")
@@ -198,24 +199,46 @@ class BatchResult:
 
 
 @dataclass
+class _TokenPart:
+    """The token rows of a batch, priced, as the writer's Arrow table (with their keys)."""
+
+    table: Any
+    keys: list[EventKey]
+    records: list[Record]
+    unpriced: list[int]  # rows priced 0 for want of a price
+
+
+def _take_prices(prices: ColumnPrices, index: pa.Array) -> ColumnPrices:
+    return ColumnPrices(
+        prices.covered.take(index),
+        prices.cost_usd.take(index),
+        prices.price_usd.take(index),
+        prices.priced.take(index),
+        prices.matched_model.take(index),
+        prices.price_source.take(index),
+    )
+
+
+@dataclass
 class Prepared:
     """A batch after ``Pipeline.prepare``: everything but the store's part.
 
-    ``candidates``/``keys`` are the events not yet known to be stored, in batch
-    order; ``columns`` holds the rows of those that priced, ``row_of`` maps each row
-    to its candidate, ``failed`` the pricing/row failures by candidate.
+    ``rows`` are the candidates' rows in the writer's form (``Target.encode``: an
+    Arrow table for chDB), ``row_keys``/``row_records`` their dedupe keys and
+    records in the same order, ``unpriced`` row -> event type. ``lookup`` holds the
+    keys of every candidate (rows and pricing/row failures) for the store lookup,
+    ``failed`` those failures with their keys.
     """
 
     records: Sequence[Record]
     result: BatchResult
     dead: list[DeadLetter]
-    candidates: list[Decoded] = field(default_factory=list)
-    keys: list[EventKey] = field(default_factory=list)
-    failed: dict[int, DeadLetter] = field(default_factory=dict)
-    columns: EventColumns = field(default_factory=EventColumns)
-    row_of: list[int] = field(default_factory=list)
-    unpriced: dict[int, str] = field(default_factory=dict)  # row -> event type
-    encoded: Any = None
+    lookup: list[EventKey] = field(default_factory=list)
+    rows: Any = None
+    row_keys: list[EventKey] = field(default_factory=list)
+    row_records: list[Record] = field(default_factory=list)
+    unpriced: dict[int, str] = field(default_factory=dict)
+    failed: list[tuple[EventKey, DeadLetter]] = field(default_factory=list)
     token: str = ""
 
 
@@ -237,6 +260,7 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         hooks: StepHooks = NO_HOOKS,
         mappings: EventMappings | None = None,
+        native: bool = True,
     ) -> None:
         self._target = target
         # The gateway's event mappings (schemas/mappings.py); the built-ins when none given.
@@ -248,6 +272,16 @@ class Pipeline:
         self._known_tenant = known_tenant
         self._clock = clock
         self._hooks = hooks
+        # Token events as columns (processor/token_columns.py): only where the
+        # decoder was built and the writer takes Arrow rows; else every record
+        # takes the per-record path, with the same results.
+        self._arrow_schema = target.writer.arrow_schema if native and NATIVE else None
+        self._hooked = type(hooks).handling is not NoHooks.handling
+
+    @property
+    def native(self) -> bool:
+        """Whether token events take the column path (processor/token_columns.py)."""
+        return self._arrow_schema is not None
 
     def run(self, records: Sequence[Record], condemned: Sequence[DeadLetter] = ()) -> BatchResult:
         """Steps 1-5 for one batch; ``condemned`` are dead letters decided beforehand."""
@@ -268,68 +302,165 @@ class Pipeline:
         result = BatchResult(records=len(records) + len(condemned))
         spans = offset_spans((*records, *(c.record for c in condemned)))
         result.next_offsets = {partition: last + 1 for partition, (_, last) in spans.items()}
+        batch = Prepared(records, result, list(condemned))
+        dead = batch.dead
 
         # Step 1. Decode and validate; invalid records become dead letters, and
         # so do (live only) events older than the dedupe horizon: we could no
         # longer prove they are not duplicates, and a billing system must not guess.
-        good: list[Decoded] = []
-        dead: list[DeadLetter] = list(condemned)
         # The horizon's edge once per batch, not per event (a clock call each): a
         # batch is decoded in well under a second, against a horizon of days.
         horizon = self._horizon_ms
         oldest_ms = None if horizon is None else int(self._clock() * 1000) - horizon
-        for record in records:
+        tokens: TokenRows | None = None
+        per_record: Sequence[int] = range(len(records))
+        hooked = self._hooked
+        if self._arrow_schema is not None and records:
+            if hooked:  # before the decoder: a hook that raises condemns its record
+                per_record = self._handled(records, dead)
+                hooked = False
+                records_in = [records[i] for i in per_record]
+            else:
+                records_in = list(records)
+            tokens, back = token_columns.split(records_in, self._known_tenant, oldest_ms)
+            if isinstance(per_record, list):  # back to indexes of ``records``
+                back = [per_record[i] for i in back]
+                if tokens is not None:
+                    tokens.at = [per_record[i] for i in tokens.at]
+            per_record = back
+        good: list[tuple[int, Decoded]] = []
+        for index in per_record:
+            record = records[index]
             try:
-                self._hooks.handling(record)
+                if hooked:
+                    self._hooks.handling(record)
                 item = self._admit(decode(record, self._mappings), oldest_ms)
             except Exception as exc:  # the record is the problem, not the process
                 item = failure(record, "decode_failed", exc)
             if isinstance(item, DeadLetter):
                 dead.append(item)
             else:
-                good.append(item)
+                good.append((index, item))
 
         # Step 2, its memory half: duplicates inside the batch and keys this
-        # process stored itself. The store is asked in finish().
-        keys: list[EventKey] = [d.key for d in good]
+        # process stored itself, in batch order (the first occurrence wins). The
+        # store is asked in finish().
+        if tokens is None:
+            owner: list[int] = list(range(len(good)))
+            keys: list[EventKey] = [d.key for _, d in good]
+        else:
+            # Each candidate's owner: j >= 0 is good[j], ~r a token row r.
+            slots: list[int | None] = [None] * len(records)
+            for j, (index, _) in enumerate(good):
+                slots[index] = j
+            for r, index in enumerate(tokens.at):
+                slots[index] = ~r
+            owner = [s for s in slots if s is not None]
+            token_keys = tokens.keys
+            keys = [good[s][1].key if s >= 0 else token_keys[~s] for s in owner]
         unseen, in_batch, cached = self._dedupe.unseen_indexes(keys)
         result.duplicates = in_batch + cached
         result.in_batch_duplicates = in_batch
+        items = [good[owner[u]][1] for u in unseen if owner[u] >= 0]
+        token_part: _TokenPart | None = None
+        if tokens is not None:
+            picked = tokens.take([~owner[u] for u in unseen if owner[u] < 0])
+            token_part, handed_back = self._token_part(picked, records)
+            # Rows whose price the column path does not cover: priced one by one.
+            for index in handed_back:
+                item = self._admit(decode(records[index], self._mappings), oldest_ms)
+                if isinstance(item, DeadLetter):  # only if the two paths disagree
+                    dead.append(item)
+                else:
+                    items.append(item)
 
         # Step 3. Price the candidates and build their rows; a record whose
         # pricing or row raises is a dead letter unless finish() finds it stored.
         now_ms = int(time.time() * 1000)
-        batch = Prepared(records, result, dead)
-        columns = batch.columns
+        columns = EventColumns()
         book = self._price_book
         version = book.version
         per_call = book.per_call
-        for index in unseen:
-            item = good[index]
-            env = item.envelope
-            at = len(batch.candidates)
-            batch.candidates.append(item)
-            batch.keys.append(keys[index])
+        row_items: list[Decoded] = []
+        for item in items:
+            key = item.key
+            batch.lookup.append(key)
             try:
-                priced = book.price(env.type, item.usage, item.time_ms, env.subject or "")
+                priced = book.price(
+                    item.envelope.type, item.usage, item.time_ms, item.envelope.subject or ""
+                )
                 priced = per_call.adjust(item.tenant, item.usage, priced)  # pricing/per_call.py
             except Exception as exc:
-                batch.failed[at] = failure(item.record, "pricing_failed", exc)
+                batch.failed.append((key, failure(item.record, "pricing_failed", exc)))
                 continue
             try:
                 columns.add(item, priced, version, now_ms)  # appends only a complete row
             except Exception as exc:
-                batch.failed[at] = failure(item.record, "row_failed", exc)
+                batch.failed.append((key, failure(item.record, "row_failed", exc)))
                 continue
-            batch.row_of.append(at)
             if not priced.priced:
-                batch.unpriced[len(batch.row_of) - 1] = env.type
-        if len(columns):
+                batch.unpriced[len(row_items)] = item.envelope.type
+            row_items.append(item)
+        batch.row_keys = [i.key for i in row_items]
+        batch.row_records = [i.record for i in row_items]
+        if row_items:
             # The writer's form (an Arrow table) here, not in finish(): building it
             # holds the GIL, and finish() may run beside the next batch's prepare().
-            batch.encoded = self._target.encode(columns)
+            batch.rows = self._target.encode(columns)
+        if token_part is not None:  # after the per-record rows, in batch.rows too
+            first = len(batch.row_keys)
+            batch.lookup.extend(token_part.keys)
+            batch.row_keys.extend(token_part.keys)
+            batch.row_records.extend(token_part.records)
+            for r in token_part.unpriced:
+                batch.unpriced[first + r] = token_columns.TOKENS_TYPE
+            table = token_part.table
+            batch.rows = (
+                table if batch.rows is None else self._target.writer.concat([batch.rows, table])
+            )
         batch.token = self._target.token(records)
         return batch
+
+    def _handled(self, records: Sequence[Record], dead: list[DeadLetter]) -> list[int]:
+        """Indexes of the records the test hook let through; the others are dead letters."""
+        kept = []
+        for index, record in enumerate(records):
+            try:
+                self._hooks.handling(record)
+            except Exception as exc:
+                dead.append(failure(record, "decode_failed", exc))
+                continue
+            kept.append(index)
+        return kept
+
+    def _token_part(
+        self, rows: TokenRows, records: Sequence[Record]
+    ) -> tuple[_TokenPart | None, list[int]]:
+        """The token rows priced over their columns, as the writer's Arrow table, and the
+        record indexes of rows whose pricing the column path does not cover."""
+        if not len(rows):
+            return None, []
+        assert self._arrow_schema is not None
+        try:
+            prices = price_token_columns(self._price_book, rows.columns)
+        except Exception:  # a bug there must not stop the pipeline: price them one by one
+            log.exception("pricing over columns failed: these token events are priced one by one")
+            return None, list(rows.at)
+        covered = prices.covered
+        handed_back: list[int] = []
+        if not pc.all(covered).as_py():
+            handed_back = [rows.at[r] for r in pc.indices_nonzero(pc.invert(covered)).to_pylist()]
+            inside = pc.indices_nonzero(covered).to_pylist()
+            if not inside:
+                return None, handed_back
+            rows = rows.take(inside)
+            prices = _take_prices(prices, pa.array(inside, pa.int64()))
+        now_ms = int(time.time() * 1000)
+        table = token_columns.table(
+            rows, prices, records, self._price_book.version, now_ms, self._arrow_schema
+        )
+        unpriced = pc.indices_nonzero(pc.equal(prices.priced, 0)).to_pylist()
+        return _TokenPart(table, rows.keys, [records[i] for i in rows.at], unpriced), handed_back
 
     def finish(self, batch: Prepared) -> BatchResult:
         """The store's part: the stored-key lookup, dead letters, the INSERT (steps 2-5).
@@ -338,34 +469,32 @@ class Pipeline:
         run on a writer thread. The caller commits offsets only after it returns.
         """
         result = batch.result
-        dead = batch.dead
+        writer = self._target.writer
 
         # Step 2, its store half: keys the target holds (written by a crashed
         # attempt, another member, or a batch this process finished since prepare()).
-        stored = self._dedupe.stored(batch.keys)
+        stored = self._dedupe.stored(batch.lookup)
         result.duplicates += len(stored)
-        columns = batch.columns
-        encoded = batch.encoded
-        row_of = batch.row_of
-        kept_rows: Sequence[int] = range(len(row_of))
+        rows, keys, records, unpriced = (
+            batch.rows,
+            batch.row_keys,
+            batch.row_records,
+            batch.unpriced,
+        )
+        failed = batch.failed
         if stored:
-            keys = batch.keys
-            gone = {at for at, key in enumerate(keys) if key in stored}
-            kept_rows = [r for r, at in enumerate(row_of) if at not in gone]
-            if len(kept_rows) < len(row_of):
-                columns = columns.pick(kept_rows)
-                encoded = None  # rare (re-sends, replays after a crash): encoded again
-            dead = dead + [d for at, d in batch.failed.items() if at not in gone]
-        else:
-            dead = dead + list(batch.failed.values())
-        items = [batch.candidates[row_of[r]] for r in kept_rows]
-        item_keys = [batch.keys[row_of[r]] for r in kept_rows]
-        if batch.unpriced:
-            for r in kept_rows:
-                kind = batch.unpriced.get(r)
-                if kind is not None:
-                    result.unpriced += 1
-                    metrics.EVENTS_UNPRICED.labels(kind).inc()
+            kept = [r for r, key in enumerate(keys) if key not in stored]
+            if len(kept) < len(keys):
+                # Rare (re-sends, replays after a crash): these rows are left out.
+                rows = writer.pick(rows, kept) if kept else None
+                keys = [keys[r] for r in kept]
+                records = [records[r] for r in kept]
+                unpriced = {new: unpriced[old] for new, old in enumerate(kept) if old in unpriced}
+            failed = [(key, letter) for key, letter in failed if key not in stored]
+        dead = batch.dead + [letter for _, letter in failed]
+        for kind in unpriced.values():
+            result.unpriced += 1
+            metrics.EVENTS_UNPRICED.labels(kind).inc()
 
         # Step 4. Dead letters first: once offsets are committed they must be in the DLQ.
         self._publish(dead, result)
@@ -373,30 +502,29 @@ class Pipeline:
         # Step 5. One INSERT; the views derive ids and meters from it. Records the
         # store refuses are found by bisecting and dead-lettered (still before the
         # commit); the rest is written.
-        if items:
+        if keys:
             began = time.perf_counter()
             with self._hooks.around_insert(self._target.sql):
-                refused = self._write(columns, items, batch.token, top=True, encoded=encoded)
+                refused = self._write(rows, records, keys, batch.token, top=True)
             metrics.INSERT_SECONDS.observe(time.perf_counter() - began)
             self._publish(refused, result)
-            stored_items = items
-            result.stored_keys = item_keys
+            stored_records = records
+            result.stored_keys = keys
             if refused:  # rare (a bisected insert): leave the refused records out
                 refused_at = {(r.record.partition, r.record.offset) for r in refused}
-                kept = [
-                    (i, k)
-                    for i, k in zip(items, item_keys, strict=True)
-                    if (i.record.partition, i.record.offset) not in refused_at
+                kept_pairs = [
+                    (rec, key)
+                    for rec, key in zip(records, keys, strict=True)
+                    if (rec.partition, rec.offset) not in refused_at
                 ]
-                stored_items = [i for i, _ in kept]
-                result.stored_keys = [k for _, k in kept]
-            result.stored = len(stored_items)
+                stored_records = [rec for rec, _ in kept_pairs]
+                result.stored_keys = [key for _, key in kept_pairs]
+            result.stored = len(stored_records)
             # A sample of ~100 per batch keeps the delay distribution; one
             # observe() per event cost 5% of the processor's time.
             now_s = time.time()
-            for item in stored_items[:: max(1, len(stored_items) // 100)]:
-                ingested_s = item.record.timestamp_ms / 1000
-                metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - ingested_s))
+            for record in stored_records[:: max(1, len(stored_records) // 100)]:
+                metrics.END_TO_END_SECONDS.observe(max(0.0, now_s - record.timestamp_ms / 1000))
         return result
 
     def remember(self, keys: list[EventKey]) -> None:
@@ -419,12 +547,12 @@ class Pipeline:
 
     def _write(
         self,
-        columns: EventColumns,
-        items: list[Decoded],
+        rows: Any,
+        records: list[Record],
+        keys: list[EventKey],
         token: str,
         *,
         top: bool = False,
-        encoded: Any = None,
     ) -> list[DeadLetter]:
         """Insert; when the store refuses the data, bisect and return the refused records.
 
@@ -433,8 +561,9 @@ class Pipeline:
         against the stored ids), so no row is inserted twice. The halves' tokens
         extend the batch's and stay deterministic for the same batch.
         """
+        writer = self._target.writer
         try:
-            self._target.insert(columns, token, encoded)
+            writer.insert_encoded(rows, token)
             return []
         except StoreUnavailable:
             raise  # an outage, not the data: the caller keeps the batch and retries
@@ -446,14 +575,19 @@ class Pipeline:
                     self._target.probe()
                 except StoreError:
                     raise exc from None
-            if len(items) == 1:
-                log.warning("the store refused %s: %s", items[0].key, exc)
-                return [failure(items[0].record, "rejected_by_store", exc)]
+            if len(records) == 1:
+                log.warning("the store refused %s: %s", keys[0], exc)
+                return [failure(records[0], "rejected_by_store", exc)]
             error = exc
-        half = len(items) // 2
-        refused = self._write(columns.take(0, half), items[:half], f"{token}/a")
-        refused += self._write(columns.take(half, len(items)), items[half:], f"{token}/b")
-        if top and len(refused) == len(items):
+        half = len(records) // 2
+        end = len(records)
+        refused = self._write(
+            writer.slice(rows, 0, half), records[:half], keys[:half], f"{token}/a"
+        )
+        refused += self._write(
+            writer.slice(rows, half, end), records[half:], keys[half:], f"{token}/b"
+        )
+        if top and len(refused) == len(records):
             # Every record refused one by one: the store refuses the table, not the
             # data (e.g. a schema change); dead-lettering the stream would be worse.
             raise error

@@ -138,6 +138,25 @@ class EventWriter(abc.ABC):
         """``insert`` of rows made by ``encode``, with the same guarantees."""
         self.insert(rows, dedup_token)
 
+    # The Arrow schema of ``encode``'s rows when they are an Arrow table, else None.
+    # A writer that has one also takes token rows built straight as Arrow columns
+    # (processor/token_columns.py), concatenated with ``encode``'s.
+    arrow_schema: Any = None
+
+    # ``encode``'s rows, cut: the halves of a refused INSERT, a batch minus its
+    # stored duplicates, two parts made one. By default ``encode``'s columns.
+    def slice(self, rows: Any, start: int, stop: int) -> Any:
+        """Rows ``start:stop``."""
+        return {name: values[start:stop] for name, values in rows.items()}
+
+    def pick(self, rows: Any, indexes: Sequence[int]) -> Any:
+        """These rows, in this order."""
+        return {name: [values[i] for i in indexes] for name, values in rows.items()}
+
+    def concat(self, parts: Sequence[Any]) -> Any:
+        """The rows of every part, in order."""
+        return {name: [v for part in parts for v in part[name]] for name in parts[0]}
+
 
 class KeyLookup(abc.ABC):
     """The dedupe guard's source of truth: which identities a table already holds."""

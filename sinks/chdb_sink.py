@@ -200,8 +200,19 @@ class ChdbWriter(EventWriter):
             f"FROM Python(rows) SETTINGS {_SETTINGS_SQL}, insert_deduplication_token = "
         )
 
+    arrow_schema = _ARROW_SCHEMA
+
     def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
         self.insert_encoded(self.encode(columns), dedup_token)
+
+    def slice(self, rows: pa.Table, start: int, stop: int) -> pa.Table:
+        return rows.slice(start, stop - start)
+
+    def pick(self, rows: pa.Table, indexes: Sequence[int]) -> pa.Table:
+        return rows.take(pa.array(indexes, pa.int64()))
+
+    def concat(self, parts: Sequence[pa.Table]) -> pa.Table:
+        return pa.concat_tables(parts)
 
     def encode(self, columns: Mapping[str, list[Any]]) -> pa.Table:
         # An Arrow table, built column by column in C, is read several times

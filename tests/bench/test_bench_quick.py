@@ -22,10 +22,11 @@ def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> 
     expected = {"pricing", "emitter", "kafka", "processor", "gateway", "end to end", "memory"}
     expected.add("cpu")
     assert expected <= parts
-    # Both processor runs (one thread, pipelined) compared usage_events and
+    # The three processor runs (column path, pipelined, per-record path) compared usage_events and
     # usage_meters with the ground truth.
-    assert sum("every sum exact" in line for line in report.checks) == 4
-    assert sum("calc_price" in line for line in report.checks) == 4
+    assert sum("every sum exact" in line for line in report.checks) == 6
+    assert sum("calc_price" in line for line in report.checks) == 6
+    assert any("per-record path" in row.metric for row in report.rows)
     assert any("pipelined writer" in row.metric for row in report.rows)
     # Latency at half the measured capacity, for each request size.
     assert sum("half load" in row.metric for row in report.rows) == 3
