@@ -120,7 +120,7 @@ class Processor:
         price_book: PriceBook,
         dead_letters: DeadLetterSink,
         *,
-        batch_max_events: int = 20_000,
+        batch_max_events: int = 50_000,
         batch_max_wait_s: float = 0.5,
         dedupe_cache_ids: int = 200_000,
         dedupe_horizon_days: int = 35,
