@@ -368,7 +368,10 @@ class Pipeline:
             token_part, handed_back = self._token_part(picked, records)
             # Rows whose price the column path does not cover: priced one by one.
             for index in handed_back:
-                item = self._admit(decode(records[index], self._mappings), oldest_ms)
+                try:
+                    item = self._admit(decode(records[index], self._mappings), oldest_ms)
+                except Exception as exc:  # as in step 1: the record, not the process
+                    item = failure(records[index], "decode_failed", exc)
                 if isinstance(item, DeadLetter):  # only if the two paths disagree
                     dead.append(item)
                 else:
