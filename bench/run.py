@@ -253,54 +253,47 @@ def _processor(
             "built (make setup builds it) or METERLINE_PROCESSOR_NATIVE is false"
         )
     _cpu_rows(report, ours, bare)
-    say("meterline processor, pipelined (METERLINE_PROCESSOR_PIPELINE=true) ...")
-    piped = _role(
-        "processor",
-        {
-            **common,
-            "group": f"bench-piped-{run_id}",
-            "data_dir": str(work / "piped"),
-            "pipeline": True,
-        },
-    )
-    _check_totals(report, truth, piped, events, "processor, pipelined")
-    # The writer thread's gain (or cost), measured in the same run as the default.
-    report.rows.append(
-        Row(
+    # The same job with one setting changed, beside the default in the same run: the
+    # writer thread's gain (or cost), and the column path's (processor/token_columns.py).
+    for key, name, setting, arg, label in (
+        (
+            "piped",
+            "pipelined",
+            "METERLINE_PROCESSOR_PIPELINE=true",
+            {"pipeline": True},
+            "pipelined writer",
+        ),
+        (
+            "slow",
+            "per-record path",
+            "METERLINE_PROCESSOR_NATIVE=false",
+            {"native": False},
+            "per-record path, no column path",
+        ),
+    ):
+        say(f"meterline processor, {name} ({setting}) ...")
+        other = _role(
             "processor",
-            "pipelined writer (METERLINE_PROCESSOR_PIPELINE=true, "
-            f"CPU {piped['cpu_s'] / piped['events'] * 1e6:.1f} µs/event, "
-            f"peak {piped['peak_rss_mib']:.0f} MiB)",
-            piped["events"] / piped["seconds"],
-            "events/s",
-            "one thread (default)",
-            rate,
+            {
+                **common,
+                "group": f"bench-{key}-{run_id}",
+                "data_dir": str(work / key),
+                **arg,
+            },
         )
-    )
-    say("meterline processor, per-record path (METERLINE_PROCESSOR_NATIVE=false) ...")
-    slow = _role(
-        "processor",
-        {
-            **common,
-            "group": f"bench-slow-{run_id}",
-            "data_dir": str(work / "slow"),
-            "native": False,
-        },
-    )
-    _check_totals(report, truth, slow, events, "processor, per-record path")
-    # The column path's gain (processor/token_columns.py), in the same run.
-    report.rows.append(
-        Row(
-            "processor",
-            "per-record path, no column path (METERLINE_PROCESSOR_NATIVE=false, "
-            f"CPU {slow['cpu_s'] / slow['events'] * 1e6:.1f} µs/event, "
-            f"peak {slow['peak_rss_mib']:.0f} MiB)",
-            slow["events"] / slow["seconds"],
-            "events/s",
-            "column path (default)",
-            rate,
+        _check_totals(report, truth, other, events, f"processor, {name}")
+        report.rows.append(
+            Row(
+                "processor",
+                f"{label} ({setting}, "
+                f"CPU {other['cpu_s'] / other['events'] * 1e6:.1f} µs/event, "
+                f"peak {other['peak_rss_mib']:.0f} MiB)",
+                other["events"] / other["seconds"],
+                "events/s",
+                "the defaults",
+                rate,
+            )
         )
-    )
     peer_rate = _peer(report, options, common, truth.unique, run_id, say)
     if peer_rate:
         report.rows.append(

@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pricing.base import PriceBook
-from pricing.engine import BookPriceBook, _TokenEntry
+from pricing.engine import BookPriceBook, Segment, _TokenEntry
 from pricing.fast import FastPricer
 from pricing.per_call import PerCall
 from pricing.ratecard import Card
@@ -345,29 +345,31 @@ def _price_entry(
     """
     # The engine's own segment resolution (book period, catalog day, time-of-day
     # cuts): the same code the per-event path runs, so the same prices and label.
+    # Each segment is taken ONCE, as the value _move returns (an immutable Segment):
+    # another worker moving the shared entry meanwhile cannot change it under us.
     at = times[rows]
-    book._move(entry, int(at.max()))
-    inside = (at >= entry.start) & (at < entry.end)
+    segment = book._move(entry, int(at.max()))
+    inside = (at >= segment.start) & (at < segment.end)
     if not inside.any():
         return  # a segment that does not hold its own time: leave the rows uncovered
-    _price_segment(book, entry, rows[inside], counts, cards, out)
+    _price_segment(book, segment, rows[inside], counts, cards, out)
     rows = rows[~inside]
     rows = rows[np.argsort(times[rows], kind="stable")]
     at = times[rows]
     pos = 0
     while pos < len(rows):
-        book._move(entry, int(at[pos]))
-        end = int(np.searchsorted(at, entry.end, side="left"))
-        if not entry.start <= at[pos] < entry.end or end <= pos:
+        segment = book._move(entry, int(at[pos]))
+        end = int(np.searchsorted(at, segment.end, side="left"))
+        if not segment.start <= at[pos] < segment.end or end <= pos:
             return  # as above
-        _price_segment(book, entry, rows[pos:end], counts, cards, out)
+        _price_segment(book, segment, rows[pos:end], counts, cards, out)
         pos = end
 
 
 def _price_segment(
-    book: BookPriceBook, entry: _TokenEntry, rows: Ints, counts: Ints, cards: _RowCards, out: _Out
+    book: BookPriceBook, segment: Segment, rows: Ints, counts: Ints, cards: _RowCards, out: _Out
 ) -> None:
-    pricer = entry.pricer
+    pricer = segment.pricer
     if pricer is None:
         out.unpriced(rows)  # NO_PRICE_YET
         return
@@ -379,22 +381,22 @@ def _price_segment(
     # A negative cost is the book's usage_not_priceable (stored unpriced): left to it.
     ok = stored & np.asarray(cost.values >= 0, dtype=np.bool_)
     if not cards.any:
-        out.money(rows[ok], cost12[ok], cost12[ok], entry.label)
+        out.money(rows[ok], cost12[ok], cost12[ok], segment.label)
         return
     for card, feature, part in cards.groups(rows):
         if card is None:
             price12, keep = cost12[part], ok[part]
         else:
-            priced = _card_price(book, entry, card, feature, _subset(cost, part), usage[:, part])
+            priced = _card_price(book, segment, card, feature, _subset(cost, part), usage[:, part])
             if priced is None:
                 continue
             price12, keep = priced[0], priced[1] & ok[part]
-        out.money(rows[part][keep], cost12[part][keep], price12[keep], entry.label)
+        out.money(rows[part][keep], cost12[part][keep], price12[keep], segment.label)
 
 
 def _card_price(
     book: BookPriceBook,
-    entry: _TokenEntry,
+    segment: Segment,
     card: Card,
     feature: str | None,
     cost: _Exact,
@@ -404,13 +406,14 @@ def _card_price(
     are exact; None = none covered."""
     if feature is None:
         return None  # a rule of the card filters on the feature, which we were not given
-    rule = card.rule_for(entry.names, feature)
+    rule = card.rule_for(segment.names, feature)
     if rule is None or not rule.token_prices:
         # Card.marked_up: (list price x markup) x discount + fee.
         markup = rule.markup if rule is not None and rule.markup is not None else card.markup
         price = _times(cost, markup)
     else:
-        customer = book._card_pricer(card, rule, entry)
+        assert segment.prices is not None  # a pricer comes only with prices
+        customer = book._card_pricer(card, rule, segment.prices)
         if type(customer) is not FastPricer:
             return None
         price = _linear(customer, usage)

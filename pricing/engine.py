@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 from genai_prices.types import ModelPrice
 
@@ -60,32 +61,39 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
+class Segment(NamedTuple):
+    """One price segment of an entry: [start, end) with its prices, resolved once.
+
+    Immutable, and replaced on its entry in ONE assignment (``_move``): the book is
+    shared by the processor's workers, and a reader that took ``entry.segment`` once
+    can never see one period's bounds with another period's pricer. The field-by-field
+    form it replaces let a worker moving the entry to a late event's period change the
+    pricer under another worker's batch: whole batches billed at the wrong period's
+    price (found by review with the column path, whose numpy work releases the GIL).
+    """
+
+    start: int
+    end: int
+    prices: ModelPrice | None
+    pricer: Pricer | None
+    label: str
+    names: tuple[str, ...]  # what rate-card rules may name: event model, match
+
+
+_NO_SEGMENT = Segment(0, 0, None, None, "", ())  # empty: the first event resolves
+
+
 class _TokenEntry:
     """One (provider, model, service tier): its match and its current price segment."""
 
-    __slots__ = (
-        "catalog",
-        "end",
-        "event_model",
-        "label",
-        "match",
-        "names",
-        "periods",
-        "pricer",
-        "prices",
-        "start",
-    )
+    __slots__ = ("catalog", "event_model", "match", "periods", "segment")
 
     def __init__(self, match: Match, service_tier: str, event_model: str) -> None:
         self.match = match
         self.event_model = event_model
         self.periods = _book_periods(match.book, service_tier) if match.book else []
         self.catalog = CatalogTimeline(match.catalog, service_tier) if match.catalog else None
-        self.start = self.end = 0  # empty: the first event resolves
-        self.pricer: Pricer | None = None
-        self.prices: ModelPrice | None = None
-        self.label = ""
-        self.names: tuple[str, ...] = ()  # what rate-card rules may name: event model, match
+        self.segment = _NO_SEGMENT
 
     def resolve(self, time_ms: int) -> tuple[int, int, ModelPrice | None, str]:
         """The price segment containing ``time_ms``: book period, else the catalog."""
@@ -156,13 +164,13 @@ class BookPriceBook(PriceBook):
         )
         if entry is None:
             return None
-        self._move(entry, time_ms)
+        segment = self._move(entry, time_ms)
         return {
-            "matched_model": entry.label or entry.match.label,
+            "matched_model": segment.label or entry.match.label,
             "matched_by": entry.match.how,
-            "in_force": f"{_iso(entry.start)} .. {_iso(entry.end)}",
-            "prices": str(entry.prices) if entry.prices is not None else "none at this time",
-            "path": type(entry.pricer).__name__ if entry.pricer is not None else "-",
+            "in_force": f"{_iso(segment.start)} .. {_iso(segment.end)}",
+            "prices": str(segment.prices) if segment.prices is not None else "none at this time",
+            "path": type(segment.pricer).__name__ if segment.pricer is not None else "-",
             "price_book": self.version,
         }
 
@@ -177,9 +185,10 @@ class BookPriceBook(PriceBook):
             entry = self._entry(key)
             if entry is None:
                 return UNKNOWN_MODEL
-        if not entry.start <= time_ms < entry.end:
-            self._move(entry, time_ms)
-        pricer = entry.pricer
+        segment = entry.segment  # once: see Segment
+        if not segment.start <= time_ms < segment.end:
+            segment = self._move(entry, time_ms)
+        pricer = segment.pricer
         if pricer is None:
             return NO_PRICE_YET
         try:
@@ -190,12 +199,13 @@ class BookPriceBook(PriceBook):
             return BAD_USAGE  # impossible with validated usage; never store negative money
         card = self._cards.get(subject, self._default_card)
         if card is None:
-            return Priced(cost, cost, True, entry.label)
-        rule = card.rule_for(entry.names, usage.feature)
+            return Priced(cost, cost, True, segment.label)
+        rule = card.rule_for(segment.names, usage.feature)
         if rule is None or not rule.token_prices:
-            return Priced(cost, card.marked_up(cost, rule), True, entry.label)
-        customer = self._card_pricer(card, rule, entry).cost(usage)
-        return Priced(cost, card.finish(customer), True, entry.label)
+            return Priced(cost, card.marked_up(cost, rule), True, segment.label)
+        assert segment.prices is not None  # a pricer comes only with prices
+        customer = self._card_pricer(card, rule, segment.prices).cost(usage)
+        return Priced(cost, card.finish(customer), True, segment.label)
 
     def _entry(self, key: tuple[str, str, str]) -> _TokenEntry | None:
         match = self._matcher.match(key[0], key[1])
@@ -203,14 +213,18 @@ class BookPriceBook(PriceBook):
         self._tokens[key] = entry
         return entry
 
-    def _move(self, entry: _TokenEntry, time_ms: int) -> None:
+    def _move(self, entry: _TokenEntry, time_ms: int) -> Segment:
+        """The segment holding ``time_ms``, made the entry's current one (one assignment)."""
         start, end, prices, label = entry.resolve(time_ms)
-        entry.start, entry.end, entry.prices, entry.label = start, end, prices, label
-        entry.pricer = None if prices is None else self._pricer(prices)
+        pricer = None if prices is None else self._pricer(prices)
         # A rate-card rule may name the model as the event did, as "provider/model" or as
         # the matched model's id (an Azure deployment "prod-gpt4o" is rule model "gpt-4o").
         names = (entry.event_model, label, label.partition("/")[2], entry.match.label)
-        entry.names = tuple(dict.fromkeys(n.lower() for n in names if n))
+        segment = Segment(
+            start, end, prices, pricer, label, tuple(dict.fromkeys(n.lower() for n in names if n))
+        )
+        entry.segment = segment
+        return segment
 
     def _pricer(self, prices: ModelPrice) -> Pricer:
         key = repr(prices)  # value identity: variants return fresh copies of equal prices
@@ -219,15 +233,12 @@ class BookPriceBook(PriceBook):
             pricer = self._pricers[key] = build_pricer(prices)
         return pricer
 
-    def _card_pricer(self, card: Card, rule: Rule, entry: _TokenEntry) -> Pricer:
-        """The customer's token prices for this rule and the entry's current segment, cached."""
-        assert entry.prices is not None  # only called for a priced segment
-        key = (id(rule), repr(entry.prices))
+    def _card_pricer(self, card: Card, rule: Rule, prices: ModelPrice) -> Pricer:
+        """The customer's token prices for this rule and a segment's prices, cached."""
+        key = (id(rule), repr(prices))
         pricer = self._card_pricers.get(key)
         if pricer is None:
-            pricer = self._card_pricers[key] = build_pricer(
-                card.customer_prices(entry.prices, rule)
-            )
+            pricer = self._card_pricers[key] = build_pricer(card.customer_prices(prices, rule))
         return pricer
 
     # --- charges, images, units ----------------------------------------------------------

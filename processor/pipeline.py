@@ -368,7 +368,10 @@ class Pipeline:
             token_part, handed_back = self._token_part(picked, records)
             # Rows whose price the column path does not cover: priced one by one.
             for index in handed_back:
-                item = self._admit(decode(records[index], self._mappings), oldest_ms)
+                try:
+                    item = self._admit(decode(records[index], self._mappings), oldest_ms)
+                except Exception as exc:  # as in step 1: the record, not the process
+                    item = failure(records[index], "decode_failed", exc)
                 if isinstance(item, DeadLetter):  # only if the two paths disagree
                     dead.append(item)
                 else:
@@ -456,9 +459,13 @@ class Pipeline:
             rows = rows.take(inside)
             prices = _take_prices(prices, pa.array(inside, pa.int64()))
         now_ms = int(time.time() * 1000)
-        table = token_columns.table(
-            rows, prices, records, self._price_book.version, now_ms, self._arrow_schema
-        )
+        try:
+            table = token_columns.table(
+                rows, prices, records, self._price_book.version, now_ms, self._arrow_schema
+            )
+        except Exception:  # as above: a bug here costs the fast path, not the batch
+            log.exception("token rows as Arrow failed: these token events take the per-record path")
+            return None, [*handed_back, *rows.at]
         unpriced = pc.indices_nonzero(pc.equal(prices.priced, 0)).to_pylist()
         return _TokenPart(table, rows.keys, [records[i] for i in rows.at], unpriced), handed_back
 

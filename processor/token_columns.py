@@ -55,9 +55,9 @@ class TokenRows:
         return len(self.at)
 
     def take(self, rows: Sequence[int]) -> TokenRows:
-        """These rows (positions in this object), in this order."""
+        """These rows (positions in this object: ascending, each once)."""
         if len(rows) == len(self.at):
-            return self
+            return self  # ascending and each once: every row, in order
         index = pa.array(rows, pa.int64())
         return TokenRows(
             [self.at[r] for r in rows],
@@ -99,7 +99,7 @@ def split(
         else:
             tenants.append(raw.decode("utf-8", "replace"))
     if known_tenant is not None:
-        unknown = {t for t in set(tenants) if t and not known_tenant(t)}
+        unknown = {t for t in set(tenants) if t and not _known(known_tenant, t)}
         if unknown:
             drop.extend(row for row, t in enumerate(tenants) if t in unknown)
     times = batch.columns["time"]
@@ -118,6 +118,15 @@ def split(
         back.sort()
         rows = rows.take([row for row in range(len(at)) if row not in gone])
     return (rows if len(rows) else None), back
+
+
+def _known(known_tenant: Callable[[str], bool], tenant: str) -> bool:
+    """False also when the check raises: its rows go back to the per-record path, whose
+    admission (inside its per-record try) turns the same exception into a dead letter."""
+    try:
+        return known_tenant(tenant)
+    except Exception:
+        return False
 
 
 def table(

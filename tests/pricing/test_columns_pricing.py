@@ -20,6 +20,7 @@ from genai_prices import data_snapshot
 
 from bench.data import EventStream
 from pricing import BookPriceBook, CatalogPriceBook
+from pricing import columns as columns_module
 from pricing._yaml import load_yaml
 from pricing.book import parse_book
 from pricing.columns import COST_TYPE, ColumnPrices, price_token_columns
@@ -76,7 +77,8 @@ def _reference(book: BookPriceBook, row: Row) -> Expected:
     priced = book.per_call.adjust("tenant", row.usage, priced)
     usage = row.usage
     entry = book._tokens.get((usage.provider, usage.model, usage.service_tier))
-    fast = entry is None or entry.pricer is None or type(entry.pricer) is FastPricer
+    pricer = None if entry is None else entry.segment.pricer
+    fast = pricer is None or type(pricer) is FastPricer
     # Again with the pricers built (their price / 10**6 may round, by design): does the
     # per-event arithmetic itself round to its 28 digits (even if only zeros go)? Such
     # a row may be left uncovered ("prefer not covered to any doubt"); any other may not.
@@ -224,8 +226,8 @@ def _band_starts(book: BookPriceBook, key: tuple[str, str, str], time_ms: int) -
     entry = book._tokens.get(key) if key in book._tokens else book._entry(key)
     if entry is None:
         return []
-    book._move(entry, time_ms)
-    return [start for start, _ in entry.pricer.bands] if type(entry.pricer) is FastPricer else []
+    pricer = book._move(entry, time_ms).pricer
+    return [start for start, _ in pricer.bands] if type(pricer) is FastPricer else []
 
 
 def test_every_catalog_token_model_equals_the_per_event_path() -> None:
@@ -583,3 +585,52 @@ def test_the_native_decoders_columns_price_as_the_per_event_path_does() -> None:
             expected.matched_model,
             expected.source,
         ), (i, orjson.loads(values[batch.accepted[i].as_py()]))
+
+
+_TWO_PERIODS = """
+models:
+  - provider: selfhosted
+    model: llama-70b
+    prices:
+      - input_mtok: 0.20
+        output_mtok: 0.60
+      - from: 2026-11-27T00:00:00Z
+        input_mtok: 0.15
+        output_mtok: 0.45
+"""
+
+
+def test_another_worker_moving_the_shared_entry_mid_call_does_not_change_the_bill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """meterline/serve.py runs several workers on ONE book. Here a second worker prices
+    a late event (the earlier period) exactly between this call's segment resolution
+    and its arithmetic: the batch must still be priced at its own period's prices."""
+    change = 1_795_737_600_000  # 2026-11-27T00:00:00Z
+    book = BookPriceBook(parse_book(load_yaml(_TWO_PERIODS)), "t")
+    usage = {
+        "provider": "selfhosted",
+        "model": "llama-70b",
+        "input_tokens": 1000,
+        "output_tokens": 1000,
+    }
+    late = TokenUsage.model_validate(usage)
+    columns: dict[str, pa.Array] = {
+        name: pa.array([""] * 3) for name in ("service_tier", "subject", "status", "feature")
+    }
+    columns["provider"] = pa.array(["selfhosted"] * 3)
+    columns["model"] = pa.array(["llama-70b"] * 3)
+    columns["time"] = pa.array([change + 3_600_000] * 3, pa.int64())
+    for name in TOKEN_FIELDS:
+        columns[name] = pa.array([usage.get(name, 0)] * 3, pa.int64())
+    real = columns_module._price_segment
+
+    def interleaved(*args: Any) -> None:
+        book.price(TOKENS, late, change - 3_600_000)  # the other worker, a late event
+        real(*args)
+
+    monkeypatch.setattr(columns_module, "_price_segment", interleaved)
+    prices = price_token_columns(book, columns)
+    assert prices.covered.to_pylist() == [True] * 3
+    # 1000 x 0.15/M + 1000 x 0.45/M (the second period); 0.0008 would be the first's.
+    assert [str(v) for v in prices.cost_usd.to_pylist()] == ["0.000600000000"] * 3

@@ -189,7 +189,7 @@ def test_the_column_path_stores_what_the_per_record_path_stores(tmp_path: Path) 
     assert stored[True][3][0] == 0  # the second run stored nothing
 
 
-@pytest.mark.parametrize("broken", ["decoder", "pricing"])
+@pytest.mark.parametrize("broken", ["decoder", "pricing", "rows"])
 def test_a_failing_column_path_hands_the_batch_to_the_per_record_path(
     sink: ChdbEngine, monkeypatch: pytest.MonkeyPatch, spied: list[int], broken: str
 ) -> None:
@@ -203,10 +203,58 @@ def test_a_failing_column_path_hands_the_batch_to_the_per_record_path(
 
     if broken == "decoder":
         monkeypatch.setattr(native_decode, "decode_columns", fails)
-    else:
+    elif broken == "pricing":
         monkeypatch.setattr(pipeline_module, "price_token_columns", fails)
+    else:
+        monkeypatch.setattr(token_columns, "table", fails)  # replaces the spy: it stays []
     fast, _ = _pipeline(sink, native=True, now_s=now_s)
     got = fast.prepare(records)
     assert spied == []  # nothing went the column way ...
     assert _summary(got) == _summary(expected)  # ... and nothing was lost or refused
     assert _rows(got).equals(_rows(expected))
+
+
+def test_a_handed_back_record_the_per_record_decode_raises_on_is_a_dead_letter(
+    sink: ChdbEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now_s = time.time()
+    records = _records(int(now_s * 1000))
+    victim = next(r for r in records if b"usage.tokens" in r.value)
+    real_prices, real_decode = pipeline_module.price_token_columns, pipeline_module.decode
+
+    def nothing_covered(book: Any, columns: Any) -> Any:
+        prices = real_prices(book, columns)
+        prices.covered = pa.repeat(pa.scalar(False), len(prices.covered))
+        return prices
+
+    def decode(record: Record, mappings: Any = None) -> Any:
+        if record is victim:
+            raise RuntimeError("decoder bug (test)")
+        return real_decode(record, mappings)
+
+    monkeypatch.setattr(pipeline_module, "price_token_columns", nothing_covered)
+    monkeypatch.setattr(pipeline_module, "decode", decode)
+    fast, _ = _pipeline(sink, native=True, now_s=now_s)
+    got = fast.prepare(records)  # no exception out of the batch
+    letters = [d for d in got.dead if d.record is victim]
+    assert [(d.reason, d.detail) for d in letters] == [
+        ("decode_failed", "RuntimeError: decoder bug (test)")
+    ]
+    assert len(got.row_keys) > 1_800  # the others were priced one by one and kept
+
+
+def test_a_tenant_check_that_raises_makes_dead_letters_on_both_paths(sink: ChdbEngine) -> None:
+    now_s = time.time()
+    records = _records(int(now_s * 1000))
+
+    def broken(tenant: str) -> bool:
+        raise OSError("the key file is unreadable (test)")
+
+    got = []
+    for native in (False, True):
+        pipeline = Pipeline(
+            LiveTables(sink), CatalogPriceBook(), Collected(), known_tenant=broken, native=native
+        )
+        got.append(_summary(pipeline.prepare(records)))  # no exception out of the batch
+    assert got[1] == got[0]
+    assert {reason for _, reason, _ in got[1]["dead"]} >= {"decode_failed"}
