@@ -97,6 +97,17 @@ class ColumnPrices:
     matched_model: pa.Array  # string (Priced.matched_model)
     price_source: pa.Array  # string (Priced.source)
 
+    def take(self, index: pa.Array) -> ColumnPrices:
+        """These rows' prices, in this order."""
+        return ColumnPrices(
+            self.covered.take(index),
+            self.cost_usd.take(index),
+            self.price_usd.take(index),
+            self.priced.take(index),
+            self.matched_model.take(index),
+            self.price_source.take(index),
+        )
+
 
 @dataclass(frozen=True)
 class _Exact:

@@ -34,7 +34,7 @@ from core.errors import StoreError, StoreUnavailable
 from core.log.base import Record
 from core.types import EventKey
 from pricing.base import PriceBook
-from pricing.columns import ColumnPrices, price_token_columns
+from pricing.columns import price_token_columns
 from processor import metrics, token_columns
 from processor.decode import DeadLetter, Decoded, decode
 from processor.dedupe import Deduplicator
@@ -42,6 +42,7 @@ from processor.rows import EventColumns
 from processor.token_columns import TokenRows
 from schemas.mappings import EventMappings, builtin_mappings
 from schemas.native_decode import AVAILABLE as NATIVE
+from schemas.usage import EventType
 from sinks.base import LIVE_EVENTS, Engine, EventTable, billing_run, quote
 from sinks.reader import SqlReader
 
@@ -208,17 +209,6 @@ class _TokenPart:
     unpriced: list[int]  # rows priced 0 for want of a price
 
 
-def _take_prices(prices: ColumnPrices, index: pa.Array) -> ColumnPrices:
-    return ColumnPrices(
-        prices.covered.take(index),
-        prices.cost_usd.take(index),
-        prices.price_usd.take(index),
-        prices.priced.take(index),
-        prices.matched_model.take(index),
-        prices.price_source.take(index),
-    )
-
-
 @dataclass
 class Prepared:
     """A batch after ``Pipeline.prepare``: everything but the store's part.
@@ -362,10 +352,11 @@ class Pipeline:
         result.duplicates = in_batch + cached
         result.in_batch_duplicates = in_batch
         items = [good[owner[u]][1] for u in unseen if owner[u] >= 0]
+        now_ms = int(time.time() * 1000)  # processed_at, one for the whole batch
         token_part: _TokenPart | None = None
         if tokens is not None:
             picked = tokens.take([~owner[u] for u in unseen if owner[u] < 0])
-            token_part, handed_back = self._token_part(picked, records)
+            token_part, handed_back = self._token_part(picked, records, now_ms)
             # Rows whose price the column path does not cover: priced one by one.
             for index in handed_back:
                 try:
@@ -379,7 +370,6 @@ class Pipeline:
 
         # Step 3. Price the candidates and build their rows; a record whose
         # pricing or row raises is a dead letter unless finish() finds it stored.
-        now_ms = int(time.time() * 1000)
         columns = EventColumns()
         book = self._price_book
         version = book.version
@@ -416,7 +406,7 @@ class Pipeline:
             batch.row_keys.extend(token_part.keys)
             batch.row_records.extend(token_part.records)
             for r in token_part.unpriced:
-                batch.unpriced[first + r] = token_columns.TOKENS_TYPE
+                batch.unpriced[first + r] = EventType.TOKENS.value
             table = token_part.table
             batch.rows = (
                 table if batch.rows is None else self._target.writer.concat([batch.rows, table])
@@ -437,7 +427,7 @@ class Pipeline:
         return kept
 
     def _token_part(
-        self, rows: TokenRows, records: Sequence[Record]
+        self, rows: TokenRows, records: Sequence[Record], now_ms: int
     ) -> tuple[_TokenPart | None, list[int]]:
         """The token rows priced over their columns, as the writer's Arrow table, and the
         record indexes of rows whose pricing the column path does not cover."""
@@ -457,8 +447,7 @@ class Pipeline:
             if not inside:
                 return None, handed_back
             rows = rows.take(inside)
-            prices = _take_prices(prices, pa.array(inside, pa.int64()))
-        now_ms = int(time.time() * 1000)
+            prices = prices.take(pa.array(inside, pa.int64()))
         try:
             table = token_columns.table(
                 rows, prices, records, self._price_book.version, now_ms, self._arrow_schema

@@ -6,7 +6,6 @@ several times faster than row strings (docs/design.md#clickhouse).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -64,31 +63,6 @@ class EventColumns:
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def take(self, start: int, stop: int) -> EventColumns:
-        """Rows ``start:stop`` as a batch of their own (the halves of a refused insert)."""
-        part = EventColumns()
-        part._items = self._items[start:stop]
-        part._priced = self._priced[start:stop]
-        part._cost = self._cost[start:stop]
-        part._price = self._price[start:stop]
-        part._books = self._books[start:stop]
-        part._now = self._now[start:stop]
-        part._other = {i - start: v for i, v in self._other.items() if start <= i < stop}
-        return part
-
-    def pick(self, indexes: Sequence[int]) -> EventColumns:
-        """These rows, in this order, as a batch of their own (minus its stored duplicates)."""
-        part = EventColumns()
-        part._items = [self._items[i] for i in indexes]
-        part._priced = [self._priced[i] for i in indexes]
-        part._cost = [self._cost[i] for i in indexes]
-        part._price = [self._price[i] for i in indexes]
-        part._books = [self._books[i] for i in indexes]
-        part._now = [self._now[i] for i in indexes]
-        at = {old: new for new, old in enumerate(indexes)}
-        part._other = {at[i]: v for i, v in self._other.items() if i in at}
-        return part
 
     def add(self, item: Decoded, priced: Priced, price_book: str, now_ms: int) -> None:
         # Everything that can raise comes before the first append: a failing event

@@ -32,7 +32,6 @@ from schemas import native_decode
 
 log = logging.getLogger(__name__)
 
-TOKENS_TYPE = "io.meterline.usage.tokens"
 # The index of service_tier in a label combination (schemas/native_decode.py).
 _TIER = 6
 
@@ -103,7 +102,7 @@ def split(
         if unknown:
             drop.extend(row for row, t in enumerate(tenants) if t in unknown)
     times = batch.columns["time"]
-    if oldest_ms is not None and pc.any(pc.less(times, oldest_ms)).as_py():
+    if oldest_ms is not None:
         old = pc.indices_nonzero(pc.less(times, oldest_ms)).to_pylist()
         drop.extend(old)  # the per-record path dead-letters them: beyond_dedupe_horizon
     columns = dict(batch.columns)
@@ -174,4 +173,4 @@ def table(
     return pa.Table.from_arrays(out, schema=schema)
 
 
-__all__ = ["TOKENS_TYPE", "TokenRows", "split", "table"]
+__all__ = ["TokenRows", "split", "table"]

@@ -409,32 +409,34 @@ def _token_value(time: str | None = None, **data: int) -> bytes:
     return orjson.dumps(event)
 
 
-@pytest.mark.parametrize(
-    "data",
-    [
-        {"input_tokens": 10, "cache_read_tokens": 10},
-        {"input_tokens": 10, "cache_read_tokens": 11},
-        {
-            "input_tokens": 10,
-            "cache_write_tokens": 4,
-            "cache_write_1h_tokens": 3,
-            "cache_read_tokens": 2,
-            "input_audio_tokens": 1,
-        },
-        {
-            "input_tokens": 10,
-            "cache_write_tokens": 4,
-            "cache_write_1h_tokens": 3,
-            "cache_read_tokens": 2,
-            "input_audio_tokens": 2,
-        },
-        {"output_tokens": 5, "reasoning_tokens": 3, "output_audio_tokens": 2},
-        {"output_tokens": 5, "reasoning_tokens": 3, "output_audio_tokens": 3},
-        {"output_tokens": 5, "reasoning_tokens": 6},
-        {"input_tokens": 10**12, "output_tokens": 10**12},
-        {"input_tokens": 10**12 + 1},
-    ],
-)
+# Token parts at, just over and just under their totals, and counts at their bound
+# (the native decoder's differential test takes the same cases).
+TOKEN_PARTS: list[dict[str, int]] = [
+    {"input_tokens": 10, "cache_read_tokens": 10},
+    {"input_tokens": 10, "cache_read_tokens": 11},
+    {
+        "input_tokens": 10,
+        "cache_write_tokens": 4,
+        "cache_write_1h_tokens": 3,
+        "cache_read_tokens": 2,
+        "input_audio_tokens": 1,
+    },
+    {
+        "input_tokens": 10,
+        "cache_write_tokens": 4,
+        "cache_write_1h_tokens": 3,
+        "cache_read_tokens": 2,
+        "input_audio_tokens": 2,
+    },
+    {"output_tokens": 5, "reasoning_tokens": 3, "output_audio_tokens": 2},
+    {"output_tokens": 5, "reasoning_tokens": 3, "output_audio_tokens": 3},
+    {"output_tokens": 5, "reasoning_tokens": 6},
+    {"input_tokens": 10**12, "output_tokens": 10**12},
+    {"input_tokens": 10**12 + 1},
+]
+
+
+@pytest.mark.parametrize("data", TOKEN_PARTS)
 def test_token_parts_at_their_totals_decode_alike_on_both_paths(data: dict[str, int]) -> None:
     assert_same(_token_value(None, **data))
     assert_same_decode(_token_value(None, **data))

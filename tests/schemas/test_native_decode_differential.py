@@ -43,6 +43,7 @@ from tests.schemas.test_fast_decode_differential import (
     MODEL,
     PROVIDER,
     TOKEN_DATA,
+    TOKEN_PARTS,
     TOKENS,
     _as_logged,
     _token_value,
@@ -219,33 +220,7 @@ def test_every_bench_token_event_is_accepted_natively() -> None:
     assert batch.fallback == sorted(set(range(len(values))) - set(tokens))
 
 
-@pytest.mark.parametrize(
-    "data",
-    [
-        {"input_tokens": 10, "cache_read_tokens": 10},
-        {"input_tokens": 10, "cache_read_tokens": 11},
-        {
-            "input_tokens": 10,
-            "cache_write_tokens": 4,
-            "cache_write_1h_tokens": 3,
-            "cache_read_tokens": 2,
-            "input_audio_tokens": 1,
-        },
-        {
-            "input_tokens": 10,
-            "cache_write_tokens": 4,
-            "cache_write_1h_tokens": 3,
-            "cache_read_tokens": 2,
-            "input_audio_tokens": 2,
-        },
-        {"output_tokens": 5, "reasoning_tokens": 3, "output_audio_tokens": 2},
-        {"output_tokens": 5, "reasoning_tokens": 3, "output_audio_tokens": 3},
-        {"output_tokens": 5, "reasoning_tokens": 6},
-        {"input_tokens": 10**12, "output_tokens": 10**12},
-        {"input_tokens": 10**12 + 1},
-        {"output_tokens": 10**12 + 1},
-    ],
-)
+@pytest.mark.parametrize("data", [*TOKEN_PARTS, {"output_tokens": 10**12 + 1}])
 def test_token_parts_at_their_totals_decode_alike_natively(data: dict[str, int]) -> None:
     value = _token_value("2026-11-26T16:49:28.592Z", **data)
     # Accepted exactly when the reference accepts: the part rules are in Rust, and an
