@@ -82,6 +82,41 @@ class CpuMark:
         }
 
 
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's live threads, summed by thread name.
+
+    Why: the processor's CPU per event is one number over the Python thread,
+    librdkafka's threads and the engine's (chDB names its threads: the INSERT's
+    pipeline, background merges, schedule pools), and which of them grows decides
+    what to work on next. Digits are dropped from names so a pool counts once
+    (``rdk:broker1`` and ``rdk:broker2`` -> ``rdk:broker``). Threads that ended
+    before the read are not counted: compare the sum with the process's CPU.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as stat:
+                raw = stat.read()
+        except OSError:  # the thread ended between listdir and open
+            continue
+        # comm is in parentheses and may itself hold spaces or parentheses
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        key = "".join(c for c in name if not c.isdigit()) or "?"
+        out[key] = out.get(key, 0.0) + seconds
+    return out
+
+
+def thread_cpu_since(earlier: dict[str, float], top: int = 8) -> dict[str, float]:
+    """CPU seconds per thread name since ``earlier``, the ``top`` largest, largest first."""
+    now = thread_cpu_s()
+    spent = {k: v - earlier.get(k, 0.0) for k, v in now.items()}
+    ranked = sorted(spent.items(), key=lambda kv: kv[1], reverse=True)
+    return {k: round(v, 2) for k, v in ranked[:top] if v > 0}
+
+
 def _box_busy_s() -> float:
     """Seconds all cores spent busy since boot (/proc/stat: every state but idle and iowait)."""
     with open("/proc/stat") as stat:

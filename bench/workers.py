@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from bench._proc import CpuMark, emit, peak_rss_mib, rss_mib
+from bench._proc import CpuMark, emit, peak_rss_mib, rss_mib, thread_cpu_s, thread_cpu_since
 from bench.data import TENANT, EventStream, encode
 
 
@@ -139,6 +139,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
     dead = runtime.LogDeadLetters(runtime.build_producer(settings, runtime.dlq_topic(settings)))
     marks = {"first": 0.0}
     first_cpu: list[CpuMark] = []
+    first_threads: list[dict[str, float]] = []
 
     class TimedConsumer(KafkaConsumer):
         def poll(self, max_records: int, timeout_s: float) -> list[Record]:
@@ -146,6 +147,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
             if records and not marks["first"]:
                 marks["first"] = time.perf_counter()
                 first_cpu.append(CpuMark.now())
+                first_threads.append(thread_cpu_s())
             return records
 
     consumer = TimedConsumer(settings.kafka_bootstrap_servers, settings.topic, args["group"])
@@ -160,6 +162,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.01)
     done = time.perf_counter()
     cpu = CpuMark.now().since(first_cpu[0]) if first_cpu else {}
+    threads = thread_cpu_since(first_threads[0]) if first_threads else {}
     stop.set()
     thread.join(60)
     totals = worker.totals
@@ -178,6 +181,7 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         "rss_after_mib": rss_after,
         "totals": stored,
         "native": worker.native,
+        "threads_cpu_s": threads,
         **cpu,
     }
 

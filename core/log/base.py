@@ -12,6 +12,7 @@ import abc
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from core.health import PartProblem
 from core.types import Headers
@@ -39,9 +40,14 @@ class OutMessage:
     headers: Headers = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A message read back from the log, with its coordinates."""
+class Record(NamedTuple):
+    """A message read back from the log, with its coordinates.
+
+    A NamedTuple, not a frozen dataclass: one is built per message read, and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) cost
+    ~0.95 µs a record against ~0.3 here, at ~45k records/s on the processor's
+    only thread (issue 17). Immutable all the same; ``==`` compares as a tuple.
+    """
 
     topic: str
     partition: int

@@ -43,9 +43,18 @@ TOPIC_READY_TIMEOUT_S = 60.0
 
 
 def _headers(raw: Any) -> Headers:
-    """confluent-kafka gives a list of (name, value) pairs, or None."""
+    """confluent-kafka gives a list of (name: str, value: bytes | None) pairs, or None."""
     if not raw:
         return ()
+    if raw.__class__ is list:
+        # The common case, read once per record: its pairs kept as they are when every
+        # value is bytes (0.2 µs a record against 0.75 for rebuilding each pair).
+        pairs = tuple(raw)
+        for pair in pairs:
+            if pair[1].__class__ is not bytes or pair[0].__class__ is not str:
+                break
+        else:
+            return pairs
     items = raw.items() if isinstance(raw, dict) else raw
     return tuple((str(k), v if isinstance(v, bytes) else str(v or "").encode()) for k, v in items)
 
