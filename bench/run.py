@@ -358,6 +358,28 @@ def _cpu_rows(report: Report, ours: dict[str, Any], bare: dict[str, Any]) -> Non
                 target,
             )
         )
+    # Which threads of the process spent it (bench/_proc.py thread_cpu_s): the
+    # processor's Python thread, the engine's query threads (the INSERT), its
+    # background merges, librdkafka. Says where the next µs must come from.
+    for name, seconds in list(ours.get("threads_cpu_s", {}).items())[:4]:
+        report.rows.append(
+            Row(
+                "cpu",
+                f"... of which threads named {name!r} ({THREAD_ROLES.get(name, 'other')})",
+                seconds / ours["events"] * 1e6,
+                "µs",
+            )
+        )
+
+
+#: What the processor's busiest threads are, by the name Linux knows them by.
+THREAD_ROLES = {
+    "python": "the processor's Python thread, and the INSERT's calling side",
+    "ThreadPool": "the engine's query threads: the INSERT and the dedupe lookup",
+    "MergeMutate": "the engine's background merges",
+    "rdk:broker": "librdkafka's fetch threads",
+    "rdk:main": "librdkafka's main thread",
+}
 
 
 def _role(role: str, args: dict[str, Any]) -> dict[str, Any]:

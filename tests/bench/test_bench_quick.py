@@ -28,6 +28,9 @@ def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> 
     assert sum("calc_price" in line for line in report.checks) == 6
     assert any("per-record path" in row.metric for row in report.rows)
     assert any("pipelined writer" in row.metric for row in report.rows)
+    # where the processor's CPU went, by thread: its Python thread at least
+    threads = [row for row in report.rows if "threads named" in row.metric]
+    assert any("'python'" in row.metric and row.value > 0 for row in threads)
     # Latency at half the measured capacity, for each request size.
     assert sum("half load" in row.metric for row in report.rows) == 3
     # The peer row is there, or a note says why it is missing.

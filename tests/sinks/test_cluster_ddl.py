@@ -233,3 +233,12 @@ def test_a_view_on_a_table_not_yet_created_is_refused() -> None:
 def test_a_cluster_name_that_is_not_one_is_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="is not a ClickHouse cluster name"):
         on_cluster(ddl.statements("meterline"), name)
+
+
+def test_the_merge_setting_of_usage_events_goes_to_each_shards_local_table_only() -> None:
+    # Merges are the local tables' (the Distributed table has no parts to merge).
+    statements = [s for s in cluster_statements() if "merge_selector_base" in s]
+    assert statements == [
+        f"ALTER TABLE meterline.usage_events_local ON CLUSTER '{CLUSTER}' "
+        "MODIFY SETTING merge_selector_base = 20"
+    ]

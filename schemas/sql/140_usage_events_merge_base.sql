@@ -1,0 +1,16 @@
+-- Issue 17: fewer background merges of usage_events, the engine's largest cost per event.
+-- Every row of usage_events (~550 bytes, the raw CloudEvent in `data` most of it) is
+-- rewritten by each merge that takes its part; with the default merge_selector_base
+-- (5) a merge waits for ~5 parts of a similar size, so a row is rewritten about
+-- log5(parts) times. Measured on the processor (chDB in its process, 2M bench events in
+-- 50k-event INSERTs, CPU of the engine's MergeMutate threads per event stored):
+-- 11.7-11.9 µs with 5, 7.4-7.7 with 20; with the merges of usage_events stopped, 2.3
+-- (the other tables'). So usage_events' merges were ~9.4 µs per event of the
+-- processor's ~32, and 20 saves ~4 (docs/benchmarks.md, round 8).
+-- What it costs: ~4x as many parts of a similar size may wait to be merged (the parts
+-- count of a month grows with log20 instead of log5 of its inserts: at most ~20 a
+-- level), which a SELECT over usage_events reads one by one; ClickHouse slows inserts
+-- only from parts_to_delay_insert (1000 active parts in a partition). The meters tables
+-- and usage_event_ids (read by every batch's dedupe lookup) keep the default.
+-- Merges never change what a MergeTree holds: the stored rows are the same either way.
+ALTER TABLE {database}.usage_events MODIFY SETTING merge_selector_base = 20;
