@@ -226,8 +226,9 @@ class Settings(BaseSettings):
     processor_pipeline: bool = Field(
         False,
         description="Write batch N (stored-key lookup, dead letters, INSERT) on a writer thread "
-        "while the next batch is polled, decoded and priced. Pays only with a core to spare "
-        "(docs/benchmarks.md, round 5); off: one thread does all (docs/operations.md).",
+        "while the next batch is polled, decoded and priced. Pays only with a core to spare: "
+        "1.15x the events/s on 2 cores for +150-210 MiB (docs/benchmarks.md, round 8); "
+        "off: one thread does all (docs/operations.md).",
     )
     processor_native: bool = Field(
         True,
