@@ -257,11 +257,11 @@ def _processor(
     # writer thread's gain (or cost), and the column path's (processor/token_columns.py).
     for key, name, setting, arg, label in (
         (
-            "piped",
-            "pipelined",
-            "METERLINE_PROCESSOR_PIPELINE=true",
-            {"pipeline": True},
-            "pipelined writer",
+            "serial",
+            "one thread",
+            "METERLINE_PROCESSOR_PIPELINE=false",
+            {"pipeline": False},
+            "one thread, no writer thread",
         ),
         (
             "slow",

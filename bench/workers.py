@@ -130,7 +130,8 @@ def processor(args: dict[str, Any]) -> dict[str, Any]:
         topic=args["topic"],
         consumer_group=args["group"],
         data_dir=Path(args["data_dir"]),
-        processor_pipeline=args.get("pipeline", False),
+        # the setting's default unless the run says otherwise
+        **({"processor_pipeline": args["pipeline"]} if "pipeline" in args else {}),
         processor_native=args.get("native", True),
     )
     runtime.ensure_topics(settings)

@@ -224,11 +224,11 @@ class Settings(BaseSettings):
         200_000, ge=0, description="Recent (tenant, source, id) keys kept in memory per process."
     )
     processor_pipeline: bool = Field(
-        False,
+        True,
         description="Write batch N (stored-key lookup, dead letters, INSERT) on a writer thread "
-        "while the next batch is polled, decoded and priced. Pays only with a core to spare: "
-        "1.15x the events/s on 2 cores for +150-210 MiB (docs/benchmarks.md, round 8); "
-        "off: one thread does all (docs/operations.md).",
+        "while the next batch is polled, decoded and priced: 1.15x the events/s of one "
+        "thread on 2 cores, for +150-210 MiB (docs/benchmarks.md, round 8). Off: one "
+        "thread does all, less memory; for a single core (docs/operations.md).",
     )
     processor_native: bool = Field(
         True,

@@ -22,12 +22,12 @@ def test_quick_bench_runs_end_to_end_with_exact_totals(kafka_bootstrap: str) -> 
     expected = {"pricing", "emitter", "kafka", "processor", "gateway", "end to end", "memory"}
     expected.add("cpu")
     assert expected <= parts
-    # The three processor runs (column path, pipelined, per-record path) compared usage_events and
+    # The three processor runs (the defaults, one thread, per-record path) compared usage_events and
     # usage_meters with the ground truth.
     assert sum("every sum exact" in line for line in report.checks) == 6
     assert sum("calc_price" in line for line in report.checks) == 6
     assert any("per-record path" in row.metric for row in report.rows)
-    assert any("pipelined writer" in row.metric for row in report.rows)
+    assert any("one thread, no writer thread" in row.metric for row in report.rows)
     # where the processor's CPU went, by thread: its Python thread at least
     threads = [row for row in report.rows if "threads named" in row.metric]
     assert any("'python'" in row.metric and row.value > 0 for row in threads)

@@ -32,10 +32,11 @@ def _send(stack: MeterlineProcess, batches: list[list[dict]]) -> list[list[dict]
     return unacknowledged
 
 
-CASES = [("embedded", point) for point in POINTS] + [
+# "-pipelined": the writer thread (METERLINE_PROCESSOR_PIPELINE=true, the default);
+# without: one thread (false). Both forms on both logs.
+CASES = [(log, point) for log in ("embedded", "embedded-pipelined") for point in POINTS] + [
     pytest.param(log, point, marks=pytest.mark.kafka)
     for point in ("mid_insert", "torn_insert", "after_insert")
-    # kafka-pipelined: the writer thread on (METERLINE_PROCESSOR_PIPELINE=true)
     for log in ("kafka", "kafka-pipelined")
 ]
 
@@ -49,8 +50,7 @@ def test_kill_at_each_checkpoint_step_then_restart_keeps_totals_exact(
     request: pytest.FixtureRequest,
 ) -> None:
     env = {"METERLINE_LOG": log.removesuffix("-pipelined")}
-    if log == "kafka-pipelined":
-        env["METERLINE_PROCESSOR_PIPELINE"] = "true"
+    env["METERLINE_PROCESSOR_PIPELINE"] = "true" if log.endswith("-pipelined") else "false"
     if log.startswith("kafka"):
         topic = f"meterline.chaos.{point}.{tmp_path.name[-12:]}".replace("_", "-")
         env |= {
