@@ -1,6 +1,7 @@
 """Migration 140 (schemas/sql/140_usage_events_merge_base.sql): usage_events' merges wait
 for more parts (fewer rewrites of each row, issue 17); every other table keeps the
-engine's default, and what the tables hold does not change."""
+engine's default. (What the tables hold is the bench's and tests/e2e's to check: merges
+never change a MergeTree's rows.)"""
 
 from __future__ import annotations
 
