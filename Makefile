@@ -25,14 +25,16 @@ $(STAMP): requirements.lock pyproject.toml $(NATIVE)
 	$(BIN)/uv pip sync --python $(BIN)/python --require-hashes requirements.lock
 	@# The editable install builds the extension in place: drop the last one first, so a
 	@# build that fails (or has no cargo) cannot leave a stale module importable.
-	rm -f meterline_native*.so
+	rm -f schemas/meterline_native*.so meterline_native*.so
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@# The extension is optional for `pip install meterline` (the emitter SDK), never for
 	@# dev and CI: its differential test and the processor's fast path need it.
-	@$(BIN)/python -c 'import meterline_native' 2>/dev/null || { \
+	@# -P: not from the working directory (the repository), where an import can
+	@# succeed that `meterline run` elsewhere would not make.
+	@$(BIN)/python -P -c 'from schemas import meterline_native' 2>/dev/null || { \
 		echo "meterline_native did not import: rebuilding it (uv may have reused a build made without cargo)"; \
 		$(BIN)/uv pip install --python $(BIN)/python --no-deps --reinstall-package meterline -e . \
-			&& $(BIN)/python -c 'import meterline_native'; } || { \
+			&& $(BIN)/python -P -c 'from schemas import meterline_native'; } || { \
 		echo "!!!!!!!! meterline_native (the native token decoder, native/) did not build."; \
 		echo "!!!!!!!! Install Rust's cargo (https://rustup.rs; make also looks in ~/.cargo/bin),"; \
 		echo "!!!!!!!! then run make setup again. The build's own errors:"; \

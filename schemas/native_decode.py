@@ -1,7 +1,7 @@
 """Token usage events from the log's bytes to Arrow columns, in Rust (issue 17).
 
 ``decode_columns`` calls the native decoder (native/src/lib.rs, the extension module
-``meterline_native``, built by the package install when cargo is there), which fills
+``schemas.meterline_native``, built by the package install when cargo is there), which fills
 the column buffers of the token events it accepts in one pass with no Python object
 per event, and wraps them as Arrow arrays without copying (the decoder's own Vecs,
 through the buffer protocol). The label rules (source URI, media type, provider name,
@@ -36,7 +36,7 @@ from schemas.limits import EARLIEST_MS, LATEST_MS
 from schemas.usage import TOKEN_FIELDS, EventType
 
 try:
-    import meterline_native
+    from schemas import meterline_native
 
     AVAILABLE = True
     WHY_UNAVAILABLE = ""

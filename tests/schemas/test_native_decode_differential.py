@@ -205,6 +205,22 @@ def test_the_extension_is_built() -> None:
     assert AVAILABLE, WHY_UNAVAILABLE
 
 
+def test_the_extension_imports_outside_the_repository(tmp_path: Path) -> None:
+    # `meterline run` is a console script: its sys.path holds no repository. A
+    # top-level extension imported only where the working directory was the
+    # repository (as this suite's is), so the processor silently took the Python
+    # path for anyone running it elsewhere. -P: no working directory on sys.path.
+    code = (
+        "from schemas.native_decode import AVAILABLE, WHY_UNAVAILABLE\n"
+        "print(AVAILABLE, WHY_UNAVAILABLE)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "True \n"
+
+
 def test_every_bench_token_event_is_accepted_natively() -> None:
     # Without this a decoder that refuses everything would pass every test above, and
     # one that sends a common shape back would silently cost the speed it exists for.
@@ -285,7 +301,7 @@ def test_a_rust_panic_is_a_catchable_error_and_the_interpreter_goes_on() -> None
     # mid-commit instead: in a child process, so that regression fails this test
     # rather than killing the whole test session.
     code = (
-        "import meterline_native\n"
+        "from schemas import meterline_native\n"
         "from schemas.native_decode import NativeDecodeError, _native, decode_columns\n"
         "from tests.schemas.test_fast_decode_differential import _token_value\n"
         "try:\n"

@@ -1,4 +1,4 @@
-"""Types of the Rust extension (native/src/lib.rs); mypy finds it through mypy_path."""
+"""Types of the Rust extension (native/src/lib.rs); next to the module it types."""
 
 from typing import Any
 
