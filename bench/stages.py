@@ -69,7 +69,7 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     from schemas.envelope import check_envelope
     from schemas.fast_decode import fast_token_event
     from schemas.usage import USAGE_MODELS
-    from sinks.chdb_sink import _arrow_table
+    from sinks.arrow_rows import arrow_table as _arrow_table
     from sinks.migrations import migrate
 
     settings = load_settings(log="embedded", store="chdb", data_dir=work)

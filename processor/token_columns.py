@@ -10,9 +10,10 @@ header, of a tenant not known, beyond the dedupe horizon, or whose pricing is
 not covered, is handed back, and the per-record path decides, with its own
 reasons). So every refusal and dead-letter reason still comes from one place.
 
-Used only with a writer that takes Arrow rows (``EventWriter.arrow_schema``):
-chDB in this process. Issue 17: decode + rows + the Arrow table cost ~11-12 µs
-per token event in Python, ~3 here (docs/benchmarks.md, round 7).
+Used with a writer that takes Arrow rows (``EventWriter.arrow_schema``): chDB's
+and the ClickHouse server's (sinks/arrow_rows.py). Issue 17: decode + rows + the
+Arrow table cost ~11-12 µs per token event in Python, ~3 here (docs/benchmarks.md,
+round 7).
 """
 
 from __future__ import annotations

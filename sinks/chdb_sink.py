@@ -12,7 +12,6 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,8 @@ from chdb import session as chdb_session  # after JE_MALLOC_CONF: see above
 
 from core.errors import StoreError
 from core.types import EventKey
+from sinks.arrow_rows import ArrowRows, select_for
 from sinks.base import (
-    EVENT_COLUMNS,
     INSERT_SETTINGS,
     LIVE_EVENTS,
     Engine,
@@ -45,46 +44,6 @@ from sinks.base import (
 from sinks.changes import MeterChanges
 
 _SETTINGS_SQL = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
-
-
-def _select_expr(name: str, kind: type) -> str:
-    """How a Python column becomes a ClickHouse value: exact, no float anywhere."""
-    if kind is dict:
-        return f"JSONExtract({name}, 'Map(String, String)') AS {name}"
-    if name in ("time", "ingested_at", "processed_at"):
-        return f"fromUnixTimestamp64Milli(toInt64({name}), 'UTC') AS {name}"
-    if kind.__name__ == "Decimal":
-        return f"toDecimal128({name}, 12) AS {name}"
-    return f"`{name}`"
-
-
-_INSERT_SELECT = ", ".join(_select_expr(n, k) for n, k in EVENT_COLUMNS.items())
-_ARROW_TYPES = {
-    str: pa.string(),
-    bytes: pa.binary(),  # read into a String column as is
-    int: pa.int64(),
-    Decimal: pa.decimal128(38, 12),
-    dict: pa.string(),
-}
-# Not nullable: no column of usage_events is, and chDB reads nullable Arrow as Nullable(T).
-_ARROW_SCHEMA = pa.schema(
-    [pa.field(name, _ARROW_TYPES[kind], nullable=False) for name, kind in EVENT_COLUMNS.items()]
-)
-
-
-def _arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
-    arrays = []
-    for name, kind in EVENT_COLUMNS.items():
-        values = columns[name]
-        if kind is dict:
-            dumps = orjson.dumps
-            # Most events carry no metadata: skip the call for them.
-            arrays.append(pa.array([dumps(v).decode() if v else "{}" for v in values], pa.string()))
-        elif kind is Decimal:
-            arrays.append(pa.array([str(v) for v in values], pa.string()))
-        else:
-            arrays.append(pa.array(values, _ARROW_TYPES[kind]))
-    return pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA)
 
 
 def _late_tenants(rows: pa.Table, cut_ms: int) -> set[str]:
@@ -190,34 +149,17 @@ class ChdbKeyLookup(KeyLookup):
         return found
 
 
-class ChdbWriter(EventWriter):
+class ChdbWriter(ArrowRows, EventWriter):
     def __init__(self, engine: ChdbEngine, table: EventTable) -> None:
         self.table = table
         self._engine = engine
-        first = "" if table.run is None else f"{quote(table.run)} AS run, "
         self._sql = (
-            f"INSERT INTO {engine.database}.{table.name} SELECT {first}{_INSERT_SELECT} "
+            f"INSERT INTO {engine.database}.{table.name} SELECT {select_for(table.run)} "
             f"FROM Python(rows) SETTINGS {_SETTINGS_SQL}, insert_deduplication_token = "
         )
 
-    arrow_schema = _ARROW_SCHEMA
-
     def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
         self.insert_encoded(self.encode(columns), dedup_token)
-
-    def slice(self, rows: pa.Table, start: int, stop: int) -> pa.Table:
-        return rows.slice(start, stop - start)
-
-    def pick(self, rows: pa.Table, indexes: Sequence[int]) -> pa.Table:
-        return rows.take(pa.array(indexes, pa.int64()))
-
-    def concat(self, parts: Sequence[pa.Table]) -> pa.Table:
-        return pa.concat_tables(parts)
-
-    def encode(self, columns: Mapping[str, list[Any]]) -> pa.Table:
-        # An Arrow table, built column by column in C, is read several times
-        # faster than Python lists (docs/design.md#clickhouse).
-        return _arrow_table(columns)
 
     def insert_encoded(self, rows: pa.Table, dedup_token: str) -> None:
         # chDB's Python() table function finds `rows` by name in this frame.

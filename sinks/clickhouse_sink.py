@@ -12,13 +12,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from core.errors import StoreError, StoreUnavailable
 from core.types import EventKey
-from schemas.times import from_ms
+from sinks.arrow_rows import TIME_COLUMNS, ArrowRows
 from sinks.base import (
-    EVENT_COLUMNS,
     INSERT_SETTINGS,
     LIVE_EVENTS,
     Engine,
@@ -26,8 +28,6 @@ from sinks.base import (
     EventWriter,
     KeyLookup,
 )
-
-_TIME_COLUMNS = ("time", "ingested_at", "processed_at")
 
 
 def cluster_settings(cluster: str | None, insert_quorum: int | None = None) -> dict[str, Any]:
@@ -160,41 +160,104 @@ class ClickHouseKeyLookup(KeyLookup):
     def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
         if not keys:
             return set()
-        with _translated():
-            result = self._client.query(
-                self._sql,
-                parameters={"ids": sorted({k[2] for k in keys}), "run": self.table.run or ""},
-            )
         wanted = set(keys)
-        return {
-            (row[0], row[1], row[2])
-            for row in result.result_rows
-            if (row[0], row[1], row[2]) in wanted
-        }
+        found: set[EventKey] = set()
+        for ids in _id_chunks(sorted({k[2] for k in keys})):
+            with _translated():
+                result = self._client.query(
+                    self._sql, parameters={"ids": ids, "run": self.table.run or ""}
+                )
+            found.update(
+                (row[0], row[1], row[2])
+                for row in result.result_rows
+                if (row[0], row[1], row[2]) in wanted
+            )
+        return found
 
 
-class ClickHouseWriter(EventWriter):
+# The ids are bound into the statement's text (client-side), which the server parses
+# only up to max_query_size (256 KiB by default): one lookup of a 50k-event batch is
+# ~2 MB of ids, and the server refused it (SYNTAX_ERROR, "Max query size exceeded"),
+# so every batch above ~6k events failed and was retried for ever. Chunks of at most
+# this many bytes of ids (each counted twice: its quotes and escapes) stay far below.
+_IDS_PER_QUERY_BYTES = 96 * 1024
+
+
+def _id_chunks(ids: list[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for id_ in ids:
+        cost = 2 * len(id_.encode()) + 4  # worst case: every byte escaped, quotes, comma
+        if chunk and size + cost > _IDS_PER_QUERY_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(id_)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+class ClickHouseWriter(ArrowRows, EventWriter):
+    """Rows go as ONE Arrow file per batch: ``INSERT INTO t (cols) FORMAT Arrow``.
+
+    The processor builds the same Arrow table as for chDB (sinks/arrow_rows.py), so its
+    token column path serves this path too. Rows sent as Python lists through
+    clickhouse-connect's Native writer cost the processor ~2x the CPU per event
+    (every value a Python object, every time a datetime). A plain INSERT with data,
+    not ``INSERT ... SELECT FROM input()``: block dedup by our token is then the one
+    every ClickHouse version applies to inserts (``deduplicate_insert_select`` does
+    not come into it), so the few conversions chDB does in its SELECT are made here,
+    in Arrow (``_server_table``).
+    """
+
     def __init__(self, engine: ClickHouseEngine, table: EventTable) -> None:
         self.table = table
         self._client = engine.client
         self._target = f"{engine.database}.{table.name}"
-        self._names = list(EVENT_COLUMNS) if table.run is None else ["run", *EVENT_COLUMNS]
 
     def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
-        data: list[list[Any]] = []
-        if self.table.run is not None:
-            data.append([self.table.run] * len(columns["id"]))
-        for name in EVENT_COLUMNS:
-            values = columns[name]
-            if name in _TIME_COLUMNS:
-                # timedelta keeps the milliseconds exact (a float division would not).
-                values = [from_ms(ms) for ms in values]
-            data.append(values)
+        self.insert_encoded(self.encode(columns), dedup_token)
+
+    def insert_encoded(self, rows: pa.Table, dedup_token: str) -> None:
+        table = _server_table(rows, self.table.run)
         with _translated(f"insert into {self.table.name} failed: "):
-            self._client.insert(
+            # LZ4-compressed Arrow buffers (the client's write compression).
+            self._client.insert_arrow(
                 self._target,
-                data,
-                column_names=self._names,
-                column_oriented=True,
+                table,
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": dedup_token},
             )
+
+
+_TIME = pa.timestamp("ms", tz="UTC")  # read into DateTime64(3, 'UTC') as is, ms exact
+_METADATA = pa.map_(pa.string(), pa.field("value", pa.string(), nullable=False))
+
+
+def _server_table(rows: pa.Table, run: str | None) -> pa.Table:
+    """``rows`` (arrow_rows.SCHEMA) in the types the server reads into usage_events'
+    columns without a SELECT: times as timestamps, metadata as a map. The values are
+    the ones chDB's SELECT makes (tests/sinks/test_engines.py checks both)."""
+    fields: list[pa.Field] = []
+    arrays: list[Any] = []
+    if run is not None:
+        fields.append(pa.field("run", pa.string(), nullable=False))
+        arrays.append(pa.repeat(pa.scalar(run, pa.string()), rows.num_rows))
+    for field in rows.schema:
+        column = rows[field.name]
+        if field.name in TIME_COLUMNS:
+            field, column = field.with_type(_TIME), column.cast(_TIME)
+        elif field.name == "metadata":
+            field, column = field.with_type(_METADATA), _maps(column)
+        fields.append(field)
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _maps(texts: pa.ChunkedArray) -> pa.Array:
+    """The metadata JSON objects (``{}`` for most events) as an Arrow map."""
+    n = len(texts)
+    if pc.all(pc.equal(texts, "{}")).as_py() in (True, None):  # None: no rows
+        empty = pa.array([], pa.string())
+        return pa.MapArray.from_arrays(pa.array([0] * (n + 1), pa.int32()), empty, empty, _METADATA)
+    objects = [{} if t == "{}" else orjson.loads(t) for t in texts.to_pylist()]
+    return pa.array([list(o.items()) for o in objects], _METADATA)

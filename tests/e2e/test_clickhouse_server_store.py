@@ -41,6 +41,15 @@ def test_a_clickhouse_server_store_counts_each_event_once_and_verifies(
         stack = meterline_factory(tmp_path / "data", **env)
         _assert_exact(stack, *_send_with_retries_and_duplicates(stack))
         stack.stop()
+        # Every batch went as one Arrow file (the token column path's rows), none as
+        # rows clickhouse-connect serialised one value at a time.
+        inserts = [
+            r
+            for r in server.received()
+            if r["statement"].startswith("INSERT INTO meterline.usage_events")
+        ]
+        assert inserts
+        assert {r["data_format"] for r in inserts} == {"Arrow"}
 
         window = ["--from", "2000-01-01", "--to", "2100-01-01"]
         verified = cli(env, "verify", *window)

@@ -3,8 +3,9 @@ exactly those rows, on every engine path.
 
 The pipeline cuts a batch's encoded rows this way: the halves of an INSERT the store
 refuses (bisection), the batch minus its stored duplicates, the per-record rows and
-the token rows made one INSERT. chDB's writer cuts an Arrow table, the server writer
-(here through the HTTP front over chDB) its column lists.
+the token rows made one INSERT. Both writers cut an Arrow table (sinks/arrow_rows.py):
+chDB's reads it in the process, the server's (here through the HTTP front over chDB)
+sends it as an Arrow file.
 """
 
 from __future__ import annotations

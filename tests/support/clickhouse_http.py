@@ -28,7 +28,8 @@ httpcommon.py and insert.py):
 - response headers ``X-ClickHouse-Format``, ``X-ClickHouse-Timezone``,
   ``X-ClickHouse-Summary`` (read/written rows and bytes), ``X-ClickHouse-Query-Id``;
 - ``GET /_meterline/received`` (test-only, no server has it): every statement's
-  first 200 characters and the settings its request carried, as JSON, so a test can
+  first 200 characters, the settings its request carried and the format of the
+  data in its body (None without data), as JSON, so a test can
   check what went over the wire (``ClickHouseHttp.received()``);
 - errors: status 404 / 400 / 403 / 500 by exception code, header
   ``X-ClickHouse-Exception-Code`` and the body ``Code: N. DB::Exception: ...``
@@ -108,7 +109,18 @@ def _decompress(body: bytes, encoding: str) -> bytes:
     if encoding == "lz4":
         import lz4.frame  # type: ignore[import-untyped]
 
-        return bytes(lz4.frame.decompress(body))
+        # clickhouse-connect streams an insert as one LZ4 frame per block (4,096 rows),
+        # concatenated: lz4.frame.decompress() reads only the FIRST frame, and every
+        # row after it was silently lost here (a server reads them all).
+        out = bytearray()
+        rest = body
+        while rest:
+            frame = lz4.frame.LZ4FrameDecompressor()
+            out += frame.decompress(rest)
+            if not frame.eof:
+                raise ValueError("a truncated LZ4 frame")
+            rest = frame.unused_data
+        return bytes(out)
     if encoding == "zstd":
         try:
             from compression import zstd  # type: ignore[import-not-found]
@@ -150,7 +162,11 @@ class ChdbBackend:
         default_format: str = "TabSeparated",
     ) -> tuple[bytes, dict[str, int]]:
         self.received.append(
-            {"statement": sql.decode("utf-8", "replace").strip()[:200], "settings": settings}
+            {
+                "statement": sql.decode("utf-8", "replace").strip()[:200],
+                "settings": settings,
+                "data_format": data_format if data is not None else None,
+            }
         )
         with self._lock:
             s = self._session
