@@ -99,9 +99,12 @@ class EventTable:
     name: str  # the table rows are inserted into
     ids: str  # the table holding (tenant, source, id) of what is stored
     run: str | None = None  # a billing run's name: rows carry it, lookups filter on it
+    # ``ids`` has key_hash = cityHash64(tenant, source, id) (migration 150): lookups
+    # filter on it first, reading 8 bytes per stored identity instead of ~45.
+    key_hash: bool = False
 
 
-LIVE_EVENTS = EventTable("usage_events", "usage_event_ids")
+LIVE_EVENTS = EventTable("usage_events", "usage_event_ids", key_hash=True)
 
 
 def billing_run(run: str) -> EventTable:

@@ -120,11 +120,21 @@ class ChdbKeyLookup(KeyLookup):
         self.table = table
         self._engine = engine
         where_run = "" if table.run is None else f"run = {quote(table.run)} AND "
-        self._sql = (
-            f"SELECT tenant, source, id FROM {engine.database}.{table.ids} "
-            f"WHERE {where_run}id IN (SELECT id FROM Python(lookup)) "
-            "AND (tenant, source, id) IN (SELECT tenant, source, id FROM Python(lookup))"
-        )
+        exact = "(tenant, source, id) IN (SELECT tenant, source, id FROM Python(lookup))"
+        if table.key_hash:
+            # Random ids fall in every granule, so the lookup reads every stored
+            # identity: 8 bytes of each (the hash) first, the strings only where it
+            # matches (3x less CPU at 4M-16M stored ids; migration 150).
+            self._sql = (
+                f"SELECT tenant, source, id FROM {engine.database}.{table.ids} "
+                "PREWHERE key_hash IN (SELECT cityHash64(tenant, source, id) FROM Python(lookup)) "
+                f"WHERE {where_run}{exact}"
+            )
+        else:
+            self._sql = (
+                f"SELECT tenant, source, id FROM {engine.database}.{table.ids} "
+                f"WHERE {where_run}id IN (SELECT id FROM Python(lookup)) AND {exact}"
+            )
 
     def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
         if not keys:

@@ -152,21 +152,30 @@ class ClickHouseKeyLookup(KeyLookup):
         self.table = table
         self._client = engine.client
         where_run = "" if table.run is None else "run = %(run)s AND "
-        self._sql = (
-            f"SELECT tenant, source, id FROM {engine.database}.{table.ids} "
-            f"WHERE {where_run}id IN %(ids)s"
-        )
+        source = f"SELECT tenant, source, id FROM {engine.database}.{table.ids} "
+        if table.key_hash:
+            # The hash first (8 bytes per stored identity), as chDB's lookup does.
+            self._sql = (
+                f"{source}PREWHERE key_hash IN "
+                "(SELECT cityHash64(k.1, k.2, k.3) FROM (SELECT arrayJoin(%(keys)s) AS k)) "
+                f"WHERE {where_run}id IN %(ids)s"
+            )
+        else:
+            self._sql = f"{source}WHERE {where_run}id IN %(ids)s"
 
     def stored_keys(self, keys: Sequence[EventKey]) -> set[EventKey]:
         if not keys:
             return set()
         wanted = set(keys)
         found: set[EventKey] = set()
-        for ids in _id_chunks(sorted({k[2] for k in keys})):
+        for chunk in _key_chunks(sorted(wanted)):
+            parameters = {
+                "keys": chunk,
+                "ids": sorted({k[2] for k in chunk}),
+                "run": self.table.run or "",
+            }
             with _translated():
-                result = self._client.query(
-                    self._sql, parameters={"ids": ids, "run": self.table.run or ""}
-                )
+                result = self._client.query(self._sql, parameters=parameters)
             found.update(
                 (row[0], row[1], row[2])
                 for row in result.result_rows
@@ -175,23 +184,24 @@ class ClickHouseKeyLookup(KeyLookup):
         return found
 
 
-# The ids are bound into the statement's text (client-side), which the server parses
+# The keys are bound into the statement's text (client-side), which the server parses
 # only up to max_query_size (256 KiB by default): one lookup of a 50k-event batch is
 # ~2 MB of ids, and the server refused it (SYNTAX_ERROR, "Max query size exceeded"),
 # so every batch above ~6k events failed and was retried for ever. Chunks of at most
-# this many bytes of ids (each counted twice: its quotes and escapes) stay far below.
-_IDS_PER_QUERY_BYTES = 96 * 1024
+# this many bytes of keys (each written twice: the hash's tuples and the ids; every
+# byte counted twice for quotes and escapes) stay far below.
+_KEYS_PER_QUERY_BYTES = 48 * 1024
 
 
-def _id_chunks(ids: list[str]) -> Iterator[list[str]]:
-    chunk: list[str] = []
+def _key_chunks(keys: list[EventKey]) -> Iterator[list[EventKey]]:
+    chunk: list[EventKey] = []
     size = 0
-    for id_ in ids:
-        cost = 2 * len(id_.encode()) + 4  # worst case: every byte escaped, quotes, comma
-        if chunk and size + cost > _IDS_PER_QUERY_BYTES:
+    for key in keys:
+        cost = 2 * sum(len(part.encode()) for part in key) + 12  # worst case, see above
+        if chunk and size + cost > _KEYS_PER_QUERY_BYTES:
             yield chunk
             chunk, size = [], 0
-        chunk.append(id_)
+        chunk.append(key)
         size += cost
     if chunk:
         yield chunk

@@ -77,13 +77,14 @@ _VIEW = re.compile(r"^CREATE OR REPLACE VIEW (\w+)\.(\w+)(\s.*)$", re.DOTALL)
 _ADD_COLUMNS = re.compile(r"^ALTER TABLE (\w+)\.(\w+)(\s+ADD COLUMN IF NOT EXISTS\s.*)$", re.DOTALL)
 
 
-# Projections and MergeTree settings (merges, dedup) live in the parts of the LOCAL
-# tables (a Distributed table has no parts, and settings of its own): each shard
-# answers a query sent through the Distributed table from its own projection, and
-# merges its own parts. So these ALTERs go to the local tables only.
+# Projections, MergeTree settings (merges, dedup) and a column's stored values
+# (MATERIALIZE COLUMN) live in the parts of the LOCAL tables (a Distributed table has
+# no parts, and settings of its own): each shard answers a query sent through the
+# Distributed table from its own projection, and merges its own parts. So these
+# ALTERs go to the local tables only.
 _LOCAL_ALTER = re.compile(
     r"^ALTER TABLE (\w+)\.(\w+)(\s+(?:MODIFY SETTING \w+"
-    r"|ADD PROJECTION IF NOT EXISTS|MATERIALIZE PROJECTION)\s.*)$",
+    r"|ADD PROJECTION IF NOT EXISTS|MATERIALIZE PROJECTION|MATERIALIZE COLUMN)\s.*)$",
     re.DOTALL,
 )
 

@@ -199,11 +199,21 @@ def test_added_columns_reach_the_local_tables_and_the_distributed_table_over_the
         "meterline.usage_events",
         "meterline.billing_run_events_local",
         "meterline.billing_run_events",
+        "meterline.usage_event_ids_local",  # key_hash, migration 150
+        "meterline.usage_event_ids",
     ]
-    assert all(
-        f" ON CLUSTER '{CLUSTER}'\n" in s and "ADD COLUMN IF NOT EXISTS latency_ms" in s
-        for s in statements
-    )
+    assert all(f" ON CLUSTER '{CLUSTER}'\n" in s for s in statements)
+    assert all("ADD COLUMN IF NOT EXISTS latency_ms" in s for s in statements[:4])
+    assert all("ADD COLUMN IF NOT EXISTS key_hash UInt64 MATERIALIZED" in s for s in statements[4:])
+
+
+def test_a_column_is_materialized_in_each_shards_local_table_only() -> None:
+    # Its values live in the local tables' parts; a Distributed table has none.
+    statements = [s for s in cluster_statements() if "MATERIALIZE COLUMN" in s]
+    assert statements == [
+        f"ALTER TABLE meterline.usage_event_ids_local ON CLUSTER '{CLUSTER}' "
+        "MATERIALIZE COLUMN key_hash"
+    ]
 
 
 def test_the_hourly_projection_is_added_to_each_shards_local_meters_only() -> None:
