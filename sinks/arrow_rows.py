@@ -4,8 +4,8 @@ The processor builds an Arrow table of ``EVENT_COLUMNS`` for every batch (token
 events straight from the native decoder's columns, processor/token_columns.py; the
 others through ``arrow_table``), and each engine reads it its own way:
 
-- chDB (sinks/chdb_sink.py) in this process, ``INSERT ... SELECT <SELECT> FROM
-  Python(rows)``: the SELECT expressions below make the columns' types;
+- chDB (sinks/chdb_sink.py) in this process, ``INSERT ... SELECT ... FROM
+  Python(rows)``: its SELECT expressions make the columns' types;
 - a ClickHouse server (sinks/clickhouse_sink.py) from the request body, as an Arrow
   file (``INSERT ... FORMAT Arrow``), times and metadata cast in Arrow first.
 
@@ -18,6 +18,7 @@ check on both.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -25,24 +26,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from sinks.base import EVENT_COLUMNS, quote
+from sinks.base import EVENT_COLUMNS, EventWriter
 
 TIME_COLUMNS = ("time", "ingested_at", "processed_at")  # epoch ms here
 
-
-def _select_expr(name: str, kind: type) -> str:
-    """How an Arrow column becomes a ClickHouse value: exact, no float anywhere."""
-    if kind is dict:
-        return f"JSONExtract({name}, 'Map(String, String)') AS {name}"
-    if name in TIME_COLUMNS:
-        return f"fromUnixTimestamp64Milli(toInt64({name}), 'UTC') AS {name}"
-    if kind is Decimal:
-        return f"toDecimal128({name}, 12) AS {name}"
-    return f"`{name}`"
-
-
-# The SELECT list over the Arrow table, in EVENT_COLUMNS order (the tables' order).
-SELECT = ", ".join(_select_expr(n, k) for n, k in EVENT_COLUMNS.items())
 
 _ARROW_TYPES = {
     str: pa.string(),
@@ -56,11 +43,6 @@ _ARROW_TYPES = {
 SCHEMA = pa.schema(
     [pa.field(name, _ARROW_TYPES[kind], nullable=False) for name, kind in EVENT_COLUMNS.items()]
 )
-
-
-def select_for(run: str | None) -> str:
-    """The SELECT list for a table; a billing run's rows carry its name first."""
-    return SELECT if run is None else f"{quote(run)} AS run, {SELECT}"
 
 
 def arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
@@ -79,14 +61,22 @@ def arrow_table(columns: Mapping[str, list[Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-class ArrowRows:
-    """``EventWriter``'s row handling for writers whose rows are an Arrow table in ``SCHEMA``.
+class ArrowRows(EventWriter):
+    """An ``EventWriter`` whose rows are an Arrow table in ``SCHEMA``; each engine's writer
+    says how its engine reads the table (``insert_encoded``).
 
     A writer with it also takes token rows built straight as Arrow columns
     (processor/token_columns.py), concatenated with ``encode``'s.
     """
 
     arrow_schema = SCHEMA
+
+    def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
+        self.insert_encoded(self.encode(columns), dedup_token)
+
+    @abc.abstractmethod
+    def insert_encoded(self, rows: pa.Table, dedup_token: str) -> None:
+        """One INSERT of ``rows``, with ``EventWriter.insert``'s guarantees."""
 
     def encode(self, columns: Mapping[str, list[Any]]) -> pa.Table:
         # An Arrow table, built column by column in C, is read several times
@@ -103,4 +93,4 @@ class ArrowRows:
         return pa.concat_tables(parts)
 
 
-__all__ = ["SCHEMA", "SELECT", "TIME_COLUMNS", "ArrowRows", "arrow_table", "select_for"]
+__all__ = ["SCHEMA", "TIME_COLUMNS", "ArrowRows", "arrow_table"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -31,8 +31,9 @@ from chdb import session as chdb_session  # after JE_MALLOC_CONF: see above
 
 from core.errors import StoreError
 from core.types import EventKey
-from sinks.arrow_rows import ArrowRows, select_for
+from sinks.arrow_rows import TIME_COLUMNS, ArrowRows
 from sinks.base import (
+    EVENT_COLUMNS,
     INSERT_SETTINGS,
     LIVE_EVENTS,
     Engine,
@@ -44,6 +45,26 @@ from sinks.base import (
 from sinks.changes import MeterChanges
 
 _SETTINGS_SQL = ", ".join(f"{k} = {v}" for k, v in INSERT_SETTINGS.items())
+
+
+def _select_expr(name: str, kind: type) -> str:
+    """How an Arrow column becomes a ClickHouse value: exact, no float anywhere."""
+    if kind is dict:
+        return f"JSONExtract({name}, 'Map(String, String)') AS {name}"
+    if name in TIME_COLUMNS:
+        return f"fromUnixTimestamp64Milli(toInt64({name}), 'UTC') AS {name}"
+    if kind is Decimal:
+        return f"toDecimal128({name}, 12) AS {name}"
+    return f"`{name}`"
+
+
+# The SELECT list over the Arrow table, in EVENT_COLUMNS order (the tables' order).
+_SELECT = ", ".join(_select_expr(n, k) for n, k in EVENT_COLUMNS.items())
+
+
+def _select_for(run: str | None) -> str:
+    """The SELECT list for a table; a billing run's rows carry its name first."""
+    return _SELECT if run is None else f"{quote(run)} AS run, {_SELECT}"
 
 
 def _late_tenants(rows: pa.Table, cut_ms: int) -> set[str]:
@@ -159,17 +180,14 @@ class ChdbKeyLookup(KeyLookup):
         return found
 
 
-class ChdbWriter(ArrowRows, EventWriter):
+class ChdbWriter(ArrowRows):
     def __init__(self, engine: ChdbEngine, table: EventTable) -> None:
         self.table = table
         self._engine = engine
         self._sql = (
-            f"INSERT INTO {engine.database}.{table.name} SELECT {select_for(table.run)} "
+            f"INSERT INTO {engine.database}.{table.name} SELECT {_select_for(table.run)} "
             f"FROM Python(rows) SETTINGS {_SETTINGS_SQL}, insert_deduplication_token = "
         )
-
-    def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
-        self.insert_encoded(self.encode(columns), dedup_token)
 
     def insert_encoded(self, rows: pa.Table, dedup_token: str) -> None:
         # chDB's Python() table function finds `rows` by name in this frame.

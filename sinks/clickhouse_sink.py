@@ -6,7 +6,7 @@ Same SQL as the chDB sink; only the transport differs. Network failures raise
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -207,7 +207,7 @@ def _key_chunks(keys: list[EventKey]) -> Iterator[list[EventKey]]:
         yield chunk
 
 
-class ClickHouseWriter(ArrowRows, EventWriter):
+class ClickHouseWriter(ArrowRows):
     """Rows go as ONE Arrow file per batch: ``INSERT INTO t (cols) FORMAT Arrow``.
 
     The processor builds the same Arrow table as for chDB (sinks/arrow_rows.py), so its
@@ -224,9 +224,6 @@ class ClickHouseWriter(ArrowRows, EventWriter):
         self.table = table
         self._client = engine.client
         self._target = f"{engine.database}.{table.name}"
-
-    def insert(self, columns: Mapping[str, list[Any]], dedup_token: str) -> None:
-        self.insert_encoded(self.encode(columns), dedup_token)
 
     def insert_encoded(self, rows: pa.Table, dedup_token: str) -> None:
         table = _server_table(rows, self.table.run)
