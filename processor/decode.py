@@ -11,8 +11,11 @@ from core.log.base import TENANT_HEADER, Record
 from core.types import EventKey
 from schemas.envelope import Envelope, ValidEvent, parse_event
 from schemas.fast_decode import fast_token_event
+from schemas.fast_decode_other import fast_other_event
 from schemas.mappings import EventMappings
-from schemas.usage import UsageData
+from schemas.usage import EventType, UsageData
+
+_TOKENS = EventType.TOKENS.value.encode()
 
 
 class Decoded(NamedTuple):
@@ -59,9 +62,13 @@ def decode(record: Record, mappings: EventMappings | None = None) -> Decoded | D
     if not tenant_raw:
         return DeadLetter(record, "missing_tenant", f"no {TENANT_HEADER} header")
     tenant = tenant_raw.decode("utf-8", "replace")
-    # The common token event, checked by msgspec in C (schemas/fast_decode.py); it
-    # only accepts, so every refusal and its reason still come from parse_event.
-    fast = fast_token_event(record.value)
+    # The common token, image, units and charge events, checked by msgspec in C
+    # (schemas/fast_decode.py, schemas/fast_decode_other.py); they only accept, so
+    # every refusal and its reason still come from parse_event. The bytes test only
+    # picks which to try: each checks the type itself, and a wrong pick costs one
+    # failed decode, then the reference.
+    value = record.value
+    fast = fast_token_event(value) if _TOKENS in value else fast_other_event(value)
     if fast is not None:
         envelope, usage = fast
         moment = envelope.time_ms
