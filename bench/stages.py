@@ -68,6 +68,7 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     from processor.runner import Processor
     from schemas.envelope import check_envelope
     from schemas.fast_decode import fast_token_event
+    from schemas.fast_decode_other import fast_other_event
     from schemas.usage import USAGE_MODELS
     from sinks.arrow_rows import arrow_table as _arrow_table
     from sinks.migrations import migrate
@@ -160,6 +161,14 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
                 _per_event(lambda: [fast_token_event(v) for v in values], events, cpu),
             )
         )
+        # Per event of the whole batch, like every row: the ~6% of events of these types.
+        others = [v for v, e in zip(values, envelopes, strict=True) if _other(e)]
+        stages.append(
+            Stage(
+                "fast image/units/charge decode (msgspec + the rules; ~6% of events)",
+                _per_event(lambda: [fast_other_event(v) for v in others], events, cpu),
+            )
+        )
         stages.append(
             Stage(
                 "decode() (fast path, else the reference)",
@@ -196,6 +205,17 @@ def _measure(engine: ChdbEngine, work: Path, events: int) -> list[Stage]:
     )
     stages.append(Stage("process_batch, every step", total))
     return stages
+
+
+def _other(envelope: Any) -> bool:
+    """An image, units or charge event (schemas/fast_decode_other.py's types)."""
+    from schemas.usage import EventType
+
+    return not isinstance(envelope, list) and envelope.type in (
+        EventType.IMAGE.value,
+        EventType.UNITS.value,
+        EventType.CHARGE.value,
+    )
 
 
 def _records(n: int, seed: int) -> list[Record]:
