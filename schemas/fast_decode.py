@@ -9,6 +9,9 @@ within their totals, metadata bounds; the rules on the labels once per distinct
 combination of them), and returns the same ``Envelope`` and
 ``TokenUsage`` that ``schemas.envelope.parse_event`` would build.
 
+The other native types (image, units, charge) have their own fast path, with the
+same design, in schemas/fast_decode_other.py.
+
 It only ever ACCEPTS. Anything it does not fully check itself (other types,
 extensions, null attributes, ``dataschema``, ``data_base64``, a lax value
 pydantic would coerce such as ``"estimated": 1``, any rule broken) returns

@@ -10,8 +10,9 @@ combination, by schemas/fast_decode.py's own ``_labels_ok``: a batch of 20k benc
 events holds ~56 combinations, and the rules cannot drift from the fast path's.
 
 It only ever ACCEPTS. A record it does not fully check comes back by index in
-``NativeBatch.fallback`` for the Python path (fast_token_event, else parse_event),
-which accepts or dead-letters it as today; so a gap here costs speed, never a wrong
+``NativeBatch.fallback`` for the Python path (processor/decode.py: the msgspec fast
+paths of schemas/fast_decode.py and fast_decode_other.py, else parse_event), which
+accepts or dead-letters it as today; so a gap here costs speed, never a wrong
 bill. What must hold is that whatever this accepts, the reference accepts with equal
 column values: tests/schemas/test_native_decode_differential.py proves it.
 
@@ -59,7 +60,7 @@ class NativeDecodeError(MeterlineError):
 class NativeBatch:
     columns: dict[str, pa.Array]  # VALUE_COLUMNS of the accepted rows, in value order
     accepted: pa.Array  # int32: the index in ``values`` of each row
-    fallback: list[int]  # indexes for the Python path (fast_token_event, else parse_event)
+    fallback: list[int]  # indexes for the Python path (processor/decode.py's decode)
     combo: pa.Array  # int32: each row's label combination (an index in ``combos``)
     # (source, datacontenttype, canonical provider, model, feature, user, service_tier,
     # status, error_type); datacontenttype "" when the event has none (a sent "" is
