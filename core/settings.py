@@ -226,8 +226,8 @@ class Settings(BaseSettings):
     processor_pipeline: bool = Field(
         True,
         description="Write batch N (stored-key lookup, dead letters, INSERT) on a writer thread "
-        "while the next batch is polled, decoded and priced: 1.08-1.15x the events/s of one "
-        "thread on 2 cores, for +150-240 MiB (docs/benchmarks.md, round 8). Off: one "
+        "while the next batch is polled, decoded and priced: 1.08-1.22x the events/s of one "
+        "thread on 2 cores, for +150-250 MiB (docs/benchmarks.md, rounds 8-10). Off: one "
         "thread does all, less memory; for a single core (docs/operations.md).",
     )
     processor_native: bool = Field(
