@@ -125,8 +125,12 @@ to_builtins = msgspec.to_builtins
 
 
 def _source_ok(source: str) -> bool:
+    """A valid URI-reference with no control character (the reference's _string rule:
+    ``_uri_reference`` alone takes "/s\n", since a regex's ``$`` matches before it)."""
     if source in _GOOD_SOURCES:
         return True
+    if not _no_control(source):
+        return False
     try:
         _uri_reference(source)
     except ValueError:
@@ -137,9 +141,13 @@ def _source_ok(source: str) -> bool:
 
 
 def _media_ok(media: str) -> bool:
-    """A valid media type that is JSON (usage data must be application/json)."""
+    """A valid media type that is JSON (usage data must be application/json), with no
+    control character: ``_media_type`` alone takes "application/json\n" and a tab or C1
+    character in a parameter, which the reference's _string rule refuses."""
     if media in _GOOD_MEDIA:
         return True
+    if not _no_control(media):
+        return False
     try:
         _media_type(media)
     except ValueError:

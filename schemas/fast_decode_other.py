@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from operator import itemgetter
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -197,6 +197,7 @@ _GOOD: dict[tuple[Any, ...], str] = {}
 # Decimal strings -> the model's own Decimal for them (a units quantity or charge
 # amount), or None where the model refuses it.
 _DECIMALS: dict[tuple[type[BaseModel], str], Decimal | None] = {}
+_UNKNOWN = object()
 
 
 def _label(text: str) -> bool:
@@ -251,8 +252,9 @@ def _decimal(model: type[BaseModel], field: str, raw: int | str, **required: Any
         # ExactDecimal of a JSON integer: Decimal(n), within [0, 10**16) (ge=0, lt=MAX).
         return Decimal(raw) if 0 <= raw < MAX_DECIMAL else None
     key = (model, raw)
-    if key in _DECIMALS:
-        return _DECIMALS[key]
+    known = _DECIMALS.get(key, _UNKNOWN)  # one read: no gap for a clear() between two
+    if known is not _UNKNOWN:
+        return cast(Decimal | None, known)
     try:
         value: Decimal | None = getattr(model.model_validate({**required, field: raw}), field)
     except ValidationError:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_END,
@@ -386,9 +386,10 @@ class KafkaConsumer(LogConsumer):
             raw = msg.headers()
             headers: Headers = ()
             if raw.__class__ is list:
-                headers = tuple(raw)
                 # Names are always str (confluent-kafka decodes them); a value may be
-                # None (a null header), which _headers turns into b"".
+                # None (a null header), which _headers turns into b"": the loop below
+                # keeps this tuple only when every value is bytes.
+                headers = cast(Headers, tuple(raw))
                 for pair in headers:
                     if pair[1].__class__ is not bytes:
                         headers = _headers(raw)

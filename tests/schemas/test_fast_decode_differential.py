@@ -162,6 +162,8 @@ SOURCE = st.one_of(
     st.sampled_from(
         ["/bench/batch-worker", "my-app", "https://x.example/a?b#c", "a b", "%zz", "1x:y", ""]
     ),
+    # A regex's $ matches before a final newline: the URI rule alone takes these.
+    st.sampled_from(["/s\n", "https://a/b\n", "urn:x\n", "/s\t", "/s\u0085"]),
     st.text(max_size=6),
     st.sampled_from([None, 1]),
 )
@@ -174,6 +176,11 @@ MEDIA = st.sampled_from(
         "application/xml",
         "json",
         "",
+        # Control characters the media type's own grammar takes (a final newline before
+        # $, a tab or C1 character in a parameter); the reference refuses them.
+        "application/json\n",
+        "application/json;\tcharset=utf-8",
+        'application/json; charset="\u0085"',
         None,
         1,
     ]
@@ -544,3 +551,57 @@ def test_one_field_of_a_valid_token_event_changed_decodes_alike_on_both_paths(
         encoded = json.dumps(event).encode()
     assert_same(encoded)
     assert_same_decode(encoded)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("source", "/s\n"),
+        ("source", "https://a/b\n"),
+        ("source", "/s\u0085"),
+        ("datacontenttype", "application/json\n"),
+        ("datacontenttype", "application/json;\tcharset=utf-8"),
+        ("datacontenttype", 'application/json; charset="\u0085"'),
+    ],
+)
+@pytest.mark.parametrize(
+    ("type_", "data"),
+    [
+        (TOKENS, TOKEN_DATA),
+        ("io.meterline.usage.image", {"provider": "openai", "model": "m", "images": 1}),
+        ("io.meterline.usage.units", {"unit": "page", "quantity": 2}),
+        ("io.meterline.usage.charge", {"amount": "0.50"}),
+    ],
+)
+def test_control_characters_in_source_or_media_type_are_refused_on_every_path(
+    attribute: str, value: str, type_: str, data: dict[str, Any]
+) -> None:
+    # Found in review: the URI and media-type rules alone took these (a regex's $
+    # matches before a final newline; the media grammar takes a tab and C1 in a
+    # parameter), and the fast paths and the native decoder accepted what the
+    # gateway refuses. Checked twice: a verdict must not come from a cache.
+    from schemas.fast_decode_other import fast_other_event
+    from schemas.native_decode import decode_columns
+
+    event = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "/s",
+        "type": type_,
+        "subject": "cust-1",
+        "time": "2026-11-26T16:49:28.592Z",
+        "data": data,
+        attribute: value,
+    }
+    encoded = orjson.dumps(event)
+    clean = orjson.dumps({**event, attribute: "/s" if attribute == "source" else MEDIA_OK})
+    for _ in range(2):
+        assert fast_token_event(encoded) is None
+        assert fast_other_event(encoded) is None
+        assert isinstance(assert_same_decode(encoded), DeadLetter)
+        assert isinstance(assert_same_decode(clean), Decoded)  # the same event, clean
+        if type_ == TOKENS:
+            assert len(decode_columns([encoded, clean]).accepted) == 1
+
+
+MEDIA_OK = "application/json"
