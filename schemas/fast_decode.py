@@ -26,7 +26,7 @@ bill an event the gateway refuses, or bill it differently.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -43,8 +43,10 @@ from schemas.usage import (
     MAX_TOKENS,
     EventType,
     TokenUsage,
+    UsageData,
 )
 
+M = TypeVar("M", bound=UsageData)
 _Count = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]  # TokenCount: strict int, no bool, no float
 
 
@@ -280,7 +282,6 @@ def fast_token_event(value: bytes) -> tuple[Envelope, TokenUsage] | None:
     if "metadata" not in sent:
         fields["metadata"] = {}  # a fresh one per event, as the default_factory gives
     id_, source, subject = event.id, event.source, event.subject
-    time = "" if event.time is UNSET else event.time
     media = event.datacontenttype
     provider, model = fields["provider"], fields["model"]
     feature, user, tier = fields["feature"], fields["user"], fields["service_tier"]
@@ -300,20 +301,6 @@ def fast_token_event(value: bytes) -> tuple[Envelope, TokenUsage] | None:
         if len(_GOOD_LABELS) >= _CACHE_MAX:
             _GOOD_LABELS.clear()  # a flood of distinct labels costs what it did before
         _GOOD_LABELS[labels] = canonical
-    # NonEmpty id and subject; a time sent must not be "".
-    if not (id_ and subject) or (event.time is not UNSET and not time):
-        return None
-    if not _no_control(id_ + subject + time):
-        return None
-    time_ms = None
-    if time:
-        time_ms = _time_ms(time)
-        if time_ms is None:
-            return None
-    metadata = fields["metadata"]
-    if metadata and not _metadata_ok(metadata):
-        return None
-    fields["provider"] = canonical
     if (
         fields["cache_read_tokens"]
         + fields["cache_write_tokens"]
@@ -323,19 +310,42 @@ def fast_token_event(value: bytes) -> tuple[Envelope, TokenUsage] | None:
         or fields["reasoning_tokens"] + fields["output_audio_tokens"] > fields["output_tokens"]
     ):
         return None
-    # The model as model_validate leaves it (its __dict__ in field order, fields_set,
-    # no extra, no private state), without running pydantic again on values checked
-    # above (~0.8 µs against ~2.7 µs). The differential test holds the two equal.
-    usage = _new(TokenUsage)
-    _set(usage, "__dict__", fields)
-    _set(usage, "__pydantic_fields_set__", set(sent))
-    _set(usage, "__pydantic_extra__", None)
-    _set(usage, "__pydantic_private__", None)
-    envelope = Envelope(
+    envelope = _envelope(id_, source, _TOKENS, subject, event.time, media, fields["metadata"])
+    if envelope is None:
+        return None
+    fields["provider"] = canonical
+    return envelope, _built(TokenUsage, fields, sent)
+
+
+def _envelope(
+    id_: str,
+    source: str,
+    type_: str,
+    subject: str,
+    sent_time: str | UnsetType,
+    media: str | UnsetType,
+    metadata: dict[str, str],
+) -> Envelope | None:
+    """The envelope, once the rules left after the labels' hold: id, subject, time and
+    metadata (per event, not per combination); None when one does not."""
+    time = "" if sent_time is UNSET else sent_time
+    # NonEmpty id and subject; a time sent must not be "".
+    if not (id_ and subject) or (sent_time is not UNSET and not time):
+        return None
+    if not _no_control(id_ + subject + time):
+        return None
+    time_ms = None
+    if time:
+        time_ms = _time_ms(time)
+        if time_ms is None:
+            return None
+    if metadata and not _metadata_ok(metadata):
+        return None
+    return Envelope(
         "1.0",
         id_,
         source,
-        _TOKENS,
+        type_,
         subject,
         time or None,
         None if media is UNSET else media,
@@ -343,7 +353,18 @@ def fast_token_event(value: bytes) -> tuple[Envelope, TokenUsage] | None:
         {},
         time_ms,
     )
-    return envelope, usage
+
+
+def _built(model: type[M], fields: dict[str, Any], sent: dict[str, Any]) -> M:
+    """The model as model_validate leaves it (its __dict__ in field order, fields_set, no
+    extra, no private state), without running pydantic again on values checked above
+    (~0.8 µs against ~2.7 µs). The differential tests hold the two equal."""
+    usage = _new(model)
+    _set(usage, "__dict__", fields)
+    _set(usage, "__pydantic_fields_set__", set(sent))
+    _set(usage, "__pydantic_extra__", None)
+    _set(usage, "__pydantic_private__", None)
+    return usage
 
 
 __all__ = ["fast_token_event"]

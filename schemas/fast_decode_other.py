@@ -40,11 +40,11 @@ from schemas.fast_decode import (
     _CACHE_MAX,
     _MAX_ERROR_TYPE,
     _MAX_NAME,
+    _built,
+    _envelope,
     _media_ok,
-    _metadata_ok,
     _no_control,
     _source_ok,
-    _time_ms,
 )
 from schemas.limits import MAX_DECIMAL, currencies
 from schemas.providers import canonical_provider
@@ -62,16 +62,27 @@ _Status = Annotated[int, Meta(ge=0, le=599)]  # strict: no bool, no float
 _Latency = Annotated[int, Meta(ge=0, le=MAX_LATENCY_MS)]
 
 
-class _ImageData(Struct, forbid_unknown_fields=True, kw_only=True):
-    """``ImageUsage``'s fields but ``unit_prices``; UNSET = not sent (pydantic's fields_set)."""
+class _UsageData(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``UsageData``'s fields; UNSET = not sent (pydantic's fields_set). A subclass adds
+    its fields after these, in the models' own order."""
 
     feature: str | UnsetType = UNSET
     user: str | UnsetType = UNSET
     metadata: dict[str, str] | UnsetType = UNSET
+
+
+class _CallData(_UsageData, kw_only=True):
+    """``CallUsage``'s fields."""
+
     status: str | UnsetType = UNSET
     error_type: str | UnsetType = UNSET
     http_status: _Status | UnsetType = UNSET
     latency_ms: _Latency | UnsetType = UNSET
+
+
+class _ImageData(_CallData, kw_only=True):
+    """``ImageUsage``'s fields but ``unit_prices``."""
+
     provider: str
     model: str
     images: Annotated[int, Meta(ge=1, le=10_000)]
@@ -79,16 +90,9 @@ class _ImageData(Struct, forbid_unknown_fields=True, kw_only=True):
     quality: str | UnsetType = UNSET
 
 
-class _UnitsData(Struct, forbid_unknown_fields=True, kw_only=True):
+class _UnitsData(_CallData, kw_only=True):
     """``UnitsUsage``'s fields but ``unit_prices``."""
 
-    feature: str | UnsetType = UNSET
-    user: str | UnsetType = UNSET
-    metadata: dict[str, str] | UnsetType = UNSET
-    status: str | UnsetType = UNSET
-    error_type: str | UnsetType = UNSET
-    http_status: _Status | UnsetType = UNSET
-    latency_ms: _Latency | UnsetType = UNSET
     unit: str
     # A JSON float takes the reference path (its 15-digit rule); so does a bool,
     # which msgspec's int refuses.
@@ -97,12 +101,9 @@ class _UnitsData(Struct, forbid_unknown_fields=True, kw_only=True):
     model: str | UnsetType = UNSET
 
 
-class _ChargeData(Struct, forbid_unknown_fields=True, kw_only=True):
+class _ChargeData(_UsageData, kw_only=True):
     """``ChargeUsage``'s fields."""
 
-    feature: str | UnsetType = UNSET
-    user: str | UnsetType = UNSET
-    metadata: dict[str, str] | UnsetType = UNSET
     amount: int | str
     currency: str | UnsetType = UNSET
     description: str | UnsetType = UNSET
@@ -134,8 +135,6 @@ class _ChargeEvent(_Event, tag=EventType.CHARGE.value):
 _DECODER = msgspec.json.Decoder(_ImageEvent | _UnitsEvent | _ChargeEvent)
 _CALL = ("feature", "user", "status", "error_type")
 to_builtins = msgspec.to_builtins
-_new = object.__new__
-_set = object.__setattr__
 
 
 def _defaults(model: type[UsageData], struct: type[Struct]) -> dict[str, Any]:
@@ -279,7 +278,6 @@ def fast_other_event(value: bytes) -> tuple[Envelope, UsageData] | None:
     if "metadata" not in sent:
         fields["metadata"] = {}  # a fresh one per event, as the default_factory gives
     id_, source, subject = event.id, event.source, event.subject
-    time = "" if event.time is UNSET else event.time
     media = event.datacontenttype
     # The label rules once per distinct combination: pure functions of these values
     # (the type's own labels in its field order), so a hit gives the rules' verdict.
@@ -293,53 +291,22 @@ def fast_other_event(value: bytes) -> tuple[Envelope, UsageData] | None:
         if len(_GOOD) >= _CACHE_MAX:
             _GOOD.clear()
         _GOOD[labels] = canonical
-    # NonEmpty id and subject; a time sent must not be "".
-    if not (id_ and subject) or (event.time is not UNSET and not time):
-        return None
-    if not _no_control(id_ + subject + time):
-        return None
-    time_ms = None
-    if time:
-        time_ms = _time_ms(time)
-        if time_ms is None:
-            return None
-    metadata = fields["metadata"]
-    if metadata and not _metadata_ok(metadata):
-        return None
     if model is ChargeUsage:
         amount = _decimal(ChargeUsage, "amount", fields["amount"])
         if amount is None:
             return None
         fields["amount"] = amount
-    elif model is UnitsUsage:
-        if "quantity" in sent:
+    else:
+        if "quantity" in sent:  # units
             quantity = _decimal(UnitsUsage, "quantity", fields["quantity"], unit="u")
             if quantity is None:
                 return None
             fields["quantity"] = quantity
         fields["provider"] = canonical
-    else:
-        fields["provider"] = canonical
-    # The model as model_validate leaves it, as fast_decode does for TokenUsage; the
-    # differential test holds the two equal.
-    usage = _new(model)
-    _set(usage, "__dict__", fields)
-    _set(usage, "__pydantic_fields_set__", set(sent))
-    _set(usage, "__pydantic_extra__", None)
-    _set(usage, "__pydantic_private__", None)
-    envelope = Envelope(
-        "1.0",
-        id_,
-        source,
-        type_,
-        subject,
-        time or None,
-        None if media is UNSET else media,
-        None,
-        {},
-        time_ms,
-    )
-    return envelope, usage
+    envelope = _envelope(id_, source, type_, subject, event.time, media, fields["metadata"])
+    if envelope is None:
+        return None
+    return envelope, _built(model, fields, sent)
 
 
 __all__ = ["fast_other_event"]
