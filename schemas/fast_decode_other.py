@@ -44,6 +44,7 @@ from schemas.fast_decode import (
     _envelope,
     _media_ok,
     _no_control,
+    _sent_fields,
     _source_ok,
 )
 from schemas.limits import MAX_DECIMAL, currencies
@@ -134,7 +135,6 @@ class _ChargeEvent(_Event, tag=EventType.CHARGE.value):
 
 _DECODER = msgspec.json.Decoder(_ImageEvent | _UnitsEvent | _ChargeEvent)
 _CALL = ("feature", "user", "status", "error_type")
-to_builtins = msgspec.to_builtins
 
 
 def _defaults(model: type[UsageData], struct: type[Struct]) -> dict[str, Any]:
@@ -270,13 +270,8 @@ def fast_other_event(value: bytes) -> tuple[Envelope, UsageData] | None:
         event = _DECODER.decode(value)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    # The usage fields sent, as a dict, in C: fields_set, and over the defaults __dict__.
-    sent: dict[str, Any] = to_builtins(event.data)
     type_, model, defaults, label_values = _TYPES[type(event)]
-    fields = defaults.copy()
-    fields.update(sent)
-    if "metadata" not in sent:
-        fields["metadata"] = {}  # a fresh one per event, as the default_factory gives
+    sent, fields = _sent_fields(event.data, defaults)
     id_, source, subject = event.id, event.source, event.subject
     media = event.datacontenttype
     # The label rules once per distinct combination: pure functions of these values
