@@ -89,30 +89,38 @@ class _TokenEvent(Struct, forbid_unknown_fields=True, tag_field="type", tag=Even
 
 _DECODER = msgspec.json.Decoder(_TokenEvent)
 _TOKENS = EventType.TOKENS.value  # the str itself: an enum's .value is a descriptor call
-_FIELDS: tuple[str, ...] = _TokenData.__struct_fields__
-_MODEL_FIELDS = TokenUsage.model_fields
-# A TokenUsage field the fast path does not know is an unknown member to msgspec: an
-# event that sends it takes the reference path (correct, only slower), and one that
-# does not gets the model's default below. That holds only for optional fields with a
-# plain default; a field here that the model no longer has would be accepted wrongly.
-# Anything else fails at import, naming what to do (issue 15 adds optional fields).
-_UNCHECKED = [
-    name
-    for name, info in _MODEL_FIELDS.items()
-    if name not in _FIELDS and (info.is_required() or info.default_factory is not None)
-]
-if not set(_FIELDS) <= set(_MODEL_FIELDS) or _UNCHECKED:  # pragma: no cover - import guard
-    raise ImportError(
-        "schemas.fast_decode._TokenData no longer matches schemas.usage.TokenUsage "
-        f"(fields only here: {sorted(set(_FIELDS) - set(_MODEL_FIELDS))}, required or "
-        f"default_factory fields not here: {_UNCHECKED}): add them to _TokenData with "
-        "their rules, and run tests/schemas/test_fast_decode_differential.py"
-    )
-# TokenUsage's defaults in the model's field order (so __dict__ has model_validate's
-# order), read from the model so they cannot drift.
-_DEFAULTS: dict[str, Any] = {
-    name: info.get_default(call_default_factory=True) for name, info in _MODEL_FIELDS.items()
-}
+
+
+def _defaults(model: type[UsageData], struct: type[Struct]) -> dict[str, Any]:
+    """The model's defaults in its field order (so __dict__ has model_validate's order),
+    read from the model so they cannot drift; None for a required field (always sent).
+
+    A model field the Struct does not know is an unknown member to msgspec: an event
+    that sends it takes the reference path (correct, only slower), and one that does
+    not gets the model's default. That holds only for optional fields with a plain
+    default; a Struct field the model no longer has would be accepted wrongly. Anything
+    else fails at import, naming what to do (issue 15 added optional fields)."""
+    fields = model.model_fields
+    known = set(struct.__struct_fields__)
+    unchecked = [
+        name
+        for name, info in fields.items()
+        if name not in known and (info.is_required() or info.default_factory is not None)
+    ]
+    if not known <= set(fields) or unchecked:  # pragma: no cover - import guard
+        raise ImportError(
+            f"{struct.__module__}.{struct.__name__} no longer matches {model.__name__} "
+            f"(only here: {sorted(known - set(fields))}, required or default_factory "
+            f"fields not here: {unchecked}): update it with their rules, and run "
+            "tests/schemas/test_fast_decode*_differential.py"
+        )
+    return {
+        name: None if info.is_required() else info.get_default(call_default_factory=True)
+        for name, info in fields.items()
+    }
+
+
+_DEFAULTS = _defaults(TokenUsage, _TokenData)
 _MAX_NAME = 256  # schemas.usage Name / Label / ProviderName max_length
 _MAX_ERROR_TYPE = 128  # CallUsage.error_type max_length
 

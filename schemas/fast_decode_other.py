@@ -41,6 +41,7 @@ from schemas.fast_decode import (
     _MAX_ERROR_TYPE,
     _MAX_NAME,
     _built,
+    _defaults,
     _envelope,
     _media_ok,
     _no_control,
@@ -135,31 +136,6 @@ class _ChargeEvent(_Event, tag=EventType.CHARGE.value):
 
 _DECODER = msgspec.json.Decoder(_ImageEvent | _UnitsEvent | _ChargeEvent)
 _CALL = ("feature", "user", "status", "error_type")
-
-
-def _defaults(model: type[UsageData], struct: type[Struct]) -> dict[str, Any]:
-    """The model's defaults in its field order (so __dict__ has model_validate's order).
-
-    Fails at import when the Struct names a field the model does not have, or the
-    model has a required or factory field the Struct does not know: then an event
-    sending it would be accepted wrongly, or one leaving it out built wrongly."""
-    fields = model.model_fields
-    known = set(struct.__struct_fields__)
-    unchecked = [
-        name
-        for name, info in fields.items()
-        if name not in known and (info.is_required() or info.default_factory is not None)
-    ]
-    if not known <= set(fields) or unchecked:  # pragma: no cover - import guard
-        raise ImportError(
-            f"schemas.fast_decode_other.{struct.__name__} no longer matches {model.__name__} "
-            f"(only here: {sorted(known - set(fields))}, not here: {unchecked}): update it "
-            "and run tests/schemas/test_fast_decode_other_differential.py"
-        )
-    return {
-        name: info.get_default(call_default_factory=True) if not info.is_required() else None
-        for name, info in fields.items()
-    }
 
 
 _IMAGE_DEFAULTS = _defaults(ImageUsage, _ImageData)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_END,
@@ -363,11 +363,11 @@ class KafkaConsumer(LogConsumer):
             owned = self._owned
             messages = [m for m in messages if m.error() or m.partition() in owned]
         # Once per record on the processor's only Python thread, so written out here
-        # rather than through _record: no call per record, the Record made with
-        # tuple.__new__ (a NamedTuple's own __new__ is a Python function), the headers
-        # kept as confluent-kafka gives them when every value is bytes. 1.1-1.6 µs a
-        # record against 1.9-2.3 through _record (issue 17, round 10); the same
-        # Records, which tests/log/test_kafka_records.py holds equal to _record's.
+        # rather than through _record: one call per record (_headers), the Record made
+        # with tuple.__new__ (a NamedTuple's own __new__ is a Python function). 1.1-1.6
+        # µs a record against 1.9-2.3 through _record, measured with the header check
+        # written out too (issue 17, round 10); the same
+        # Records, which tests/core/log/test_kafka_records.py holds equal to _record's.
         out: list[Record] = []
         append = out.append
         topic = self.topic  # the one topic this consumer subscribes to
@@ -383,19 +383,6 @@ class KafkaConsumer(LogConsumer):
                     log.warning("consumer left the group: %s; rejoining", err)
                     continue
                 raise KafkaException(err)
-            raw = msg.headers()
-            headers: Headers = ()
-            if raw.__class__ is list:
-                # Names are always str (confluent-kafka decodes them); a value may be
-                # None (a null header), which _headers turns into b"": the loop below
-                # keeps this tuple only when every value is bytes.
-                headers = cast(Headers, tuple(raw))
-                for pair in headers:
-                    if pair[1].__class__ is not bytes:
-                        headers = _headers(raw)
-                        break
-            elif raw:
-                headers = _headers(raw)
             append(
                 _new_record(
                     Record,
@@ -405,7 +392,7 @@ class KafkaConsumer(LogConsumer):
                         msg.offset() or 0,
                         msg.key(),
                         msg.value() or b"",
-                        headers,
+                        _headers(msg.headers()),
                         msg.timestamp()[1],
                     ),
                 )
