@@ -45,3 +45,33 @@ def test_identities_stored_before_and_after_the_hash_column_are_all_found(
         assert expression == "cityHash64(tenant, source, id)"
     finally:
         engine.close()
+
+
+def test_a_stored_identity_whose_hash_equals_an_asked_one_is_not_answered(
+    tmp_path: Path,
+) -> None:
+    # The SQL filters on the hash alone; the identity itself is compared in Python.
+    # A 64-bit collision cannot be found by search, so the test plants one: a row
+    # whose key_hash is that of another identity (DEFAULT instead of MATERIALIZED,
+    # so that it can be written).
+    engine = ChdbEngine(tmp_path / "chdb", DB)
+    migrate(engine)
+    try:
+        engine.run_sql(f"ALTER TABLE {DB}.usage_event_ids DROP COLUMN key_hash", "CSV")
+        engine.run_sql(
+            f"ALTER TABLE {DB}.usage_event_ids ADD COLUMN key_hash UInt64 "
+            "DEFAULT cityHash64(tenant, source, id)",
+            "CSV",
+        )
+        engine.run_sql(
+            f"INSERT INTO {DB}.usage_event_ids (tenant, source, id, key_hash) "
+            "VALUES ('t', '/s', 'stored', cityHash64('t', '/s', 'asked'))",
+            "CSV",
+        )
+        lookup = engine.key_lookup()
+        assert lookup.stored_keys([("t", "/s", "asked")]) == set()
+        assert lookup.stored_keys([("t", "/s", "asked"), ("t", "/s", "stored")]) == {
+            ("t", "/s", "stored")
+        }
+    finally:
+        engine.close()
