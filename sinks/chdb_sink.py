@@ -143,12 +143,12 @@ class ChdbKeyLookup(KeyLookup):
         if table.key_hash:
             # Random ids fall in every granule, so the lookup reads every stored
             # identity: 8 bytes of each (the hash) first, the strings only where it
-            # matches (3x less CPU at 4M-16M stored ids; migration 150). Nothing but
-            # the hash in SQL, as the server's lookup does (sinks/clickhouse_sink.py):
-            # the exact `(tenant, source, id) IN` there read the batch's keys a second
-            # time and built a set of their string triples in the engine, for the few
-            # rows whose hash matched: 2.75 -> 1.95 µs a key against 1M stored ids
-            # (issue 17, round 11), on the writer thread.
+            # matches (3x less CPU at 4M-16M stored ids; migration 150). Only the
+            # hash in SQL: an exact `(tenant, source, id) IN` would read the batch's
+            # keys a second time and build a set of their string triples in the
+            # engine, for the few rows whose hash matched (2.75 vs 1.95 µs a key at
+            # 1M stored ids, issue 17 round 11, on the writer thread). stored_keys
+            # drops the rare collision in Python, as ClickHouseKeyLookup does.
             run = "" if table.run is None else f" WHERE run = {quote(table.run)}"
             self._sql = (
                 f"SELECT tenant, source, id FROM {engine.database}.{table.ids} "
@@ -180,7 +180,7 @@ class ChdbKeyLookup(KeyLookup):
         with self._engine.session() as session:
             result = session.query(self._sql, "JSONCompactEachRow")
         lines = bytes(result.bytes()).splitlines()
-        if not lines:
+        if not lines:  # the common answer: no key of the batch is stored
             return set()
         found: set[EventKey] = set()
         for line in lines:
