@@ -27,6 +27,13 @@ def register(app: typer.Typer) -> None:
                 "200k events, 20k with --quick)."
             ),
         ] = False,
+        engine: Annotated[
+            bool,
+            typer.Option(
+                help="Instead: the store's own CPU per event (INSERT, views, lookup, merges; "
+                "no Kafka, the Python side taken out), over --events (100k with --quick)."
+            ),
+        ] = False,
         only: Annotated[
             str | None,
             typer.Option(
@@ -46,6 +53,14 @@ def register(app: typer.Typer) -> None:
             ) from exc
         if stages:
             typer.echo(table(measure(20_000 if quick else 200_000)))
+            return
+        if engine:
+            from bench import engine_floor
+
+            floor = engine_floor.measure(100_000 if quick else events)
+            typer.echo(engine_floor.table(floor))
+            if not floor.ok:
+                raise typer.Exit(1)
             return
         if only not in (None, "entitlement", "query"):
             raise typer.BadParameter(
