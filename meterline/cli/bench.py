@@ -30,8 +30,8 @@ def register(app: typer.Typer) -> None:
         engine: Annotated[
             bool,
             typer.Option(
-                help="Instead: the store's own CPU per event (INSERT, views, lookup, merges; "
-                "no Kafka, the Python side taken out), over --events (100k with --quick)."
+                help="Instead: the store's CPU per event (INSERT, views, lookup, merges; no "
+                "Kafka), beside the processor's own Python, over --events (100k with --quick)."
             ),
         ] = False,
         only: Annotated[
@@ -51,16 +51,22 @@ def register(app: typer.Typer) -> None:
                 f"{exc.name} is missing: run `meterline bench` from a source checkout "
                 "with the server extra installed"
             ) from exc
-        if stages:
-            typer.echo(table(measure(20_000 if quick else 200_000)))
-            return
         if engine:
             from bench import engine_floor
 
+            if stages or only:
+                raise typer.BadParameter("--engine runs alone: not with --stages or --only")
+            if events < 1:
+                raise typer.BadParameter(f"--events {events}: at least 1")
             floor = engine_floor.measure(100_000 if quick else events)
             typer.echo(engine_floor.table(floor))
-            if not floor.ok:
+            for line in floor.problems:
+                typer.echo(f"CHECK FAILED: {line}", err=True)
+            if floor.problems:
                 raise typer.Exit(1)
+            return
+        if stages:
+            typer.echo(table(measure(20_000 if quick else 200_000)))
             return
         if only not in (None, "entitlement", "query"):
             raise typer.BadParameter(
