@@ -56,14 +56,31 @@ def _cells(driver: Any, panel: str, column: str) -> list[str]:
 
 def _submit(driver: Any, button: Any, expect_id: str) -> None:
     """Click a submit button and wait for the next page (the click returns before it loads)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = driver.find_element(By.TAG_NAME, "html")
     button.click()
+
+    def left(_driver: Any) -> bool:
+        """The page before the click is gone (``staleness_of``, plus chromedriver's other word)."""
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Asked about a node of the old document while the new one loads, chromedriver
+            # may answer "unknown error: ... Node with given id does not belong to the
+            # document" instead of a stale reference (seen once in CI): the same fact.
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
     wait = WebDriverWait(driver, 30)
-    wait.until(ready.staleness_of(page))
+    wait.until(left)
     wait.until(ready.presence_of_element_located((By.ID, expect_id)))
 
 
