@@ -9,6 +9,7 @@ chDB gives them, and a store short of rows fails the command.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -35,29 +36,24 @@ def test_the_floor_stores_every_distinct_event_once_and_finds_the_engine_threads
     assert "**total**" in engine_floor.table(floor)
 
 
-def test_rows_missing_stored_twice_or_dead_lettered_are_problems() -> None:
+def _floor(rows: int, distinct_rows: int, **more: Any) -> engine_floor.EngineFloor:
+    """A measured floor of 10 events, 9 of them distinct, with these stored rows."""
     parts = {"total": 1.0}
-    common = {"batch": 10, "wall_s": 1.0, "prepare_us": 1.0, "generate_us": 1.0}
-    short = engine_floor.EngineFloor(
-        events=10, rows=8, distinct_rows=8, unique=9, during=parts, settled=parts, **common
-    )
-    twice = engine_floor.EngineFloor(
-        events=10, rows=9, distinct_rows=8, unique=9, during=parts, settled=parts, **common
-    )
-    dead = engine_floor.EngineFloor(
-        events=10,
-        rows=9,
-        distinct_rows=9,
-        unique=9,
-        during=parts,
-        settled=parts,
-        dead_reasons={"invalid_event": 1},
-        **common,
-    )
+    return engine_floor.EngineFloor(
+        events=10, rows=rows, distinct_rows=distinct_rows, unique=9, batch=10, wall_s=1.0,
+        prepare_us=1.0, generate_us=1.0, during=parts, settled=parts, **more,
+    )  # fmt: skip
+
+
+def test_rows_missing_stored_twice_or_dead_lettered_are_problems() -> None:
+    short = _floor(8, 8)
+    twice = _floor(9, 8)
+    dead = _floor(9, 9, dead_reasons={"invalid_event": 1})
 
     assert short.problems == ["usage_events holds 8 rows, 8 distinct, for 9 distinct events"]
     assert twice.problems == ["usage_events holds 9 rows, 8 distinct, for 9 distinct events"]
     assert dead.problems == ["dead letters: {'invalid_event': 1}"]
+    assert _floor(9, 9).problems == []
 
 
 def test_the_command_prints_the_floor_and_exits_zero() -> None:
@@ -69,20 +65,7 @@ def test_the_command_prints_the_floor_and_exits_zero() -> None:
 
 
 def test_the_command_exits_1_when_the_store_is_short(monkeypatch: pytest.MonkeyPatch) -> None:
-    parts = {"total": 1.0}
-    short = engine_floor.EngineFloor(
-        events=10,
-        rows=8,
-        distinct_rows=8,
-        unique=9,
-        batch=10,
-        wall_s=1.0,
-        prepare_us=1.0,
-        generate_us=1.0,
-        during=parts,
-        settled=parts,
-    )
-    monkeypatch.setattr(engine_floor, "measure", lambda *_args, **_kw: short)
+    monkeypatch.setattr(engine_floor, "measure", lambda *_args, **_kw: _floor(8, 8))
 
     result = CliRunner().invoke(app, ["bench", "--engine", "--events", "10"])
 
